@@ -1,0 +1,296 @@
+"""HalfCheetah-Direction and HalfCheetah-Velocity: task distributions on gymnasium's HalfCheetah-v5.
+
+Definitions follow Finn, Abbeel, Levine, "Model-Agnostic Meta-Learning for Fast Adaptation of Deep Networks",
+ICML 2017, section 5.3 (see shared/reference/anil-rl.md). The model, physics (frame skip 5, dt 0.05), observation
+(qpos[1:] and qvel, 17 numbers) and reset noise are gymnasium's HalfCheetah-v5; only the reward depends on the task.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import gymnasium
+import mujoco
+import numpy as np
+from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
+from gymnasium.spaces import Box
+from gymnasium.utils import seeding
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+CTRL_COST_WEIGHT = 0.05  # reference: reward = ... - 0.05 * sum(a^2)
+HORIZON = 200
+
+
+@dataclass(frozen=True)
+class CheetahDirTask:
+    """Run forwards (direction=+1) or backwards (direction=-1)."""
+
+    direction: float
+
+
+@dataclass(frozen=True)
+class CheetahVelTask:
+    """Run at `velocity` (m/s) along x."""
+
+    velocity: float
+
+
+def direction_reward(direction, x_velocity):
+    """Forward term of HalfCheetah-Direction: d * v_x (scalars or arrays)."""
+    return direction * x_velocity
+
+
+def velocity_reward(velocity, x_velocity):
+    """Forward term of HalfCheetah-Velocity: -|v_x - g| (scalars or arrays)."""
+    return -np.abs(x_velocity - velocity)
+
+
+def sample_direction_tasks(rng: np.random.Generator, n: int) -> list[CheetahDirTask]:
+    """Directions -1 or +1 with probability 1/2 each (MAML paper, sec. 5.3)."""
+    return [CheetahDirTask(float(d)) for d in rng.choice([-1.0, 1.0], size=_count(n))]
+
+
+def sample_velocity_tasks(rng: np.random.Generator, n: int) -> list[CheetahVelTask]:
+    """Goal velocities uniform on [0, 2] (MAML paper, sec. 5.3)."""
+    return [CheetahVelTask(float(v)) for v in rng.uniform(0.0, 2.0, size=_count(n))]
+
+
+def check_direction_task(task) -> CheetahDirTask:
+    """Return `task` if it is a valid HalfCheetah-Direction task, else raise ValueError."""
+    if not isinstance(task, CheetahDirTask):
+        raise ValueError(f"cheetah-dir: expected a CheetahDirTask, got {task!r} ({type(task).__name__})")
+    if task.direction not in (-1.0, 1.0):
+        raise ValueError(f"cheetah-dir: direction {task.direction!r} is out of range; allowed: -1.0 or +1.0")
+    return task
+
+
+def check_velocity_task(task) -> CheetahVelTask:
+    """Return `task` if it is a valid HalfCheetah-Velocity task, else raise ValueError."""
+    if not isinstance(task, CheetahVelTask):
+        raise ValueError(f"cheetah-vel: expected a CheetahVelTask, got {task!r} ({type(task).__name__})")
+    v = task.velocity
+    if not (isinstance(v, (int, float)) and np.isfinite(v) and 0.0 <= v <= 2.0):
+        raise ValueError(f"cheetah-vel: velocity {v!r} is out of range; allowed: a number in [0, 2]")
+    return task
+
+
+def _count(n) -> int:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"sample_tasks: n must be a non-negative int, got {n!r}")
+    return int(n)
+
+
+class _TaskCheetah(HalfCheetahEnv):
+    """HalfCheetah-v5 whose forward reward is set by a task; subclasses name the task type."""
+
+    horizon = HORIZON
+    # Set by each family: its default task, the forward-reward formula, the task check, the sampler and the
+    # number the formula reads from a task. Each works on scalars and arrays, so the batched form shares them.
+    _default_task = None
+    _forward = None
+    _check = None
+    _sample = None
+    _value = None
+
+    def __init__(self, ctrl_cost_weight: float = CTRL_COST_WEIGHT, reset_noise_scale: float = 0.1, **kwargs):
+        super().__init__(ctrl_cost_weight=ctrl_cost_weight, reset_noise_scale=reset_noise_scale, **kwargs)
+        self._task = self._default_task
+
+    def sample_tasks(self, rng: np.random.Generator, n: int) -> list:
+        """`n` tasks drawn from this family's distribution using only `rng`."""
+        return self._sample(rng, n)
+
+    @property
+    def task(self):
+        return self._task
+
+    @task.setter
+    def task(self, task) -> None:
+        self._task = self._check(task)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        # The task travels in options; reset() without it keeps the current task (vector autoreset relies on this).
+        if options and "task" in options:
+            self.task = options["task"]
+        obs, info = super().reset(seed=seed, options=options)
+        info["task"] = self._task
+        return obs, info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = super().step(action)
+        info["task"] = self._task
+        return obs, reward, terminated, truncated, info
+
+    def _get_rew(self, x_velocity: float, action):
+        forward = float(self._forward(self._value(self._task), x_velocity))
+        ctrl = -float(self.control_cost(action))
+        return forward + ctrl, {"reward_forward": forward, "reward_ctrl": ctrl}
+
+
+class HalfCheetahDirEnv(_TaskCheetah):
+    """HalfCheetah-Direction: run forwards or backwards (MAML paper, sec. 5.3).
+
+    Tasks: `CheetahDirTask(direction)`, direction in {-1, +1} with probability 1/2 each.
+    Reward: `d * v_x - 0.05 * sum(a^2)` with `v_x = (x_after - x_before) / dt`, dt = 0.05 (5 frames of 0.01 s);
+    `info` holds `reward_forward` (d * v_x) and `reward_ctrl` (-0.05 * sum(a^2)), which sum to the reward.
+    Observation, action space, reset noise: gymnasium HalfCheetah-v5. Episode end: never terminates; time limit 200.
+    """
+
+    _default_task = CheetahDirTask(1.0)
+    _forward = staticmethod(direction_reward)
+    _check = staticmethod(check_direction_task)
+    _sample = staticmethod(sample_direction_tasks)
+    _value = staticmethod(lambda task: task.direction)
+
+
+class HalfCheetahVelEnv(_TaskCheetah):
+    """HalfCheetah-Velocity: run at a goal velocity (MAML paper, sec. 5.3).
+
+    Tasks: `CheetahVelTask(velocity)`, velocity uniform on [0, 2] (ProMP used [0, 3]; we follow MAML).
+    Reward: `-|v_x - g| - 0.05 * sum(a^2)` with `v_x = (x_after - x_before) / dt`; `info` holds `reward_forward`
+    (-|v_x - g|) and `reward_ctrl`, which sum to the reward.
+    Observation, action space, reset noise: gymnasium HalfCheetah-v5. Episode end: never terminates; time limit 200.
+    """
+
+    _default_task = CheetahVelTask(1.0)
+    _forward = staticmethod(velocity_reward)
+    _check = staticmethod(check_velocity_task)
+    _sample = staticmethod(sample_velocity_tasks)
+    _value = staticmethod(lambda task: task.velocity)
+
+
+class HalfCheetahBatch(VectorEnv):
+    """Many HalfCheetah copies (one MjModel, one MjData each) stepped in one process by a few threads.
+
+    `mujoco.mj_step` releases the GIL, so `num_threads` threads step disjoint slices of the copies in parallel.
+    For the same tasks, seeds and actions it gives the same observations and rewards as the single env (tested).
+    Tasks are set per copy with `set_attr("task", tasks)`; `reset(seed=s)` seeds copy i with s + i, as gymnasium's
+    vector envs do. Copies never terminate; `truncated` turns True at the family's horizon.
+    """
+
+    metadata = {"autoreset_mode": AutoresetMode.DISABLED}
+
+    def __init__(self, family: type[_TaskCheetah], num_envs: int, *, num_threads: int = 2,
+                 ctrl_cost_weight: float = CTRL_COST_WEIGHT, reset_noise_scale: float = 0.1,
+                 max_episode_steps: int = HORIZON):
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        if num_threads < 1:
+            raise ValueError(f"num_threads must be >= 1, got {num_threads}")
+        self.family = family
+        self.num_envs = num_envs
+        self.max_episode_steps = max_episode_steps
+        self._ctrl_cost_weight = ctrl_cost_weight
+        self._noise = reset_noise_scale
+        path = os.path.join(os.path.dirname(gymnasium.envs.mujoco.__file__), "assets", "half_cheetah.xml")
+        self.model = mujoco.MjModel.from_xml_path(path)
+        self.frame_skip = 5
+        self.dt = self.model.opt.timestep * self.frame_skip
+        self.datas = [mujoco.MjData(self.model) for _ in range(num_envs)]
+        self._init_qpos = self.datas[0].qpos.copy()
+        self._init_qvel = self.datas[0].qvel.copy()
+        nq, nv = self.model.nq, self.model.nv
+        self._qpos = np.zeros((num_envs, nq))
+        self._qvel = np.zeros((num_envs, nv))
+        self._rngs = [None] * num_envs
+        self._tasks = [family._default_task] * num_envs
+        self._task_values = np.array([family._value(t) for t in self._tasks])
+        self._t = 0
+        self.single_observation_space = Box(-np.inf, np.inf, (nq - 1 + nv,), np.float64)
+        lo, hi = self.model.actuator_ctrlrange.T
+        self.single_action_space = Box(lo.astype(np.float32), hi.astype(np.float32), dtype=np.float32)
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self.num_threads = min(num_threads, num_envs)
+        self._pool = ThreadPoolExecutor(self.num_threads) if self.num_threads > 1 else None
+        self._slices = [slice(i, num_envs, self.num_threads) for i in range(self.num_threads)]
+
+    def sample_tasks(self, rng: np.random.Generator, n: int) -> list:
+        return self.family._sample(rng, n)
+
+    def get_attr(self, name: str) -> tuple:
+        if name == "task":
+            return tuple(self._tasks)
+        raise AttributeError(f"{type(self).__name__} has only the per-copy attribute 'task', not {name!r}")
+
+    def set_attr(self, name: str, values) -> None:
+        if name != "task":
+            raise AttributeError(f"{type(self).__name__} has only the per-copy attribute 'task', not {name!r}")
+        values = list(values) if isinstance(values, (list, tuple)) else [values] * self.num_envs
+        if len(values) != self.num_envs:
+            raise ValueError(f"set_attr('task'): got {len(values)} tasks for {self.num_envs} copies")
+        self._tasks = [self.family._check(t) for t in values]
+        self._task_values = np.array([self.family._value(t) for t in self._tasks])
+
+    def reset(self, *, seed=None, options: dict | None = None):
+        if options and "task" in options:
+            self.set_attr("task", options["task"])
+        seeds = _copy_seeds(seed, self.num_envs)
+        nq, nv = self.model.nq, self.model.nv
+        for i, d in enumerate(self.datas):
+            if seeds[i] is not None or self._rngs[i] is None:
+                self._rngs[i], _ = seeding.np_random(seeds[i])
+            rng = self._rngs[i]
+            # Same draws, in the same order, as HalfCheetah-v5's reset_model.
+            qpos = self._init_qpos + rng.uniform(-self._noise, self._noise, size=nq)
+            qvel = self._init_qvel + self._noise * rng.standard_normal(nv)
+            mujoco.mj_resetData(self.model, d)
+            d.qpos[:] = qpos
+            d.qvel[:] = qvel
+            mujoco.mj_forward(self.model, d)
+            self._qpos[i] = d.qpos
+            self._qvel[i] = d.qvel
+        self._t = 0
+        return self._obs(), {}
+
+    def step(self, actions):
+        actions = np.asarray(actions, dtype=np.float64)
+        if actions.shape != (self.num_envs, self.model.nu):
+            raise ValueError(f"actions must have shape {(self.num_envs, self.model.nu)}, got {actions.shape}")
+        x_before = self._qpos[:, 0].copy()
+        if self._pool is None:
+            self._step_slice(slice(None), actions)
+        else:
+            list(self._pool.map(lambda s: self._step_slice(s, actions), self._slices))
+        self._t += 1
+        x_velocity = (self._qpos[:, 0] - x_before) / self.dt
+        forward = self.family._forward(self._task_values, x_velocity)
+        ctrl = -self._ctrl_cost_weight * np.sum(np.square(actions), axis=1)
+        rewards = forward + ctrl
+        terminated = np.zeros(self.num_envs, dtype=bool)
+        truncated = np.full(self.num_envs, self._t >= self.max_episode_steps)
+        info = {"reward_forward": forward, "reward_ctrl": ctrl, "x_velocity": x_velocity,
+                "x_position": self._qpos[:, 0].copy()}
+        return self._obs(), rewards, terminated, truncated, info
+
+    def _step_slice(self, s: slice, actions: np.ndarray) -> None:
+        m, frames, qpos, qvel = self.model, self.frame_skip, self._qpos, self._qvel
+        for i in range(*s.indices(self.num_envs)):
+            d = self.datas[i]
+            d.ctrl[:] = actions[i]
+            mujoco.mj_step(m, d, frames)  # releases the GIL
+            qpos[i] = d.qpos
+            qvel[i] = d.qvel
+
+    def _obs(self) -> np.ndarray:
+        return np.concatenate([self._qpos[:, 1:], self._qvel], axis=1)
+
+    def close_extras(self, **kwargs) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+
+def _copy_seeds(seed, n: int) -> list:
+    """Per-copy seeds: None, an int s (copy i gets s + i) or a list of n ints/None."""
+    if seed is None:
+        return [None] * n
+    if isinstance(seed, (int, np.integer)):
+        return [int(seed) + i for i in range(n)]
+    seeds = list(seed)
+    if len(seeds) != n:
+        raise ValueError(f"reset(seed=...): got {len(seeds)} seeds for {n} copies")
+    return seeds

@@ -1,0 +1,131 @@
+"""Policy-gradient MAML and ANIL with a TRPO meta-update, on batches of episodes and parameter dicts.
+
+MAML (Finn et al. 2017) and ANIL (Raghu et al. 2020) share this one code path: they differ only in `keys`, the
+parameters the inner step may change (all of them vs. the head). Functions return metrics; they never log.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from metarl.optim import backtracking_line_search, conjugate_gradient, unflatten_like
+from metarl.policy import GaussianMLP, Params, forward, kl_divergence, log_prob
+from metarl.sampler import Episodes
+
+
+@dataclass
+class Batch:
+    """Episodes with their (fixed, gradient-free) advantages: the data of one adaptation step."""
+
+    episodes: Episodes
+    advantages: torch.Tensor  # (K, T, N)
+
+
+def masked_task_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over the (T, N) axes of each task, counting real steps only: (K, T, N) -> (K,)."""
+    return (x * mask).sum((1, 2)) / mask.sum((1, 2)).clamp(min=1.0)
+
+
+def inner_loss(policy: GaussianMLP, params: Params, batch: Batch) -> torch.Tensor:
+    """REINFORCE loss per task, -E[log pi(a|s) A] over real steps (Williams 1992): shape (K,)."""
+    ep = batch.episodes
+    mean, log_std = forward(policy, params, ep.observations)
+    return -masked_task_mean(log_prob(mean, log_std, ep.actions) * batch.advantages, ep.mask)
+
+
+def adapt(policy: GaussianMLP, params: Params, batch: Batch, keys: list[str], lr: float,
+          create_graph: bool) -> Params:
+    """One inner SGD step per task on `keys`; the other parameters are returned untouched (same tensors).
+
+    Adapted keys get a leading task axis K. With `create_graph` the result stays differentiable through the
+    gradient (second-order MAML); without it the step is a constant offset (first-order).
+    """
+    num_tasks = batch.advantages.shape[0]
+    per_task = {k: params[k] if params[k].dim() > policy.get_parameter(k).dim()
+                else params[k].expand(num_tasks, *params[k].shape) for k in keys}
+    # Summing the per-task losses gives each task's copy its own task's gradient.
+    loss = inner_loss(policy, {**params, **per_task}, batch).sum()
+    grads = torch.autograd.grad(loss, [per_task[k] for k in keys], create_graph=create_graph)
+    return {**params, **{k: per_task[k] - lr * g for k, g in zip(keys, grads)}}
+
+
+def adapt_steps(policy: GaussianMLP, params: Params, batches: list[Batch], keys: list[str], lrs: list[float],
+                create_graph: bool) -> Params:
+    """Chain one inner step per batch (batch i was sampled with the parameters after step i)."""
+    for batch, lr in zip(batches, lrs):
+        params = adapt(policy, params, batch, keys, lr, create_graph)
+    return params
+
+
+@dataclass
+class MetaBatch:
+    """What a meta-update needs: the inner-loop batches and the post-adaptation batch with its old policy."""
+
+    inner: list[Batch]
+    post: Batch
+    old_mean: torch.Tensor  # post-adaptation policy at sampling time, (K, T, N, act_dim), detached
+    old_log_std: torch.Tensor
+    old_log_prob: torch.Tensor  # (K, T, N)
+
+
+def meta_objective(policy: GaussianMLP, params: Params, meta: MetaBatch, keys: list[str], lrs: list[float],
+                   first_order: bool, create_graph: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """TRPO surrogate loss and mean KL after adaptation, averaged over tasks (Finn et al. 2017, alg. 3).
+
+    loss = -mean_k E[pi_{theta'_k}(a|s) / pi_old(a|s) A],  kl = mean_k E[KL(pi_old || pi_{theta'_k})],
+    with theta'_k = adapt(theta, inner batches of task k) differentiable in theta unless `first_order`.
+    """
+    adapted = adapt_steps(policy, params, meta.inner, keys, lrs, create_graph=create_graph and not first_order)
+    ep = meta.post.episodes
+    mean, log_std = forward(policy, adapted, ep.observations)
+    ratio = torch.exp(log_prob(mean, log_std, ep.actions) - meta.old_log_prob)
+    loss = -masked_task_mean(ratio * meta.post.advantages, ep.mask).mean()
+    kl = masked_task_mean(kl_divergence(meta.old_mean, meta.old_log_std, mean, log_std), ep.mask).mean()
+    return loss, kl
+
+
+def trpo_step(policy: GaussianMLP, meta: MetaBatch, keys: list[str], lrs: list[float], *, first_order: bool,
+              max_kl: float, cg_iters: int, cg_damping: float, ls_max_steps: int,
+              ls_backtrack_ratio: float) -> dict:
+    """One TRPO update of the policy's meta-parameters (Schulman et al. 2015), in place; returns metrics.
+
+    Meta-gradient and Fisher-vector products both go through the inner step. The search direction solves
+    F x = -g by conjugate gradient; the step is scaled to the KL bound and backtracked until the surrogate
+    improves within it, else the parameters are restored.
+    """
+    params = {k: p.detach().requires_grad_(True) for k, p in policy.named_parameters()}
+    names = list(params)
+    loss, kl = meta_objective(policy, params, meta, keys, lrs, first_order)
+    grads = torch.autograd.grad(loss, [params[k] for k in names], retain_graph=True)
+    g = torch.cat([x.reshape(-1) for x in grads])
+    kl_grads = torch.autograd.grad(kl, [params[k] for k in names], create_graph=True)
+    flat_kl_grad = torch.cat([x.reshape(-1) for x in kl_grads])
+
+    def fisher_vector(v: torch.Tensor) -> torch.Tensor:
+        hv = torch.autograd.grad(flat_kl_grad @ v, [params[k] for k in names], retain_graph=True)
+        return torch.cat([x.reshape(-1) for x in hv]) + cg_damping * v
+
+    direction = conjugate_gradient(fisher_vector, -g, iters=cg_iters)
+    shs = 0.5 * direction @ fisher_vector(direction)
+    scale = torch.sqrt(2 * max_kl / shs.clamp(min=1e-12))  # largest step with 0.5 s^T F s = max_kl
+    full_step = unflatten_like((direction * scale).detach(), params)
+    old = {k: p.detach() for k, p in params.items()}
+    del kl_grads, flat_kl_grad, grads
+
+    def evaluate(candidate: Params) -> tuple[float, float]:
+        # The inner step differentiates the inner loss even here, so autograd stays on (first-order suffices).
+        with torch.enable_grad():
+            cand = {k: v.detach().requires_grad_(k in keys) for k, v in candidate.items()}
+            loss_c, kl_c = meta_objective(policy, cand, meta, keys, lrs, first_order, create_graph=False)
+        return float(loss_c.detach()), float(kl_c.detach())
+
+    new_params, info = backtracking_line_search(old, full_step, evaluate, max_kl=max_kl, max_steps=ls_max_steps,
+                                                backtrack_ratio=ls_backtrack_ratio)
+    with torch.no_grad():
+        for name, p in policy.named_parameters():
+            p.copy_(new_params[name])
+    return {"surrogate_before": float(loss), "surrogate_after": info["loss_after"], "kl": info["kl"],
+            "line_search_steps": info["steps"], "step_accepted": float(info["accepted"]),
+            "grad_norm": float(g.norm()), "step_fraction": info["step_fraction"]}

@@ -1,0 +1,89 @@
+"""Multi-task episode sampler: K tasks x N episodes stepped together in one batched env.
+
+It knows nothing of meta-learning: it takes a function from observations (K, N, obs_dim) to actions (K, N, act_dim)
+(one batched policy call per time step across all tasks) and returns time-major episode tensors.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from metarl.envs import get_family, make_batched
+
+
+@dataclass
+class Episodes:
+    """A batch of fixed-horizon episodes, time-major with a leading task axis.
+
+    observations (K, T, N, obs_dim), actions (K, T, N, act_dim) as sampled (before clipping to the action space),
+    rewards (K, T, N), mask (K, T, N): 1.0 for real steps, 0.0 after an episode terminated.
+    """
+
+    observations: torch.Tensor
+    actions: torch.Tensor
+    rewards: torch.Tensor
+    mask: torch.Tensor
+
+    @property
+    def num_steps(self) -> int:
+        """Real (unmasked) env steps in the batch."""
+        return int(self.mask.sum().item())
+
+    def episode_returns(self) -> torch.Tensor:
+        """Undiscounted return of each episode, (K, N)."""
+        return (self.rewards * self.mask).sum(1)
+
+
+class Sampler:
+    """Collects `episodes_per_task` episodes of `horizon` steps for each task of a batch, all side by side."""
+
+    def __init__(self, env: str, num_tasks: int, episodes_per_task: int, horizon: int | None = None,
+                 num_threads: int = 1):
+        self.num_tasks, self.episodes_per_task = num_tasks, episodes_per_task
+        self.env = make_batched(env, num_tasks * episodes_per_task, num_threads=num_threads,
+                                max_episode_steps=horizon)
+        self.horizon = horizon or get_family(env).horizon
+        space = self.env.single_action_space
+        self.obs_dim = int(np.prod(self.env.single_observation_space.shape))
+        self.act_dim = int(np.prod(space.shape))
+        self._low = torch.as_tensor(space.low, dtype=torch.float32)
+        self._high = torch.as_tensor(space.high, dtype=torch.float32)
+
+    def sample(self, act, tasks: list, seed: int) -> tuple[Episodes, dict]:
+        """Run one batch: `act(obs (K, N, obs_dim)) -> actions (K, N, act_dim)`; returns episodes and timings."""
+        K, N, T = self.num_tasks, self.episodes_per_task, self.horizon
+        if len(tasks) != K:
+            raise ValueError(f"sampler was built for {K} tasks, got {len(tasks)}")
+        self.env.set_attr("task", [task for task in tasks for _ in range(N)])
+        obs_np, _ = self.env.reset(seed=seed)
+        observations = torch.zeros(K, T, N, self.obs_dim)
+        actions = torch.zeros(K, T, N, self.act_dim)
+        rewards = torch.zeros(K, T, N)
+        mask = torch.zeros(K, T, N)
+        alive = torch.ones(K, N)
+        policy_s = env_s = 0.0
+        for t in range(T):
+            obs = torch.as_tensor(obs_np, dtype=torch.float32).view(K, N, self.obs_dim)
+            start = time.perf_counter()
+            with torch.no_grad():
+                action = act(obs)
+            policy_s += time.perf_counter() - start
+            observations[:, t], actions[:, t], mask[:, t] = obs, action, alive
+            clipped = torch.maximum(torch.minimum(action, self._high), self._low)
+            start = time.perf_counter()
+            obs_np, reward, terminated, _, _ = self.env.step(clipped.view(K * N, self.act_dim).numpy())
+            env_s += time.perf_counter() - start
+            rewards[:, t] = torch.as_tensor(reward, dtype=torch.float32).view(K, N) * alive
+            # Steps after an episode terminates are padding: masked out of every loss, fit and return.
+            alive = alive * (1.0 - torch.as_tensor(terminated, dtype=torch.float32).view(K, N))
+            if not alive.any():
+                break
+        episodes = Episodes(observations, actions, rewards, mask)
+        return episodes, {"policy_s": policy_s, "env_s": env_s, "env_steps": episodes.num_steps}
+
+    def close(self) -> None:
+        self.env.close()

@@ -1,0 +1,222 @@
+import numpy as np
+import pytest
+import torch
+
+from metarl.advantages import (
+    baseline_features,
+    discounted_returns,
+    fit_linear_baseline,
+    fitted_advantages,
+    gae,
+    linear_baseline_values,
+    normalize,
+)
+
+
+def _batch(K=3, T=7, N=4, obs_dim=3, seed=0, dtype=torch.float64):
+    """Random task batch with some episodes terminating early (padding after)."""
+    g = torch.Generator().manual_seed(seed)
+    obs = torch.randn(K, T, N, obs_dim, generator=g, dtype=dtype)
+    rew = torch.randn(K, T, N, generator=g, dtype=dtype)
+    lengths = torch.randint(2, T + 1, (K, N), generator=g)
+    lengths[0, 0] = T  # at least one full-length episode
+    mask = (torch.arange(T).view(1, T, 1) < lengths.unsqueeze(1)).to(dtype)
+    return obs * mask.unsqueeze(-1), rew * mask, mask
+
+
+def _numpy_ridge(feats, returns, mask, reg):
+    """Reference ridge solve on only the unpadded rows of one task."""
+    keep = mask.reshape(-1).numpy() > 0
+    X = feats.reshape(-1, feats.shape[-1]).numpy()[keep]
+    y = returns.reshape(-1).numpy()[keep]
+    return np.linalg.solve(X.T @ X + reg * np.eye(X.shape[1]), X.T @ y)
+
+
+def test_discounted_returns_hand_example_with_early_termination():
+    # T=3, N=2; episode 1 terminates after 2 steps (step 2 is padding with a garbage reward).
+    rewards = torch.tensor([[1.0, 1.0], [2.0, 3.0], [4.0, 100.0]])
+    mask = torch.tensor([[1.0, 1.0], [1.0, 1.0], [1.0, 0.0]])
+    g = 0.5
+    expected = torch.tensor([[1 + g * 2 + g * g * 4, 1 + g * 3], [2 + g * 4, 3.0], [4.0, 0.0]])
+    torch.testing.assert_close(discounted_returns(rewards, mask, g), expected)
+
+
+def test_discounted_returns_leading_dims_match_per_task():
+    _, rew, mask = _batch()
+    batched = discounted_returns(rew, mask, 0.9)
+    for k in range(rew.shape[0]):
+        torch.testing.assert_close(batched[k], discounted_returns(rew[k], mask[k], 0.9))
+    assert torch.all(batched[mask == 0] == 0)
+
+
+def test_baseline_features_exact_columns_with_clipping_and_time():
+    # T=3, N=1, obs_dim=2; last step is padding.
+    obs = torch.tensor([[[1.0, -2.0]], [[15.0, 0.5]], [[3.0, 3.0]]])
+    mask = torch.tensor([[1.0], [1.0], [0.0]])
+    f = baseline_features(obs, mask)
+    assert f.shape == (3, 1, 2 * 2 + 4)
+    expected0 = [1.0, -2.0, 1.0, 4.0, 0.0, 0.0, 0.0, 1.0]
+    t = 0.01
+    expected1 = [10.0, 0.5, 100.0, 0.25, t, t**2, t**3, 1.0]  # 15 clipped to 10
+    torch.testing.assert_close(f[0, 0], torch.tensor(expected0))
+    torch.testing.assert_close(f[1, 0], torch.tensor(expected1))
+    assert torch.all(f[2] == 0)
+    assert baseline_features(-obs, mask)[1, 0, 0] == -10.0
+
+
+def test_fit_matches_direct_ridge_solve_on_unpadded_rows():
+    obs, rew, mask = _batch()
+    feats = baseline_features(obs, mask)
+    ret = discounted_returns(rew, mask, 0.99)
+    w = fit_linear_baseline(feats, ret, mask, reg=1e-3)
+    for k in range(obs.shape[0]):
+        ref = _numpy_ridge(feats[k], ret[k], mask[k], 1e-3)
+        np.testing.assert_allclose(w[k].numpy(), ref, rtol=1e-8, atol=1e-8)
+
+
+def test_batched_fit_equals_separate_fits_and_unbatched_call():
+    obs, rew, mask = _batch(K=4, seed=1)
+    feats = baseline_features(obs, mask)
+    ret = discounted_returns(rew, mask, 0.9)
+    w = fit_linear_baseline(feats, ret, mask)
+    assert w.shape == (4, feats.shape[-1])
+    for k in range(4):
+        torch.testing.assert_close(w[k], fit_linear_baseline(feats[k], ret[k], mask[k]))
+    # Two leading dims behave like flattening them.
+    w2 = fit_linear_baseline(feats.view(2, 2, *feats.shape[1:]), ret.view(2, 2, *ret.shape[1:]),
+                             mask.view(2, 2, *mask.shape[1:]))
+    torch.testing.assert_close(w2.reshape(4, -1), w)
+
+
+def test_padding_rows_with_garbage_do_not_change_fit():
+    obs, rew, mask = _batch(seed=2)
+    feats = baseline_features(obs, mask)
+    ret = discounted_returns(rew, mask, 0.99)
+    w = fit_linear_baseline(feats, ret, mask)
+
+    K, T, N, D = obs.shape
+    garbage_obs = 50 * torch.randn(K, 5, N, D, dtype=obs.dtype)
+    obs_p = torch.cat([obs, garbage_obs], dim=1)
+    rew_p = torch.cat([rew, 50 * torch.randn(K, 5, N, dtype=rew.dtype)], dim=1)
+    mask_p = torch.cat([mask, torch.zeros(K, 5, N, dtype=mask.dtype)], dim=1)
+    feats_p = baseline_features(obs_p, mask_p)
+    # Garbage features/returns at padded rows must be excluded by the mask inside the fit too.
+    feats_p[:, T:] = torch.randn_like(feats_p[:, T:])
+    ret_p = discounted_returns(rew_p, mask_p, 0.99)
+    ret_p[:, T:] = 123.0
+    w_p = fit_linear_baseline(feats_p, ret_p, mask_p)
+    torch.testing.assert_close(w_p, w, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_degenerate_batches_give_finite_weights_and_advantages(dtype):
+    K, T, N, D = 3, 6, 2, 3
+    obs = torch.zeros(K, T, N, D, dtype=dtype)
+    rew = torch.ones(K, T, N, dtype=dtype)
+    mask = torch.ones(K, T, N, dtype=dtype)
+    mask[1] = 0.0  # task 1 is entirely padding
+    mask[2, 1:] = 0.0  # task 2: single-step episodes
+    rew = rew * mask
+    feats = baseline_features(obs, mask)
+    w = fit_linear_baseline(feats, discounted_returns(rew, mask, 0.99), mask)
+    assert w.dtype == dtype
+    assert torch.isfinite(w).all()
+    adv = fitted_advantages(obs, rew, mask, 0.99, 0.97)
+    assert torch.isfinite(adv).all()
+    assert torch.all(adv[mask == 0] == 0)
+
+
+def test_fit_retries_with_larger_reg_when_solve_fails():
+    # Two identical feature columns: with reg=1e-20, 14 + reg == 14 in float64, so the normal
+    # equations are exactly singular; only retries with reg * 10 (up to ~1e-15) can solve them.
+    x = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
+    feats = torch.stack([x, x], dim=-1).view(3, 1, 2)
+    ret = (2 * x).view(3, 1)
+    mask = torch.ones(3, 1, dtype=torch.float64)
+    w_once = fit_linear_baseline(feats, ret, mask, reg=1e-20, max_tries=1)
+    assert torch.all(w_once == 0)  # failed single try falls back to a zero (finite) baseline
+    w = fit_linear_baseline(feats, ret, mask, reg=1e-20, max_tries=10)
+    assert torch.isfinite(w).all()
+    torch.testing.assert_close(linear_baseline_values(feats, w), ret)
+
+
+def test_linear_baseline_values_zero_at_padding():
+    obs, rew, mask = _batch(seed=3)
+    feats = baseline_features(obs, mask)
+    w = torch.randn(obs.shape[0], feats.shape[-1], dtype=obs.dtype)
+    v = linear_baseline_values(feats, w)
+    assert v.shape == rew.shape
+    torch.testing.assert_close(v[1, 2, 3], feats[1, 2, 3] @ w[1])
+    assert torch.all(v[mask == 0] == 0)
+
+
+def test_gae_lambda_one_is_return_minus_value():
+    _, rew, mask = _batch(seed=4)
+    values = torch.randn_like(rew)  # deliberately nonzero at padding too
+    adv = gae(rew, values, mask, 0.9, 1.0)
+    torch.testing.assert_close(adv, (discounted_returns(rew, mask, 0.9) - values) * mask)
+
+
+def test_gae_lambda_zero_is_one_step_td_error():
+    _, rew, mask = _batch(seed=5)
+    values = torch.randn_like(rew)
+    adv = gae(rew, values, mask, 0.9, 0.0)
+    next_v = torch.zeros_like(values)
+    next_v[:, :-1] = values[:, 1:] * mask[:, 1:]
+    torch.testing.assert_close(adv, (rew + 0.9 * next_v - values) * mask)
+
+
+def test_gae_hand_example_with_padding():
+    # T=3, N=2; episode 1 ends after step 0 (steps 1, 2 padding with garbage values/rewards).
+    rewards = torch.tensor([[1.0, 2.0], [0.0, 9.0], [3.0, 9.0]])
+    values = torch.tensor([[0.5, 1.0], [1.0, 7.0], [2.0, 7.0]])
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0], [1.0, 0.0]])
+    g, lam = 0.5, 0.5
+    d2 = 3.0 - 2.0
+    d1 = 0.0 + g * 2.0 - 1.0
+    d0 = 1.0 + g * 1.0 - 0.5
+    a2 = d2
+    a1 = d1 + g * lam * a2
+    a0 = d0 + g * lam * a1
+    b0 = 2.0 - 1.0  # V_{t+1} = 0: the next step is padding
+    expected = torch.tensor([[a0, b0], [a1, 0.0], [a2, 0.0]])
+    torch.testing.assert_close(gae(rewards, values, mask, g, lam), expected)
+
+
+def test_normalize_masked_statistics_per_task():
+    _, _, mask = _batch(seed=6)
+    x = torch.randn(mask.shape, dtype=mask.dtype) * 5 + 3
+    x[mask == 0] = 1e6  # garbage at padding must not leak into the statistics
+    y = normalize(x, mask)
+    assert torch.all(y[mask == 0] == 0)
+    for k in range(mask.shape[0]):
+        vals = y[k][mask[k] > 0]
+        assert abs(vals.mean().item()) < 1e-10
+        assert abs(vals.std(unbiased=False).item() - 1) < 1e-6
+
+
+def test_fitted_advantages_no_grad_and_masked():
+    obs, rew, mask = _batch(seed=7, dtype=torch.float32)
+    obs.requires_grad_(True)
+    rew.requires_grad_(True)
+    adv = fitted_advantages(obs, rew, mask, 0.99, 0.95)
+    assert not adv.requires_grad
+    assert adv.shape == rew.shape and adv.dtype == torch.float32
+    assert torch.all(adv[mask == 0] == 0)
+    # Unnormalised output equals the pipeline composed by hand.
+    with torch.no_grad():
+        f = baseline_features(obs, mask)
+        w = fit_linear_baseline(f, discounted_returns(rew, mask, 0.99), mask)
+        ref = gae(rew, linear_baseline_values(f, w), mask, 0.99, 0.95)
+    raw = fitted_advantages(obs, rew, mask, 0.99, 0.95, normalize_advantages=False)
+    torch.testing.assert_close(raw, ref)
+
+
+def test_non_finite_garbage_at_padding_is_ignored():
+    obs, rew, mask = _batch(seed=8)
+    adv = fitted_advantages(obs, rew, mask, 0.99, 0.95)
+    pad = mask == 0
+    obs_bad, rew_bad = obs.clone(), rew.clone()
+    obs_bad[pad] = float("nan")
+    rew_bad[pad] = float("inf")
+    torch.testing.assert_close(fitted_advantages(obs_bad, rew_bad, mask, 0.99, 0.95), adv)

@@ -126,7 +126,9 @@ class _TaskCheetah(HalfCheetahEnv):
 
     def _get_rew(self, x_velocity: float, action):
         forward = float(self._forward(self._value(self._task), x_velocity))
-        ctrl = -float(self.control_cost(action))
+        # In float64 whatever the action's dtype, as the batched form does (float32 actions would otherwise
+        # give a float32 control cost, off from the formula and from HalfCheetahBatch by ~1e-8).
+        ctrl = -float(self.control_cost(np.asarray(action, dtype=np.float64)))
         return forward + ctrl, {"reward_forward": forward, "reward_ctrl": ctrl}
 
 

@@ -78,12 +78,63 @@ def meta_objective(policy: GaussianMLP, params: Params, meta: MetaBatch, keys: l
     with theta'_k = adapt(theta, inner batches of task k) differentiable in theta unless `first_order`.
     """
     adapted = adapt_steps(policy, params, meta.inner, keys, lrs, create_graph=create_graph and not first_order)
+    return post_adaptation_terms(policy, adapted, meta)
+
+
+def post_adaptation_terms(policy: GaussianMLP, adapted: Params, meta: MetaBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Surrogate loss and mean KL of the post-adaptation batch under the adapted parameters."""
     ep = meta.post.episodes
     mean, log_std = forward(policy, adapted, ep.observations)
     ratio = torch.exp(log_prob(mean, log_std, ep.actions) - meta.old_log_prob)
     loss = -masked_task_mean(ratio * meta.post.advantages, ep.mask).mean()
     kl = masked_task_mean(kl_divergence(meta.old_mean, meta.old_log_std, mean, log_std), ep.mask).mean()
     return loss, kl
+
+
+def meta_gradient_and_fvp(policy: GaussianMLP, params: Params, meta: MetaBatch, keys: list[str],
+                          lrs: list[float], first_order: bool):
+    """Meta-gradient g and a Fisher-vector product v -> F v, both through the inner step, at `params`.
+
+    F is the Hessian of the post-adaptation KL as a function of the meta-parameters theta. The KL is minimal
+    (zero gradient) at theta' = adapt(theta_old), so its Hessian is exactly J^T H J, with J = d theta'/d theta and H
+    the KL Hessian in theta': each product needs two Jacobian products and one ordinary TRPO Fisher product,
+    never third derivatives. The graphs are built once and reused by every conjugate-gradient iteration.
+    Returns (loss, g, fvp) with g and fvp's input/output flat over `params` in order.
+    """
+    names = list(params)
+    inputs = [params[k] for k in names]
+    adapted = adapt_steps(policy, params, meta.inner, keys, lrs, create_graph=not first_order)
+    outputs = [adapted[k] for k in names]
+    # Differentiate the post-adaptation terms with respect to theta' (per-task leaves) ...
+    leaves = {k: v.detach().requires_grad_(True) for k, v in adapted.items()}
+    loss, kl = post_adaptation_terms(policy, leaves, meta)
+    leaf_list = [leaves[k] for k in names]
+    loss_grad = torch.autograd.grad(loss, leaf_list, retain_graph=True)
+    kl_grad = torch.autograd.grad(kl, leaf_list, create_graph=True)
+
+    def vjp(w):  # J^T w: back through the adaptation
+        return torch.autograd.grad(outputs, inputs, grad_outputs=w, retain_graph=True, allow_unused=True)
+
+    g = _flat(vjp(loss_grad), inputs)
+    # J v by the double-vjp trick: J^T u is linear in u, and its vjp in u with v is J v.
+    dummies = [torch.zeros_like(o, requires_grad=True) for o in outputs]
+    jt_dummies = torch.autograd.grad(outputs, inputs, grad_outputs=dummies, create_graph=True, allow_unused=True)
+    linked = [(j, v) for j, v in zip(jt_dummies, range(len(inputs))) if j is not None]
+
+    def fvp(v: torch.Tensor) -> torch.Tensor:
+        v_parts = unflatten_like(v, params)
+        jv = torch.autograd.grad([j for j, _ in linked], dummies, grad_outputs=[v_parts[names[i]] for _, i in linked],
+                                 retain_graph=True, allow_unused=True)
+        jv = [torch.zeros_like(d) if x is None else x for x, d in zip(jv, dummies)]
+        hjv = torch.autograd.grad(kl_grad, leaf_list, grad_outputs=jv, retain_graph=True, allow_unused=True)
+        hjv = [torch.zeros_like(d) if x is None else x for x, d in zip(hjv, leaf_list)]
+        return _flat(vjp(hjv), inputs)
+
+    return loss.detach(), g, fvp
+
+
+def _flat(parts, like) -> torch.Tensor:
+    return torch.cat([(torch.zeros_like(t) if p is None else p).reshape(-1) for p, t in zip(parts, like)])
 
 
 def trpo_step(policy: GaussianMLP, meta: MetaBatch, keys: list[str], lrs: list[float], *, first_order: bool,
@@ -96,23 +147,17 @@ def trpo_step(policy: GaussianMLP, meta: MetaBatch, keys: list[str], lrs: list[f
     improves within it, else the parameters are restored.
     """
     params = {k: p.detach().requires_grad_(True) for k, p in policy.named_parameters()}
-    names = list(params)
-    loss, kl = meta_objective(policy, params, meta, keys, lrs, first_order)
-    grads = torch.autograd.grad(loss, [params[k] for k in names], retain_graph=True)
-    g = torch.cat([x.reshape(-1) for x in grads])
-    kl_grads = torch.autograd.grad(kl, [params[k] for k in names], create_graph=True)
-    flat_kl_grad = torch.cat([x.reshape(-1) for x in kl_grads])
+    loss, g, fvp = meta_gradient_and_fvp(policy, params, meta, keys, lrs, first_order)
 
-    def fisher_vector(v: torch.Tensor) -> torch.Tensor:
-        hv = torch.autograd.grad(flat_kl_grad @ v, [params[k] for k in names], retain_graph=True)
-        return torch.cat([x.reshape(-1) for x in hv]) + cg_damping * v
+    def damped_fvp(v: torch.Tensor) -> torch.Tensor:
+        return fvp(v) + cg_damping * v
 
-    direction = conjugate_gradient(fisher_vector, -g, iters=cg_iters)
-    shs = 0.5 * direction @ fisher_vector(direction)
-    scale = torch.sqrt(2 * max_kl / shs.clamp(min=1e-12))  # largest step with 0.5 s^T F s = max_kl
+    direction = conjugate_gradient(damped_fvp, -g, iters=cg_iters)
+    shs = 0.5 * direction @ damped_fvp(direction)
+    scale = torch.sqrt(max_kl / shs.clamp(min=1e-12))  # largest step with 0.5 s^T F s = max_kl
     full_step = unflatten_like((direction * scale).detach(), params)
     old = {k: p.detach() for k, p in params.items()}
-    del kl_grads, flat_kl_grad, grads
+    del fvp
 
     def evaluate(candidate: Params) -> tuple[float, float]:
         # The inner step differentiates the inner loss even here, so autograd stays on (first-order suffices).

@@ -114,6 +114,9 @@ class Config:
     ls_max_steps: int = _field(15, "backtracking line-search steps", _at_least(1))
     ls_backtrack_ratio: float = _field(0.8, "step shrink factor per line-search step",
                                        _interval(0, 1, True, True))
+    fvp_subsample: float = _field(1.0, "fraction of each task's episodes used in Fisher-vector "
+                                  "products (1.0 = all, as in the papers; less is faster)",
+                                  _interval(0, 1, True, False))
     eval_every: int = _field(25, "held-out evaluation every N iterations "
                              "(0 = only at the end)", _at_least(0))
     eval_tasks: int = _field(40, "number of held-out test tasks", _at_least(1))
@@ -128,7 +131,10 @@ class Config:
                                   _positive())
     checkpoint_every: int = _field(10, "iterations between checkpoints", _at_least(1))
     sampler_threads: int = _field(2, "threads stepping the simulator", _at_least(1))
-    torch_threads: int = _field(1, "torch intra-op threads set by the trainer", _at_least(1))
+    torch_threads: int = _field(1, "torch intra-op threads while sampling (the simulator's threads "
+                                "use the cores then)", _at_least(1))
+    update_threads: int = _field(2, "torch intra-op threads for the inner loop and the TRPO "
+                                 "update, while the simulator is idle", _at_least(1))
 
     def __post_init__(self) -> None:
         # Normalise in place (int -> float for float fields, tuple -> list) and reject

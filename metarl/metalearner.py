@@ -6,6 +6,7 @@ parameters the inner step may change (all of them vs. the head). Functions retur
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -81,6 +82,26 @@ def meta_objective(policy: GaussianMLP, params: Params, meta: MetaBatch, keys: l
     return post_adaptation_terms(policy, adapted, meta)
 
 
+def subsample_episodes(meta: MetaBatch, fraction: float) -> MetaBatch:
+    """The same meta-batch restricted to the first ceil(fraction * N) episodes of every task.
+
+    Episodes of a task are i.i.d., so the first ones are an unbiased subsample; used for cheaper Fisher-vector
+    products (as rllab's TRPO `subsample_factor`), never for the gradient or the line search.
+    """
+    n = meta.post.advantages.shape[2]
+    keep = max(1, math.ceil(fraction * n))
+    if keep >= n:
+        return meta
+
+    def cut(batch: Batch) -> Batch:
+        ep = batch.episodes
+        return Batch(Episodes(ep.observations[:, :, :keep], ep.actions[:, :, :keep], ep.rewards[:, :, :keep],
+                              ep.mask[:, :, :keep]), batch.advantages[:, :, :keep])
+
+    return MetaBatch([cut(b) for b in meta.inner], cut(meta.post), meta.old_mean[:, :, :keep],
+                     meta.old_log_std[:, :, :keep], meta.old_log_prob[:, :, :keep])
+
+
 def post_adaptation_terms(policy: GaussianMLP, adapted: Params, meta: MetaBatch) -> tuple[torch.Tensor, torch.Tensor]:
     """Surrogate loss and mean KL of the post-adaptation batch under the adapted parameters."""
     ep = meta.post.episodes
@@ -92,30 +113,39 @@ def post_adaptation_terms(policy: GaussianMLP, adapted: Params, meta: MetaBatch)
 
 
 def meta_gradient_and_fvp(policy: GaussianMLP, params: Params, meta: MetaBatch, keys: list[str],
-                          lrs: list[float], first_order: bool):
+                          lrs: list[float], first_order: bool, fvp_meta: MetaBatch | None = None):
     """Meta-gradient g and a Fisher-vector product v -> F v, both through the inner step, at `params`.
 
     F is the Hessian of the post-adaptation KL as a function of the meta-parameters theta. The KL is minimal
     (zero gradient) at theta' = adapt(theta_old), so its Hessian is exactly J^T H J, with J = d theta'/d theta and H
     the KL Hessian in theta': each product needs two Jacobian products and one ordinary TRPO Fisher product,
     never third derivatives. The graphs are built once and reused by every conjugate-gradient iteration.
-    Returns (loss, g, fvp) with g and fvp's input/output flat over `params` in order.
+    `fvp_meta` (a subsample of `meta`, see `subsample_episodes`) estimates J and H from fewer episodes, at the
+    exact adapted parameters. Returns (loss, g, fvp) with g and fvp's input/output flat over `params` in order.
     """
     names = list(params)
     inputs = [params[k] for k in names]
     adapted = adapt_steps(policy, params, meta.inner, keys, lrs, create_graph=not first_order)
     outputs = [adapted[k] for k in names]
-    # Differentiate the post-adaptation terms with respect to theta' (per-task leaves) ...
+    # Differentiate the post-adaptation terms with respect to theta' (per-task leaves), then back through J.
     leaves = {k: v.detach().requires_grad_(True) for k, v in adapted.items()}
-    loss, kl = post_adaptation_terms(policy, leaves, meta)
     leaf_list = [leaves[k] for k in names]
-    loss_grad = torch.autograd.grad(loss, leaf_list, retain_graph=True)
+    loss, _ = post_adaptation_terms(policy, leaves, meta)
+    loss_grad = torch.autograd.grad(loss, leaf_list)
+    g = _flat(torch.autograd.grad(outputs, inputs, grad_outputs=loss_grad, retain_graph=True, allow_unused=True),
+              inputs)
+
+    if fvp_meta is not None and fvp_meta is not meta:
+        # The Jacobian of the adaptation, estimated on the subsample (its value is not used, only derivatives).
+        outputs = [adapt_steps(policy, params, fvp_meta.inner, keys, lrs, create_graph=not first_order)[k]
+                   for k in names]
+        meta = fvp_meta
+    _, kl = post_adaptation_terms(policy, leaves, meta)
     kl_grad = torch.autograd.grad(kl, leaf_list, create_graph=True)
 
     def vjp(w):  # J^T w: back through the adaptation
         return torch.autograd.grad(outputs, inputs, grad_outputs=w, retain_graph=True, allow_unused=True)
 
-    g = _flat(vjp(loss_grad), inputs)
     # J v by the double-vjp trick: J^T u is linear in u, and its vjp in u with v is J v.
     dummies = [torch.zeros_like(o, requires_grad=True) for o in outputs]
     jt_dummies = torch.autograd.grad(outputs, inputs, grad_outputs=dummies, create_graph=True, allow_unused=True)
@@ -139,7 +169,7 @@ def _flat(parts, like) -> torch.Tensor:
 
 def trpo_step(policy: GaussianMLP, meta: MetaBatch, keys: list[str], lrs: list[float], *, first_order: bool,
               max_kl: float, cg_iters: int, cg_damping: float, ls_max_steps: int,
-              ls_backtrack_ratio: float) -> dict:
+              ls_backtrack_ratio: float, fvp_subsample: float = 1.0) -> dict:
     """One TRPO update of the policy's meta-parameters (Schulman et al. 2015), in place; returns metrics.
 
     Meta-gradient and Fisher-vector products both go through the inner step. The search direction solves
@@ -147,7 +177,8 @@ def trpo_step(policy: GaussianMLP, meta: MetaBatch, keys: list[str], lrs: list[f
     improves within it, else the parameters are restored.
     """
     params = {k: p.detach().requires_grad_(True) for k, p in policy.named_parameters()}
-    loss, g, fvp = meta_gradient_and_fvp(policy, params, meta, keys, lrs, first_order)
+    loss, g, fvp = meta_gradient_and_fvp(policy, params, meta, keys, lrs, first_order,
+                                         fvp_meta=subsample_episodes(meta, fvp_subsample))
 
     def damped_fvp(v: torch.Tensor) -> torch.Tensor:
         return fvp(v) + cg_damping * v

@@ -25,8 +25,6 @@ class Trainer:
 
     def __init__(self, cfg: Config):
         self.cfg = cfg
-        # Explicit thread count: on a 2-core machine, torch's default oversubscribes and small ops slow 10-20x.
-        torch.set_num_threads(cfg.torch_threads)
         family = get_family(cfg.env)
         self.horizon = cfg.horizon or family.horizon
         self.sampler = Sampler(cfg.env, cfg.meta_batch_size, cfg.episodes_per_task, self.horizon,
@@ -45,6 +43,15 @@ class Trainer:
         self._eval_samplers: dict[tuple[int, int], Sampler] = {}
 
     # -- sampling and adaptation -------------------------------------------------------------------------------
+    def _sample(self, sampler: Sampler, params: Params, tasks: list, seed: int, noise: torch.Generator):
+        # Explicit thread counts: while the simulator's threads hold the cores, torch gets `torch_threads`
+        # (more would oversubscribe a 2-core machine and slow small ops 10-20x); the update gets `update_threads`.
+        torch.set_num_threads(self.cfg.torch_threads)
+        try:
+            return sampler.sample(self._actor(params, noise), tasks, seed)
+        finally:
+            torch.set_num_threads(self.cfg.update_threads)
+
     def _actor(self, params: Params, generator: torch.Generator):
         def act(obs: torch.Tensor) -> torch.Tensor:
             mean, log_std = forward(self.policy, params, obs)
@@ -71,7 +78,7 @@ class Trainer:
         inner, sample_s, adapt_s, policy_s, env_s, steps = [], 0.0, 0.0, 0.0, 0.0, 0
         for _ in range(cfg.inner_steps + 1):
             t0 = time.perf_counter()
-            episodes, timing = self.sampler.sample(self._actor(params, self.noise), tasks, self._env_seed())
+            episodes, timing = self._sample(self.sampler, params, tasks, self._env_seed(), self.noise)
             t1 = time.perf_counter()
             batch = self._batch(episodes)
             sample_s += t1 - t0
@@ -93,7 +100,7 @@ class Trainer:
         update = trpo_step(self.policy, meta, self.keys, [cfg.inner_lr] * cfg.inner_steps,
                            first_order=cfg.first_order, max_kl=cfg.max_kl, cg_iters=cfg.cg_iters,
                            cg_damping=cfg.cg_damping, ls_max_steps=cfg.ls_max_steps,
-                           ls_backtrack_ratio=cfg.ls_backtrack_ratio)
+                           ls_backtrack_ratio=cfg.ls_backtrack_ratio, fvp_subsample=cfg.fvp_subsample)
         update_s = time.perf_counter() - t2
         self.iteration += 1
         self.env_steps += steps
@@ -141,7 +148,7 @@ class Trainer:
         result = {}
         for step in range(steps + 1):
             seed = int(rng.integers(0, 2**31 - 1 - sampler.env.num_envs))
-            episodes, _ = sampler.sample(self._actor(params, noise), tasks, seed)
+            episodes, _ = self._sample(sampler, params, tasks, seed, noise)
             per_task = episodes.episode_returns().mean(1)
             result[f"return_step_{step}"] = float(per_task.mean())
             result[f"return_step_{step}_std"] = float(per_task.std(unbiased=False))

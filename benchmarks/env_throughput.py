@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import gymnasium
+import gymnasium.envs.mujoco  # not imported by `import gymnasium`; needed for the model's path
 import mujoco
 import numpy as np
 
@@ -99,7 +100,9 @@ def machine_info() -> dict:
             "cpu_count": os.cpu_count(),
             "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
             "python": platform.python_version(), "numpy": np.__version__, "mujoco": mujoco.__version__,
-            "gymnasium": gymnasium.__version__}
+            "gymnasium": gymnasium.__version__,
+            # Other processes on the machine distort the rates; a load near or above usable_cpus says so.
+            "load_average_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -112,6 +115,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.repeats < 1:
         parser.error("--repeats must be >= 1")
     sizes = QUICK if args.quick else FULL
+    machine = machine_info()
 
     results = {}
     for threads in args.threads:
@@ -128,7 +132,7 @@ def main(argv: list[str] | None = None) -> dict:
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "command": " ".join([Path(sys.executable).name, *sys.argv]) if argv is None
               else " ".join(["env_throughput.py", *argv]),
-              "machine": machine_info(), "config": {"quick": args.quick, "repeats": args.repeats, **sizes},
+              "machine": machine, "config": {"quick": args.quick, "repeats": args.repeats, **sizes},
               "results": results, "ratios": ratios}
     print(f"{'measurement':<20} {'env steps/s':>12} {'steps/repeat':>13}")
     for name, result in results.items():

@@ -7,7 +7,9 @@ ICML 2017, section 5.3 (see shared/reference/anil-rl.md). The model, physics (fr
 
 from __future__ import annotations
 
+import contextlib
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -77,6 +79,26 @@ def check_velocity_task(task) -> CheetahVelTask:
     return task
 
 
+@contextlib.contextmanager
+def _model_load_warnings():
+    """Load gymnasium's half_cheetah.xml without MuJoCo >= 3.3 appending a deprecation notice to MUJOCO_LOG.TXT.
+
+    The model's `settotalmass` attribute is deprecated (not wrong); that one notice is dropped, any other MuJoCo
+    warning is re-raised as a Python warning. The previous handler is restored afterwards.
+    """
+    previous = mujoco.get_mju_user_warning()
+
+    def handler(message: str) -> None:
+        if "settotalmass" not in message:
+            warnings.warn(f"MuJoCo: {message}", RuntimeWarning, stacklevel=2)
+
+    mujoco.set_mju_user_warning(handler)
+    try:
+        yield
+    finally:
+        mujoco.set_mju_user_warning(previous)
+
+
 def _count(n) -> int:
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
         raise ValueError(f"sample_tasks: n must be a non-negative int, got {n!r}")
@@ -96,7 +118,8 @@ class _TaskCheetah(HalfCheetahEnv):
     _value = None
 
     def __init__(self, ctrl_cost_weight: float = CTRL_COST_WEIGHT, reset_noise_scale: float = 0.1, **kwargs):
-        super().__init__(ctrl_cost_weight=ctrl_cost_weight, reset_noise_scale=reset_noise_scale, **kwargs)
+        with _model_load_warnings():
+            super().__init__(ctrl_cost_weight=ctrl_cost_weight, reset_noise_scale=reset_noise_scale, **kwargs)
         self._task = self._default_task
 
     def sample_tasks(self, rng: np.random.Generator, n: int) -> list:
@@ -188,7 +211,8 @@ class HalfCheetahBatch(VectorEnv):
         self._ctrl_cost_weight = ctrl_cost_weight
         self._noise = reset_noise_scale
         path = os.path.join(os.path.dirname(gymnasium.envs.mujoco.__file__), "assets", "half_cheetah.xml")
-        self.model = mujoco.MjModel.from_xml_path(path)
+        with _model_load_warnings():
+            self.model = mujoco.MjModel.from_xml_path(path)
         self.frame_skip = 5
         self.dt = self.model.opt.timestep * self.frame_skip
         self.datas = [mujoco.MjData(self.model) for _ in range(num_envs)]

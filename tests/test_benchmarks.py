@@ -1,0 +1,31 @@
+"""Smoke test of benchmarks/env_throughput.py: it runs and writes a complete report (no timing assertions)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "env_throughput.py"
+
+
+def test_env_throughput_quick_run_writes_positive_rates(tmp_path):
+    out = tmp_path / "x.json"
+    done = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--repeats", "2", "--out", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    assert {"date", "command", "machine", "config", "statistic", "results", "ratios"} <= set(report)
+    assert {"platform", "cpu_count", "python", "numpy", "mujoco", "gymnasium",
+            "load_average_at_start"} <= set(report["machine"])
+    assert "--quick" in report["command"] and report["config"]["quick"] is True
+    measured = {"batched_T1", "batched_T2", "raw_mj_step", "naive_sync_vector"}
+    assert set(report["results"]) == measured
+    for name, result in report["results"].items():
+        assert result["steps_per_s"] > 0, name
+        assert len(result["all_steps_per_s"]) == 2 and all(rate > 0 for rate in result["all_steps_per_s"])
+    assert set(report["ratios"]) == {f"batched_T{t}/{base}" for t in (1, 2) for base in ("raw", "naive")}
+    assert all(ratio > 0 for ratio in report["ratios"].values())
+    for name in measured:
+        assert name in done.stdout  # the table is printed too

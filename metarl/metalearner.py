@@ -93,13 +93,16 @@ def subsample_episodes(meta: MetaBatch, fraction: float) -> MetaBatch:
     if keep >= n:
         return meta
 
-    def cut(batch: Batch) -> Batch:
-        ep = batch.episodes
-        return Batch(Episodes(ep.observations[:, :, :keep], ep.actions[:, :, :keep], ep.rewards[:, :, :keep],
-                              ep.mask[:, :, :keep]), batch.advantages[:, :, :keep])
+    def cut(x: torch.Tensor) -> torch.Tensor:  # contiguous: strided views make every matmul slower
+        return x[:, :, :keep].contiguous()
 
-    return MetaBatch([cut(b) for b in meta.inner], cut(meta.post), meta.old_mean[:, :, :keep],
-                     meta.old_log_std[:, :, :keep], meta.old_log_prob[:, :, :keep])
+    def cut_batch(batch: Batch) -> Batch:
+        ep = batch.episodes
+        return Batch(Episodes(cut(ep.observations), cut(ep.actions), cut(ep.rewards), cut(ep.mask)),
+                     cut(batch.advantages))
+
+    return MetaBatch([cut_batch(b) for b in meta.inner], cut_batch(meta.post), cut(meta.old_mean),
+                     cut(meta.old_log_std), cut(meta.old_log_prob))
 
 
 def post_adaptation_terms(policy: GaussianMLP, adapted: Params, meta: MetaBatch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,8 +115,43 @@ def post_adaptation_terms(policy: GaussianMLP, adapted: Params, meta: MetaBatch)
     return loss, kl
 
 
+def task_slice(meta: MetaBatch, tasks: slice) -> MetaBatch:
+    """The meta-batch of a subset of its tasks (views, no copy)."""
+    def cut_batch(batch: Batch) -> Batch:
+        ep = batch.episodes
+        return Batch(Episodes(ep.observations[tasks], ep.actions[tasks], ep.rewards[tasks], ep.mask[tasks]),
+                     batch.advantages[tasks])
+
+    return MetaBatch([cut_batch(b) for b in meta.inner], cut_batch(meta.post), meta.old_mean[tasks],
+                     meta.old_log_std[tasks], meta.old_log_prob[tasks])
+
+
+def meta_gradient(policy: GaussianMLP, params: Params, meta: MetaBatch, keys: list[str], lrs: list[float],
+                  first_order: bool, task_chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Surrogate loss and its gradient through the inner step, accumulated over chunks of `task_chunk` tasks.
+
+    The surrogate is a mean of independent per-task terms, so each chunk's second-order graph is built, used and
+    freed in turn: peak memory follows the chunk, not the meta-batch.
+    """
+    names = list(params)
+    inputs = [params[k] for k in names]
+    num_tasks = meta.post.advantages.shape[0]
+    dtype = inputs[0].dtype
+    loss_sum, g = torch.zeros((), dtype=dtype), torch.zeros(sum(p.numel() for p in inputs), dtype=dtype)
+    for start in range(0, num_tasks, task_chunk):
+        chunk = task_slice(meta, slice(start, start + task_chunk))
+        share = chunk.post.advantages.shape[0] / num_tasks
+        adapted = adapt_steps(policy, params, chunk.inner, keys, lrs, create_graph=not first_order)
+        loss, _ = post_adaptation_terms(policy, adapted, chunk)
+        grads = torch.autograd.grad(loss * share, inputs, allow_unused=True)
+        g += _flat(grads, inputs)
+        loss_sum += loss.detach() * share
+    return loss_sum, g
+
+
 def meta_gradient_and_fvp(policy: GaussianMLP, params: Params, meta: MetaBatch, keys: list[str],
-                          lrs: list[float], first_order: bool, fvp_meta: MetaBatch | None = None):
+                          lrs: list[float], first_order: bool, fvp_meta: MetaBatch | None = None,
+                          task_chunk: int | None = None):
     """Meta-gradient g and a Fisher-vector product v -> F v, both through the inner step, at `params`.
 
     F is the Hessian of the post-adaptation KL as a function of the meta-parameters theta. The KL is minimal
@@ -121,25 +159,32 @@ def meta_gradient_and_fvp(policy: GaussianMLP, params: Params, meta: MetaBatch, 
     the KL Hessian in theta': each product needs two Jacobian products and one ordinary TRPO Fisher product,
     never third derivatives. The graphs are built once and reused by every conjugate-gradient iteration.
     `fvp_meta` (a subsample of `meta`, see `subsample_episodes`) estimates J and H from fewer episodes, at the
-    exact adapted parameters. Returns (loss, g, fvp) with g and fvp's input/output flat over `params` in order.
+    exact adapted parameters; the gradient is then computed `task_chunk` tasks at a time to bound memory.
+    Returns (loss, g, fvp) with g and fvp's input/output flat over `params` in order.
     """
     names = list(params)
     inputs = [params[k] for k in names]
-    adapted = adapt_steps(policy, params, meta.inner, keys, lrs, create_graph=not first_order)
-    outputs = [adapted[k] for k in names]
-    # Differentiate the post-adaptation terms with respect to theta' (per-task leaves), then back through J.
-    leaves = {k: v.detach().requires_grad_(True) for k, v in adapted.items()}
-    leaf_list = [leaves[k] for k in names]
-    loss, _ = post_adaptation_terms(policy, leaves, meta)
-    loss_grad = torch.autograd.grad(loss, leaf_list)
-    g = _flat(torch.autograd.grad(outputs, inputs, grad_outputs=loss_grad, retain_graph=True, allow_unused=True),
-              inputs)
-
-    if fvp_meta is not None and fvp_meta is not meta:
-        # The Jacobian of the adaptation, estimated on the subsample (its value is not used, only derivatives).
+    subsample = fvp_meta is not None and fvp_meta is not meta
+    if subsample:
+        loss, g = meta_gradient(policy, params, meta, keys, lrs, first_order,
+                                task_chunk or meta.post.advantages.shape[0])
+        # theta' from the full batch, without a graph: the Fisher is taken at the exact adapted parameters. J comes
+        # from the subsample (the value of that adaptation is not used, only its derivatives).
+        leaves = {k: v.requires_grad_(True) for k, v in _adapted_values(policy, params, meta, keys, lrs).items()}
         outputs = [adapt_steps(policy, params, fvp_meta.inner, keys, lrs, create_graph=not first_order)[k]
                    for k in names]
         meta = fvp_meta
+    else:
+        adapted = adapt_steps(policy, params, meta.inner, keys, lrs, create_graph=not first_order)
+        outputs = [adapted[k] for k in names]
+        # Differentiate the post-adaptation terms with respect to theta' (per-task leaves), then back through J.
+        leaves = {k: v.detach().requires_grad_(True) for k, v in adapted.items()}
+        loss, _ = post_adaptation_terms(policy, leaves, meta)
+        loss_grad = torch.autograd.grad(loss, [leaves[k] for k in names])
+        g = _flat(torch.autograd.grad(outputs, inputs, grad_outputs=loss_grad, retain_graph=True,
+                                      allow_unused=True), inputs)
+        loss = loss.detach()
+    leaf_list = [leaves[k] for k in names]
     _, kl = post_adaptation_terms(policy, leaves, meta)
     kl_grad = torch.autograd.grad(kl, leaf_list, create_graph=True)
 
@@ -160,7 +205,14 @@ def meta_gradient_and_fvp(policy: GaussianMLP, params: Params, meta: MetaBatch, 
         hjv = [torch.zeros_like(d) if x is None else x for x, d in zip(hjv, leaf_list)]
         return _flat(vjp(hjv), inputs)
 
-    return loss.detach(), g, fvp
+    return loss, g, fvp
+
+
+def _adapted_values(policy: GaussianMLP, params: Params, meta: MetaBatch, keys: list[str],
+                    lrs: list[float]) -> Params:
+    """theta'_k = adapt(theta) as plain tensors (no graph kept)."""
+    fresh = {k: v.detach().requires_grad_(k in keys) for k, v in params.items()}
+    return {k: v.detach() for k, v in adapt_steps(policy, fresh, meta.inner, keys, lrs, create_graph=False).items()}
 
 
 def _flat(parts, like) -> torch.Tensor:
@@ -169,7 +221,7 @@ def _flat(parts, like) -> torch.Tensor:
 
 def trpo_step(policy: GaussianMLP, meta: MetaBatch, keys: list[str], lrs: list[float], *, first_order: bool,
               max_kl: float, cg_iters: int, cg_damping: float, ls_max_steps: int,
-              ls_backtrack_ratio: float, fvp_subsample: float = 1.0) -> dict:
+              ls_backtrack_ratio: float, fvp_subsample: float = 1.0, task_chunk: int = 10) -> dict:
     """One TRPO update of the policy's meta-parameters (Schulman et al. 2015), in place; returns metrics.
 
     Meta-gradient and Fisher-vector products both go through the inner step. The search direction solves
@@ -178,7 +230,7 @@ def trpo_step(policy: GaussianMLP, meta: MetaBatch, keys: list[str], lrs: list[f
     """
     params = {k: p.detach().requires_grad_(True) for k, p in policy.named_parameters()}
     loss, g, fvp = meta_gradient_and_fvp(policy, params, meta, keys, lrs, first_order,
-                                         fvp_meta=subsample_episodes(meta, fvp_subsample))
+                                         fvp_meta=subsample_episodes(meta, fvp_subsample), task_chunk=task_chunk)
 
     def damped_fvp(v: torch.Tensor) -> torch.Tensor:
         return fvp(v) + cg_damping * v
@@ -190,12 +242,21 @@ def trpo_step(policy: GaussianMLP, meta: MetaBatch, keys: list[str], lrs: list[f
     old = {k: p.detach() for k, p in params.items()}
     del fvp
 
+    num_tasks = meta.post.advantages.shape[0]
+
     def evaluate(candidate: Params) -> tuple[float, float]:
-        # The inner step differentiates the inner loss even here, so autograd stays on (first-order suffices).
+        # Loss and KL are means over tasks: summed chunk by chunk to bound memory. The inner step differentiates
+        # the inner loss even here, so autograd stays on (first-order suffices).
+        loss_c = kl_c = 0.0
         with torch.enable_grad():
             cand = {k: v.detach().requires_grad_(k in keys) for k, v in candidate.items()}
-            loss_c, kl_c = meta_objective(policy, cand, meta, keys, lrs, first_order, create_graph=False)
-        return float(loss_c.detach()), float(kl_c.detach())
+            for start in range(0, num_tasks, task_chunk):
+                chunk = task_slice(meta, slice(start, start + task_chunk))
+                share = chunk.post.advantages.shape[0] / num_tasks
+                loss_k, kl_k = meta_objective(policy, cand, chunk, keys, lrs, first_order, create_graph=False)
+                loss_c += float(loss_k.detach()) * share
+                kl_c += float(kl_k.detach()) * share
+        return loss_c, kl_c
 
     new_params, info = backtracking_line_search(old, full_step, evaluate, max_kl=max_kl, max_steps=ls_max_steps,
                                                 backtrack_ratio=ls_backtrack_ratio)

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from metarl.metalearner import (Batch, MetaBatch, adapt, adapt_steps, inner_loss, meta_gradient_and_fvp,
-                                meta_objective, post_adaptation_terms, trpo_step)
+                                meta_objective, post_adaptation_terms, subsample_episodes, task_slice,
+                                trpo_step)
 from metarl.policy import GaussianMLP, adapted_keys, forward, log_prob, meta_params
 from metarl.sampler import Episodes
 
@@ -208,3 +209,29 @@ def test_trpo_step_restores_parameters_when_no_step_is_accepted(monkeypatch):
     assert out["surrogate_after"] == out["surrogate_before"]
     for k, v in meta_params(policy).items():
         assert torch.equal(before[k], v), k
+
+
+@pytest.mark.parametrize("algo", ["maml", "anil"])
+def test_chunked_gradient_and_separate_fvp_batch_equal_the_one_pass_computation(algo):
+    """The memory-bounded path (gradient task by task, Fisher graphs built apart) computes the same numbers."""
+    policy = tiny_policy()
+    keys = adapted_keys(policy, algo)
+    meta = fake_meta(policy, keys, [0.3], old_offset=0.05)
+    loss, g, fvp = meta_gradient_and_fvp(policy, leaf_params(policy), meta, keys, [0.3], first_order=False)
+    same_data = task_slice(meta, slice(None))  # another MetaBatch object holding the same episodes
+    loss_c, g_c, fvp_c = meta_gradient_and_fvp(policy, leaf_params(policy), meta, keys, [0.3], first_order=False,
+                                               fvp_meta=same_data, task_chunk=1)
+    torch.testing.assert_close(loss_c, loss)
+    torch.testing.assert_close(g_c, g)
+    v = torch.randn(g.numel(), generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    torch.testing.assert_close(fvp_c(v), fvp(v))
+
+
+def test_fisher_subsample_keeps_the_first_episodes_of_every_task():
+    policy = tiny_policy()
+    meta = fake_meta(policy, adapted_keys(policy, "anil"), [0.3])
+    half = subsample_episodes(meta, 0.5)
+    assert half.post.episodes.observations.shape == (K, T, 1, OBS)
+    assert torch.equal(half.inner[0].advantages, meta.inner[0].advantages[:, :, :1])
+    assert torch.equal(half.old_log_prob, meta.old_log_prob[:, :, :1])
+    assert subsample_episodes(meta, 1.0) is meta

@@ -1,0 +1,206 @@
+"""Performance of a paper-protocol meta-iteration against the physics it simulates, measured side by side.
+
+One run measures, in this order and on this machine:
+  1. sampler: env steps/s of metarl's sampler (batched cheetah-dir, policy inference, storage, both cores) for
+     40 tasks x 20 episodes x 200 steps; raw `mujoco.mj_step` (5 substeps per env step) on one core stepping the
+     same number of fresh HalfCheetah trajectories; a naive sampler (gymnasium SyncVectorEnv of 40 HalfCheetah-v5,
+     one torch policy call per step, one process);
+  2. a full-protocol cheetah-dir meta-iteration (40 x 20 x 200, one inner step, TRPO with 10 CG iterations) for
+     MAML and ANIL, each in its own process (which also reports its peak memory), against the time raw mj_step
+     needs for the same 320,000 env steps;
+  3. scaling of the iteration time with the meta-batch size (10, 20, 40, 80 tasks) and the horizon (50..400).
+Results go to benchmarks/results/performance.{json,md}.
+
+    python benchmarks/performance.py            # everything, a few minutes
+    python benchmarks/performance.py --quick    # tiny sizes, a smoke test of the script
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def raw_mujoco(num_envs: int, horizon: int, seed: int = 0) -> float:
+    """Env steps/s of bare mj_step(model, data, 5) on one core over num_envs fresh trajectories of `horizon` steps."""
+    import mujoco
+
+    from metarl.envs import make_batched
+    env = make_batched("cheetah-dir", num_envs, num_threads=1)
+    env.reset(seed=seed)  # fresh states drawn like the sampler's
+    model, datas = env.model, env.datas
+    ctrl = np.random.default_rng(seed).uniform(-1, 1, size=(horizon, num_envs, model.nu))
+    start = time.perf_counter()
+    for t in range(horizon):
+        for i, d in enumerate(datas):
+            d.ctrl[:] = ctrl[t, i]
+            mujoco.mj_step(model, d, 5)
+    return num_envs * horizon / (time.perf_counter() - start)
+
+
+def metarl_sampler(tasks: int, episodes: int, horizon: int, threads: int) -> float:
+    """Env steps/s of metarl's Sampler with a 2x100 Gaussian MLP choosing actions, as in training."""
+    import torch
+
+    from metarl.policy import GaussianMLP, forward, meta_params, sample_actions
+    from metarl.sampler import Sampler
+    torch.set_num_threads(1)
+    sampler = Sampler("cheetah-dir", tasks, episodes, horizon, num_threads=threads)
+    policy = GaussianMLP(sampler.obs_dim, sampler.act_dim)
+    params = {k: v.detach() for k, v in meta_params(policy).items()}
+    gen = torch.Generator().manual_seed(0)
+    task_list = sampler.env.sample_tasks(np.random.default_rng(0), tasks)
+    start = time.perf_counter()
+    episodes_, _ = sampler.sample(lambda obs: sample_actions(*forward(policy, params, obs), gen), task_list, 0)
+    rate = episodes_.num_steps / (time.perf_counter() - start)
+    sampler.close()
+    return rate
+
+
+def naive_sampler(num_envs: int, horizon: int) -> float:
+    """Env steps/s of a gymnasium SyncVectorEnv of HalfCheetah-v5 with one torch policy call per step."""
+    import gymnasium
+    import torch
+
+    from metarl.envs.half_cheetah import _model_load_warnings
+    from metarl.policy import GaussianMLP
+    torch.set_num_threads(1)
+    with _model_load_warnings():
+        env = gymnasium.vector.SyncVectorEnv([lambda: gymnasium.make("HalfCheetah-v5")] * num_envs)
+    policy = GaussianMLP(17, 6)
+    obs, _ = env.reset(seed=0)
+    start = time.perf_counter()
+    for _ in range(horizon):
+        with torch.no_grad():
+            mean, log_std = policy(torch.as_tensor(obs, dtype=torch.float32))
+            action = torch.normal(mean, log_std.exp()).clamp(-1, 1)
+        obs, *_ = env.step(action.numpy())
+    rate = num_envs * horizon / (time.perf_counter() - start)
+    env.close()
+    return rate
+
+
+def iteration_in_subprocess(algo: str, overrides: list[str], iterations: int) -> dict:
+    """Median metrics of `iterations` meta-iterations (after a warm-up) in a fresh process, with its peak RSS."""
+    code = ("import json, statistics, sys, resource;"
+            "from metarl.config import load_config, parse_overrides;"
+            "from metarl.trainer import Trainer;"
+            f"cfg = load_config({str(REPO / 'configs' / 'cheetah-dir.yaml')!r}, parse_overrides(sys.argv[1:]));"
+            "t = Trainer(cfg); t.step();"
+            f"runs = [t.step() for _ in range({iterations})];"
+            "keys = [k for k in runs[0] if k.startswith('time/')];"
+            "out = {k: statistics.median(r[k] for r in runs) for k in keys};"
+            "out['peak_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024;"
+            "out['env_steps'] = runs[0]['env_steps'] // 2;"
+            "print('RESULT', json.dumps(out))")
+    proc = subprocess.run([sys.executable, "-c", code, f"algo={algo}", *overrides], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"meta-iteration run failed:\n{proc.stderr[-2000:]}")
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))
+    return json.loads(line[len("RESULT "):])
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the script, measures nothing useful")
+    parser.add_argument("--iterations", type=int, default=1, help="timed meta-iterations per algorithm (median)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="config overrides for the meta-iteration runs (e.g. fvp_subsample=1.0)")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "performance",
+                        help="output path without suffix (.json and .md are written)")
+    args = parser.parse_args(argv)
+    tasks, episodes, horizon = (4, 2, 20) if args.quick else (40, 20, 200)
+    sizes = ["meta_batch_size=4", "episodes_per_task=2", "horizon=20"] if args.quick else []
+    result = {"command": " ".join(["python", "benchmarks/performance.py", *sys.argv[1:]]),
+              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "quick": args.quick,
+              "machine": _machine(), "load_average_at_start": os.getloadavg()[0]}
+
+    print("1. sampler (env steps/s) ...", flush=True)
+    raw = raw_mujoco(tasks * episodes, horizon)
+    ours = metarl_sampler(tasks, episodes, horizon, threads=2)
+    naive = naive_sampler(tasks, horizon)
+    result["sampler"] = {"metarl_steps_per_s": ours, "raw_mj_step_1core_steps_per_s": raw,
+                         "naive_syncvector_steps_per_s": naive, "metarl_over_raw": ours / raw,
+                         "metarl_over_naive": ours / naive}
+    print(f"   metarl {ours:.0f}  raw mj_step {raw:.0f}  naive {naive:.0f}  "
+          f"-> {ours / raw:.2f}x raw, {ours / naive:.2f}x naive", flush=True)
+
+    print("2. full-protocol meta-iteration ...", flush=True)
+    iters = {}
+    for algo in ("maml", "anil"):
+        m = iteration_in_subprocess(algo, [*sizes, *args.set], args.iterations)
+        # Raw physics time for the same env steps, from the raw rate measured above in this run.
+        physics_s = 2 * m["env_steps"] / raw
+        iters[algo] = {**m, "raw_physics_s": physics_s, "over_raw_physics": m["time/iteration_s"] / physics_s}
+        print(f"   {algo}: {m['time/iteration_s']:.1f}s (sampling {m['time/sampling_s']:.1f}, inner "
+              f"{m['time/adaptation_s']:.1f}, TRPO {m['time/update_s']:.1f}) = "
+              f"{iters[algo]['over_raw_physics']:.2f}x raw physics ({physics_s:.1f}s); peak RSS "
+              f"{m['peak_rss_mb']:.0f} MB", flush=True)
+    iters["maml_over_anil"] = iters["maml"]["time/iteration_s"] / iters["anil"]["time/iteration_s"]
+    result["iteration"] = iters
+
+    print("3. scaling (ANIL) ...", flush=True)
+    scale_eps, scale_h = ("episodes_per_task=2", [10, 20]) if args.quick else ("episodes_per_task=5", [50, 100, 200, 400])
+    scaling = {"meta_batch_size": {}, "horizon": {}}
+    for k in ([2, 4] if args.quick else [10, 20, 40, 80]):
+        m = iteration_in_subprocess("anil", [scale_eps, f"meta_batch_size={k}", "horizon=50", *args.set], 1)
+        scaling["meta_batch_size"][k] = m["time/iteration_s"]
+    for h in scale_h:
+        m = iteration_in_subprocess("anil", [scale_eps, "meta_batch_size=10", f"horizon={h}", *args.set], 1)
+        scaling["horizon"][h] = m["time/iteration_s"]
+    for axis, times in scaling.items():
+        first_k, first_t = next(iter(times.items()))
+        line = ", ".join(f"{k}: {t:.2f}s ({t / first_t / (k / first_k):.2f})" for k, t in times.items())
+        print(f"   {axis}: {line}  (in brackets: time per unit relative to the smallest; 1.00 = linear)", flush=True)
+    result["scaling"] = scaling
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    args.out.with_suffix(".md").write_text(_markdown(result))
+    print(_markdown(result))
+
+
+def _machine() -> dict:
+    import mujoco
+    import torch
+    return {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
+            "torch": torch.__version__, "mujoco": mujoco.__version__, "numpy": np.__version__}
+
+
+def _markdown(r: dict) -> str:
+    s, it = r["sampler"], r["iteration"]
+    lines = [f"Measured by `{r['command']}` on {r['date']}, {r['machine']['cpus']} CPUs, torch {r['machine']['torch']}, "
+             f"mujoco {r['machine']['mujoco']} (load average at start {r['load_average_at_start']:.2f}).", "",
+             "| measure | value | ratio |", "| --- | --- | --- |",
+             f"| sampler, metarl (both cores) | {s['metarl_steps_per_s']:.0f} steps/s | "
+             f"{s['metarl_over_raw']:.2f}x raw mj_step, {s['metarl_over_naive']:.2f}x naive |",
+             f"| raw `mj_step` x5, one core | {s['raw_mj_step_1core_steps_per_s']:.0f} steps/s | 1.00 |",
+             f"| naive SyncVectorEnv + torch | {s['naive_syncvector_steps_per_s']:.0f} steps/s | |"]
+    for algo in ("maml", "anil"):
+        m = it[algo]
+        lines.append(f"| {algo.upper()} meta-iteration (sampling / inner / TRPO) | {m['time/iteration_s']:.1f}s "
+                     f"({m['time/sampling_s']:.1f} / {m['time/adaptation_s']:.1f} / {m['time/update_s']:.1f}) | "
+                     f"{m['over_raw_physics']:.2f}x raw physics ({m['raw_physics_s']:.1f}s) |")
+        lines.append(f"| {algo.upper()} peak memory (RSS) | {m['peak_rss_mb']:.0f} MB | |")
+    lines.append(f"| MAML / ANIL iteration time | | {it['maml_over_anil']:.2f} |")
+    for axis, times in r["scaling"].items():
+        first_k, first_t = next(iter(times.items()))
+        cells = ", ".join(f"{k}: {t:.2f}s" for k, t in times.items())
+        per = ", ".join(f"{t / first_t / (int(k) / int(first_k)):.2f}" for k, t in times.items())
+        lines.append(f"| scaling with {axis} | {cells} | per-unit time {per} (1.00 = linear) |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,227 @@
+"""The `metarl` command: train, resume and evaluate meta-RL runs, list task families.
+
+    metarl train --env nav2d --algo maml --set meta_batch_size=10 inner_lr=0.05
+    metarl train --resume runs/nav2d-maml-seed0-20250101-120000
+    metarl eval runs/nav2d-maml-seed0-20250101-120000 --tasks 40 --steps 3
+    metarl envs
+
+Argument parsing and printing only; run directories, checkpoints and logging live in metarl.run.
+Heavy imports (torch, the trainer) happen inside the commands, so --help and argument errors are instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+from metarl import __version__
+from metarl.config import ALGOS, ConfigError, config_help, parse_overrides
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr: `metarl: error: <message>`, exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"metarl: error: {message} (see `{self.prog} --help`)\n")
+
+
+class _HelpConfig(argparse.Action):
+    """--help-config: print every config key with its type, default and meaning, then exit."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(format_config_help())
+        parser.exit()
+
+
+def format_config_help() -> str:
+    """The config keys accepted by --set and config files, one per line."""
+    rows = config_help()
+    width = max(len(name) for name, *_ in rows)
+    lines = ["Config keys (set with --set KEY=VALUE or in a --config YAML file; values are read as YAML):", ""]
+    for name, type_name, default, text in rows:
+        lines.append(f"  {name:<{width}}  {text} [{type_name}, default: {default}]")
+    return "\n".join(lines)
+
+
+# -- the parser -----------------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="metarl", description="Meta-reinforcement learning with MAML and ANIL "
+                     "(policy-gradient inner loop, TRPO outer loop) on task families such as HalfCheetah "
+                     "direction/velocity and 2D navigation.",
+                     epilog="Run `metarl COMMAND --help` for the options of each command.")
+    parser.add_argument("--version", action="version", version=f"metarl {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_train(commands)
+    _add_eval(commands)
+    commands.add_parser("envs", help="list the registered task families",
+                        description="List the registered task families with a one-line description each. "
+                        "Any of them, a gymnasium id, or your own family as module:Class can be passed "
+                        "to `metarl train --env`.")
+    return parser
+
+
+def _add_train(commands) -> None:
+    p = commands.add_parser(
+        "train", help="meta-train a policy, or resume a stopped run",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Meta-train a policy and write a run directory with config.yaml, checkpoint.pt, "
+        "metrics.jsonl and\nTensorBoard logs (`tensorboard --logdir RUN_DIR`). Settings come from, "
+        "lowest to highest priority:\nConfig defaults < the config file < --set < --algo/--seed/--iterations.",
+        epilog="examples:\n"
+        "  metarl train --env nav2d --iterations 100\n"
+        "  metarl train --env cheetah-dir --algo maml --set meta_batch_size=20 hidden_sizes=[64,64]\n"
+        "  metarl train --env mypkg.tasks:MyTaskEnv --seed 3\n"
+        "  metarl train --resume runs/nav2d-anil-seed0-20250101-120000 --iterations 1000\n\n"
+        "Ctrl-C (or SIGTERM) saves a checkpoint of the last completed iteration; resume with --resume.\n"
+        "List every config key for --set with `metarl train --help-config`.")
+    p.add_argument("--env", metavar="NAME",
+                   help="task family: a built-in name (see `metarl envs`), a gymnasium id, or module:Class "
+                   "(default: the --config file's env)")
+    p.add_argument("--algo", choices=ALGOS, default=None,
+                   help="anil adapts only the policy head in the inner loop, maml adapts every parameter "
+                   "(default: the config file's, else anil)")
+    p.add_argument("--config", metavar="FILE",
+                   help="YAML config file (default: configs/<env>.yaml for a built-in env, else the "
+                   "built-in defaults)")
+    p.add_argument("--seed", type=int, metavar="N",
+                   help="seed of policy init, task sampling and environment noise (default: the config's, else 0)")
+    p.add_argument("--iterations", type=int, metavar="N",
+                   help="total meta-iterations; with --resume, raises the run's total (default: the config's)")
+    p.add_argument("--run-dir", metavar="DIR",
+                   help="where to write the run (default: runs/<env>-<algo>-seed<N>-<YYYYmmdd-HHMMSS> in the current "
+                   "directory)")
+    p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="override config keys, e.g. --set inner_lr=0.05 hidden_sizes=[64,64] "
+                   "(default: none; list the keys with --help-config)")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue the run in RUN_DIR from its checkpoint, with its saved config "
+                   "(only --iterations may be combined with it)")
+    p.add_argument("--help-config", action=_HelpConfig, help="list every config key with its meaning and default")
+
+
+def _add_eval(commands) -> None:
+    p = commands.add_parser(
+        "eval", help="evaluate a run's checkpoint on held-out tasks",
+        description="Evaluate the latest checkpoint of RUN_DIR on held-out test tasks: the mean return after "
+        "0..K adaptation steps, with its std over tasks. Prints a table and writes RUN_DIR/eval.json.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `metarl train`")
+    p.add_argument("--tasks", type=_positive_int, metavar="N", help="held-out tasks (default: the run's eval_tasks)")
+    p.add_argument("--steps", type=_non_negative_int, metavar="K",
+                   help="adaptation steps; returns after 0..K are reported (default: the run's eval_steps)")
+    p.add_argument("--episodes", type=_positive_int, metavar="N",
+                   help="episodes per task per adaptation step (default: the run's eval_episodes_per_task)")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+# -- the commands ---------------------------------------------------------------------------------------------
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from metarl import run
+
+    if args.resume is not None:
+        given = [flag for flag, value in (("--env", args.env), ("--algo", args.algo), ("--config", args.config),
+                                          ("--seed", args.seed), ("--run-dir", args.run_dir),
+                                          ("--set", args.overrides)) if value]
+        if given:
+            raise run.RunError(f"{', '.join(given)} cannot be combined with --resume: a resumed run keeps its "
+                               "saved config.yaml (only --iterations can change)")
+        run_dir, cfg, ckpt = run.prepare_resume(args.resume, args.iterations)
+        done = int(ckpt["trainer"]["iteration"])
+        if run.is_complete(cfg, ckpt):
+            print(f"{run_dir} is already complete ({done}/{cfg.iterations} iterations); "
+                  f"train longer with `metarl train --resume {run_dir} --iterations N`")
+            return 0
+        if done < cfg.iterations:
+            print(f"resuming {run_dir} at iteration {done + 1}/{cfg.iterations}")
+        else:
+            print(f"resuming {run_dir}: its final evaluation (iteration {done}) was interrupted; running it")
+    else:
+        flags = {"algo": args.algo, "seed": args.seed, "iterations": args.iterations}
+        cfg = run.resolve_config(args.env, args.config, parse_overrides(args.overrides), flags)
+        run_dir, ckpt = run.create_run(cfg, args.run_dir), None
+        print(f"run directory: {run_dir}")
+        print(f"training {cfg.algo} on {cfg.env}, seed {cfg.seed}, {cfg.iterations} iterations of "
+              f"{cfg.meta_batch_size} tasks x {cfg.episodes_per_task} episodes")
+    print(f"watch it with: tensorboard --logdir {run_dir}", flush=True)
+    try:
+        run.train(run_dir, cfg, ckpt)
+    except run.Interrupted as stop:
+        print(f"\ninterrupted: saved a checkpoint of iteration {stop.iteration} in {run_dir}\n"
+              f"resume with: metarl train --resume {run_dir}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(f"done: {cfg.iterations} iterations in {run_dir}\nevaluate with: metarl eval {run_dir}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from metarl import run
+
+    report = run.evaluate_run(args.run_dir, args.tasks, args.steps, args.episodes)
+    print(report.table())
+    print(f"\nwrote {Path(args.run_dir) / run.EVAL_FILE}")
+    return 0
+
+
+def cmd_envs(args: argparse.Namespace) -> int:
+    from metarl.envs import families
+
+    rows = families()
+    width = max(len(name) for name in rows)
+    for name, description in rows.items():
+        print(f"{name:<{width}}  {description}")
+    print("\nor pass your own family to `metarl train --env` as module:Class")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "envs": cmd_envs}
+
+
+def _one_line(message: str) -> str:
+    """Fold a multi-line message (e.g. a list of config problems) into one line."""
+    parts = [part.strip().removeprefix("- ") for part in str(message).splitlines() if part.strip()]
+    return " ".join(parts[:1] + ["; ".join(parts[1:])]).strip()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `metarl` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    from metarl.run import RunError
+
+    try:
+        return COMMANDS[args.command](args)
+    except (ConfigError, RunError) as exc:
+        print(f"metarl: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("\nmetarl: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,446 @@
+"""Run directories: resolve a config, train with logging and checkpoints, resume, evaluate.
+
+A run directory holds everything about one training run, so it can be inspected, resumed or evaluated later:
+
+    config.yaml       the resolved configuration (load_config reads it back)
+    checkpoint.pt     the latest trainer state, replaced atomically
+    metrics.jsonl     one JSON object per iteration, plus one per evaluation (its keys start with "eval/")
+    events.out.*      TensorBoard scalars (x-axis: env steps) and the hyper-parameter table
+    eval.json         written by `metarl eval`
+
+The CLI (metarl.cli) only parses arguments and prints; everything that touches a run directory lives here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import os
+import re
+import signal
+import sys
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Iterator
+
+from metarl.config import Config, config_to_dict, load_config, save_config
+from metarl.envs import ContractError, get_family
+
+CONFIG_FILE = "config.yaml"
+CHECKPOINT_FILE = "checkpoint.pt"
+METRICS_FILE = "metrics.jsonl"
+EVAL_FILE = "eval.json"
+CHECKPOINT_FORMAT = 1
+CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
+TRAINER_KEYS = ("policy", "rng", "noise", "iteration", "env_steps")
+
+
+class RunError(Exception):
+    """An expected problem with a run (unknown env, missing run directory, unreadable checkpoint).
+
+    The message says what is wrong and how to fix it; the CLI prints it as one line, without a traceback.
+    """
+
+
+class Interrupted(Exception):
+    """Training was stopped by Ctrl-C or SIGTERM after a checkpoint of the last completed iteration was saved."""
+
+    def __init__(self, run_dir: Path, iteration: int):
+        super().__init__(f"interrupted; checkpoint of iteration {iteration} saved in {run_dir}")
+        self.run_dir, self.iteration = run_dir, iteration
+
+
+# -- configuration --------------------------------------------------------------------------------------------
+
+def check_env(name: str) -> str:
+    """Resolve a task family name (short name, gymnasium id or module:Class); return its registered name."""
+    try:
+        return get_family(name).name
+    except (ValueError, ContractError) as exc:
+        raise RunError(f"{exc}. List the built-in families with `metarl envs`.") from None
+
+
+def default_config_file(env: str) -> Path | None:
+    """The repository's configs/<family>.yaml for a built-in family, or None (then Config defaults apply)."""
+    path = CONFIGS_DIR / f"{check_env(env)}.yaml"
+    return path if path.is_file() else None
+
+
+def resolve_config(env: str | None, config_file: str | None, overrides: dict, flags: dict) -> Config:
+    """Build the run's Config: defaults < config file < --set overrides < explicit flags (--env, --algo, ...)."""
+    if env is None and config_file is None:
+        raise RunError("train needs --env NAME (see `metarl envs`) or --config FILE, or --resume RUN_DIR")
+    if env is not None:
+        flags = {"env": env, **flags}
+        if config_file is None:
+            config_file = default_config_file(env)
+    given = {k: v for k, v in flags.items() if v is not None}
+    cfg = load_config(config_file, {**overrides, **given})
+    check_env(cfg.env)  # a config file may name the env: check it before creating anything
+    return cfg
+
+
+# -- run directories ------------------------------------------------------------------------------------------
+
+def default_run_dir(cfg: Config, root: str | os.PathLike = "runs") -> Path:
+    """runs/<env>-<algo>-seed<N>-<YYYYmmdd-HHMMSS>, with characters unsafe in folder names replaced."""
+    env = re.sub(r"[^A-Za-z0-9._-]+", "-", cfg.env).strip("-.") or "env"
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path(root) / f"{env}-{cfg.algo}-seed{cfg.seed}-{stamp}"
+
+
+def create_run(cfg: Config, run_dir: str | os.PathLike | None = None) -> Path:
+    """Make a fresh run directory holding config.yaml; refuse to overwrite an existing run."""
+    if run_dir is None:
+        base = default_run_dir(cfg)
+        path, n = base, 1
+        while path.exists():  # two runs started in the same second
+            n += 1
+            path = base.with_name(f"{base.name}-{n}")
+    else:
+        path = Path(run_dir)
+    if path.exists() and not path.is_dir():
+        raise RunError(f"--run-dir {str(path)!r} is a file, not a directory; choose another --run-dir")
+    if any((path / name).exists() for name in (CHECKPOINT_FILE, METRICS_FILE)):
+        raise RunError(f"{str(path)!r} already holds a run; continue it with `metarl train --resume {path}` "
+                       "or choose another --run-dir")
+    path.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, path / CONFIG_FILE)
+    return path
+
+
+def _require_run_dir(run_dir: str | os.PathLike) -> Path:
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise RunError(f"run directory {str(path)!r} does not exist; pass a folder written by `metarl train` "
+                       f"(one holding {CONFIG_FILE} and {CHECKPOINT_FILE})")
+    if not (path / CONFIG_FILE).is_file():
+        raise RunError(f"{str(path)!r} has no {CONFIG_FILE}, so it is not a metarl run directory")
+    return path
+
+
+def load_run(run_dir: str | os.PathLike) -> tuple[Path, Config, dict]:
+    """Read a run directory's config and checkpoint, checking both; return (path, config, checkpoint)."""
+    path = _require_run_dir(run_dir)
+    cfg = load_config(path / CONFIG_FILE)
+    check_env(cfg.env)
+    return path, cfg, load_checkpoint(path)
+
+
+# -- checkpoints ----------------------------------------------------------------------------------------------
+
+def save_checkpoint(run_dir: Path, trainer_state: dict, last_eval: int) -> None:
+    """Write checkpoint.pt atomically (temp file in the same folder, then os.replace): never half-written."""
+    import torch
+
+    path = run_dir / CHECKPOINT_FILE
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"format": CHECKPOINT_FORMAT, "trainer": trainer_state, "last_eval_iteration": last_eval}, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(run_dir: Path) -> dict:
+    """Load and sanity-check checkpoint.pt; any problem is a RunError naming the file."""
+    import torch
+
+    path = run_dir / CHECKPOINT_FILE
+    if not path.is_file():
+        raise RunError(f"no {CHECKPOINT_FILE} in {str(run_dir)!r}: the run stopped before its first checkpoint; "
+                       "delete the folder and start the run again")
+    try:
+        # Our own files hold only tensors, dicts, lists and numbers, so the safe loader suffices.
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a damaged file  # noqa: BLE001
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise RunError(f"cannot read checkpoint {str(path)!r} ({type(exc).__name__}: {first}); the file is "
+                       "damaged: restore a copy or start the run again") from None
+    problem = _checkpoint_problem(ckpt)
+    if problem:
+        raise RunError(f"checkpoint {str(path)!r} is not a metarl checkpoint ({problem}); "
+                       "restore a copy or start the run again")
+    return ckpt
+
+
+def _checkpoint_problem(ckpt: Any) -> str | None:
+    if not isinstance(ckpt, dict):
+        return f"expected a dict, got {type(ckpt).__name__}"
+    if ckpt.get("format") != CHECKPOINT_FORMAT:
+        return f"format {ckpt.get('format')!r}, expected {CHECKPOINT_FORMAT}"
+    missing = [k for k in ("trainer", "last_eval_iteration") if k not in ckpt]
+    if not missing and isinstance(ckpt["trainer"], dict):
+        missing = [f"trainer.{k}" for k in TRAINER_KEYS if k not in ckpt["trainer"]]
+    elif not missing:
+        return "'trainer' is not a dict"
+    return f"missing {', '.join(missing)}" if missing else None
+
+
+def _restore(trainer, ckpt: dict, path: Path) -> None:
+    try:
+        trainer.load_state_dict(ckpt["trainer"])
+    except (RuntimeError, KeyError, TypeError, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise RunError(f"checkpoint {str(path / CHECKPOINT_FILE)!r} does not fit {CONFIG_FILE} ({first}); "
+                       "was config.yaml edited after training started?") from None
+
+
+# -- resuming -------------------------------------------------------------------------------------------------
+
+def eval_due(cfg: Config, iteration: int) -> bool:
+    """Held-out evaluation runs every eval_every iterations (0: never periodically) and after the last one."""
+    if iteration <= 0:
+        return False
+    return iteration == cfg.iterations or (cfg.eval_every > 0 and iteration % cfg.eval_every == 0)
+
+
+def is_complete(cfg: Config, ckpt: dict) -> bool:
+    """True when the checkpoint reached cfg.iterations and its final evaluation was logged."""
+    iteration = int(ckpt["trainer"]["iteration"])
+    return iteration >= cfg.iterations and int(ckpt["last_eval_iteration"]) >= iteration
+
+
+def prepare_resume(run_dir: str | os.PathLike, iterations: int | None = None) -> tuple[Path, Config, dict]:
+    """Load a run to continue; with `iterations`, raise its total and save that in config.yaml."""
+    path, cfg, ckpt = load_run(run_dir)
+    done = int(ckpt["trainer"]["iteration"])
+    if iterations is not None and iterations != cfg.iterations:
+        if iterations < done:
+            raise RunError(f"--iterations {iterations} is below the checkpoint's iteration {done}; "
+                           f"pass --iterations {done} or more")
+        cfg = load_config(path / CONFIG_FILE, {"iterations": iterations})
+        save_config(cfg, path / CONFIG_FILE)
+    return path, cfg, ckpt
+
+
+def truncate_metrics(path: Path, iteration: int, last_eval: int) -> None:
+    """Drop metrics.jsonl lines the checkpoint does not cover (written after it, before a crash)."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+            it = int(record["iteration"])
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut short by the crash
+        is_eval = any(k.startswith("eval/") for k in record)
+        if it < iteration or (it == iteration and (not is_eval or last_eval >= iteration)):
+            kept.append(line)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+# -- logging --------------------------------------------------------------------------------------------------
+
+def hyperparameter_table(cfg: Config) -> str:
+    """The config as a markdown table, for TensorBoard's text tab."""
+    rows = ["| key | value |", "|---|---|"]
+    rows += [f"| {key} | {value} |" for key, value in config_to_dict(cfg).items()]
+    return "\n".join(rows)
+
+
+class RunLog:
+    """Writes each iteration's and evaluation's scalars to TensorBoard and to metrics.jsonl, identically."""
+
+    def __init__(self, run_dir: Path, purge_step: int | None = None):
+        from torch.utils.tensorboard import SummaryWriter
+
+        # purge_step: TensorBoard hides points at or after it, i.e. those a crash left past the checkpoint.
+        self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge_step)
+        self.jsonl = open(run_dir / METRICS_FILE, "a", encoding="utf-8")
+
+    def hyperparameters(self, cfg: Config) -> None:
+        self.writer.add_text("hyperparameters", hyperparameter_table(cfg), global_step=0)
+
+    def scalars(self, iteration: int, env_steps: int, scalars: dict) -> None:
+        """One metrics.jsonl line and one TensorBoard point per scalar, at x = env_steps."""
+        record = {"iteration": iteration, "env_steps": env_steps, **scalars}
+        self.jsonl.write(json.dumps(record) + "\n")
+        self.jsonl.flush()
+        for tag, value in scalars.items():
+            self.writer.add_scalar(tag, value, global_step=env_steps)
+
+    def iteration(self, metrics: dict) -> None:
+        scalars = {k: v for k, v in metrics.items() if "/" in k}
+        self.scalars(metrics["iteration"], metrics["env_steps"], scalars)
+
+    def evaluation(self, iteration: int, env_steps: int, result: dict) -> None:
+        self.scalars(iteration, env_steps, {f"eval/{k}": v for k, v in result.items()})
+
+    def flush(self) -> None:
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+        self.jsonl.close()
+
+
+# -- progress -------------------------------------------------------------------------------------------------
+
+def progress_line(metrics: dict, total: int) -> str:
+    """One plain, fixed-width summary line of an iteration (for logs that are not a terminal)."""
+    return (f"iter {metrics['iteration']:>{len(str(total))}}/{total}  env steps {metrics['env_steps']:>11,}  "
+            f"return pre {metrics['returns/pre_adaptation']:9.2f} post {metrics['returns/post_adaptation']:9.2f}  "
+            f"kl {metrics.get('trpo/kl', float('nan')):.4f}  {metrics['time/iteration_s']:6.2f} s/it  "
+            f"{metrics['time/env_steps_per_s']:>9,.0f} steps/s")
+
+
+def eval_line(iteration: int, result: dict) -> str:
+    steps = sorted(int(k.rsplit("_", 1)[1]) for k in result if not k.endswith("_std"))
+    returns = "  ".join(f"{s}: {result[f'return_step_{s}']:.2f}" for s in steps)
+    return f"eval at iter {iteration}: held-out return by adaptation steps  {returns}"
+
+
+class Progress:
+    """A tqdm bar on a terminal; otherwise a plain line every `every` iterations, the first and the last."""
+
+    def __init__(self, total: int, initial: int, bar: bool, every: int = 10):
+        self.total, self.every, self.first = total, every, initial + 1
+        self.bar = None
+        if bar:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, unit="it", desc="meta-training", dynamic_ncols=True)
+
+    def update(self, metrics: dict) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"post-adaptation return {metrics['returns/post_adaptation']:.2f}, "
+                                     f"{metrics['time/env_steps_per_s']:,.0f} env steps/s", refresh=False)
+            self.bar.update(1)
+            return
+        it = metrics["iteration"]
+        if it % self.every == 0 or it in (self.first, self.total):
+            print(progress_line(metrics, self.total), flush=True)
+
+    def message(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(text)
+        else:
+            print(text, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM (e.g. a job scheduler stopping us) like Ctrl-C, so it also saves a checkpoint."""
+    def raise_interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, raise_interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+# -- training -------------------------------------------------------------------------------------------------
+
+def train(run_dir: Path, cfg: Config, ckpt: dict | None = None, bar: bool | None = None) -> dict:
+    """Train to cfg.iterations from scratch or from `ckpt`, logging, evaluating and checkpointing as configured.
+
+    Returns the last iteration's metrics ({} if none ran). On Ctrl-C/SIGTERM it saves the last completed
+    iteration and raises Interrupted. bar=None: a tqdm bar only when stderr is a terminal.
+    """
+    from metarl.trainer import Trainer
+
+    if bar is None:
+        bar = sys.stderr.isatty()
+    trainer = Trainer(cfg)
+    try:
+        last_eval = -1
+        if ckpt is not None:
+            _restore(trainer, ckpt, run_dir)
+            last_eval = int(ckpt["last_eval_iteration"])
+            truncate_metrics(run_dir / METRICS_FILE, trainer.iteration, last_eval)
+        state = copy.deepcopy(trainer.state_dict())  # the last completed iteration: what an interrupt saves
+        log = RunLog(run_dir, purge_step=None if ckpt is None else trainer.env_steps + 1)
+        progress = Progress(cfg.iterations, trainer.iteration, bar)
+        metrics: dict = {}
+        try:
+            with sigterm_as_interrupt():
+                if ckpt is None:
+                    log.hyperparameters(cfg)
+                    save_checkpoint(run_dir, state, last_eval)  # resumable from the very start
+                if eval_due(cfg, trainer.iteration) and last_eval < trainer.iteration:
+                    last_eval = _evaluate(trainer, log, progress)  # its evaluation was interrupted
+                    save_checkpoint(run_dir, state, last_eval)
+                while trainer.iteration < cfg.iterations:
+                    metrics = trainer.step()
+                    log.iteration(metrics)
+                    state = copy.deepcopy(trainer.state_dict())
+                    progress.update(metrics)
+                    if eval_due(cfg, trainer.iteration):
+                        last_eval = _evaluate(trainer, log, progress)
+                    if trainer.iteration % cfg.checkpoint_every == 0 or trainer.iteration == cfg.iterations:
+                        save_checkpoint(run_dir, state, last_eval)
+                        log.flush()
+        except KeyboardInterrupt:
+            save_checkpoint(run_dir, state, last_eval)
+            raise Interrupted(run_dir, int(state["iteration"])) from None
+        finally:
+            progress.close()
+            log.close()
+        return metrics
+    finally:
+        trainer.close()
+
+
+def _evaluate(trainer, log: RunLog, progress: Progress) -> int:
+    """Held-out evaluation of the current policy, logged; returns the iteration it belongs to."""
+    result = trainer.evaluate()
+    log.evaluation(trainer.iteration, trainer.env_steps, result)
+    progress.message(eval_line(trainer.iteration, result))
+    return trainer.iteration
+
+
+# -- evaluation of a saved run --------------------------------------------------------------------------------
+
+@dataclass
+class EvalReport:
+    """What `metarl eval` prints and writes to eval.json."""
+
+    data: dict
+
+    def table(self) -> str:
+        d, returns = self.data, self.data["returns"]
+        lines = [f"{d['env']} / {d['algo']} / seed {d['seed']}: checkpoint at iteration {d['iteration']} "
+                 f"({d['env_steps']:,} env steps)",
+                 f"{d['tasks']} held-out tasks x {d['episodes']} episodes, horizon {d['horizon']}",
+                 "", f"{'steps':>5}  {'mean return':>12}  {'std over tasks':>14}"]
+        for step in range(d["steps"] + 1):
+            lines.append(f"{step:>5}  {returns[f'return_step_{step}']:>12.2f}  "
+                         f"{returns[f'return_step_{step}_std']:>14.2f}")
+        return "\n".join(lines)
+
+
+def evaluate_run(run_dir: str | os.PathLike, tasks: int | None = None, steps: int | None = None,
+                 episodes: int | None = None) -> EvalReport:
+    """Evaluate a run's latest checkpoint on held-out tasks and write RUN_DIR/eval.json."""
+    from metarl.trainer import Trainer
+
+    path, cfg, ckpt = load_run(run_dir)
+    tasks = tasks or cfg.eval_tasks
+    steps = cfg.eval_steps if steps is None else steps
+    episodes = episodes or cfg.eval_episodes_per_task
+    trainer = Trainer(cfg)
+    try:
+        _restore(trainer, ckpt, path)
+        returns = trainer.evaluate(num_tasks=tasks, steps=steps, episodes_per_task=episodes)
+    finally:
+        trainer.close()
+    report = EvalReport({"env": cfg.env, "algo": cfg.algo, "seed": cfg.seed, "iteration": trainer.iteration,
+                         "env_steps": trainer.env_steps, "horizon": trainer.horizon, "tasks": tasks,
+                         "steps": steps, "episodes": episodes, "eval_seed": cfg.eval_seed, "returns": returns})
+    tmp = path / (EVAL_FILE + ".tmp")
+    tmp.write_text(json.dumps(report.data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path / EVAL_FILE)
+    return report

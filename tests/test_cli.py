@@ -1,0 +1,240 @@
+"""The `metarl` command line, run as a user runs it: in a subprocess, on a tiny nav2d problem.
+
+Covers the run directory (config, TensorBoard, metrics.jsonl, checkpoint), resuming after a clean stop and after
+a real Ctrl-C/SIGTERM (the result must equal an uninterrupted run's), `eval`, `envs`, --help, and the one-line
+errors for bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+TINY = ["meta_batch_size=4", "episodes_per_task=4", "horizon=20", "eval_every=2", "eval_tasks=3",
+        "eval_episodes_per_task=3", "eval_steps=1", "hidden_sizes=[16,16]", "checkpoint_every=1",
+        "sampler_threads=1", "update_threads=1"]
+STRAIGHT_ITERATIONS = 6
+TB_TAGS = ["returns/pre_adaptation", "returns/post_adaptation", "trpo/kl", "trpo/surrogate_before",
+           "trpo/surrogate_after", "trpo/line_search_steps", "time/env_steps_per_s", "time/iteration_s",
+           "eval/return_step_0", "eval/return_step_1"]
+
+
+def metarl(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    """Run `python -m metarl.cli ARGS` and return the finished process (output captured as text)."""
+    proc = subprocess.run([sys.executable, "-m", "metarl.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=120)
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def train_args(run_dir: Path, iterations: int, seed: int = 1) -> list[str]:
+    return ["train", "--env", "nav2d", "--seed", str(seed), "--iterations", str(iterations),
+            "--run-dir", str(run_dir), "--set", *TINY]
+
+
+def read_metrics(run_dir: Path) -> tuple[list[dict], list[dict]]:
+    """metrics.jsonl split into (iteration lines, evaluation lines)."""
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    evals = [line for line in lines if any(k.startswith("eval/") for k in line)]
+    return [line for line in lines if line not in evals], evals
+
+
+def without_timing(lines: list[dict]) -> list[dict]:
+    return [{k: v for k, v in line.items() if not k.startswith("time/")} for line in lines]
+
+
+def scalar_steps(run_dir: Path, tag: str) -> list[int]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    return [event.step for event in EventAccumulator(str(run_dir)).Reload().Scalars(tag)]
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory) -> Path:
+    """One uninterrupted tiny run: the reference for the resume tests."""
+    run_dir = tmp_path_factory.mktemp("straight") / "run"
+    metarl(*train_args(run_dir, STRAIGHT_ITERATIONS), cwd=run_dir.parent)
+    return run_dir
+
+
+# -- training writes a complete run directory ---------------------------------------------------------------
+
+def test_training_writes_config_tensorboard_metrics_and_checkpoint(straight_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    assert {"config.yaml", "checkpoint.pt", "metrics.jsonl"} <= {p.name for p in straight_run.iterdir()}
+    assert "iterations: 6" in (straight_run / "config.yaml").read_text()
+
+    events = EventAccumulator(str(straight_run)).Reload()
+    tags = events.Tags()
+    assert set(TB_TAGS) <= set(tags["scalars"])
+    assert "hyperparameters/text_summary" in tags["tensors"]
+    table = events.Tensors("hyperparameters/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert "| meta_batch_size | 4 |" in table
+
+    iterations, evals = read_metrics(straight_run)
+    assert [line["iteration"] for line in iterations] == list(range(1, STRAIGHT_ITERATIONS + 1))
+    env_steps = [line["env_steps"] for line in iterations]
+    assert env_steps == sorted(set(env_steps)) and env_steps[0] > 0
+    # Each line holds exactly the TensorBoard scalars, and TensorBoard's x-axis is env steps.
+    training_tags = {t for t in tags["scalars"] if not t.startswith("eval/")}
+    assert all(set(line) == training_tags | {"iteration", "env_steps"} for line in iterations)
+    assert scalar_steps(straight_run, "returns/post_adaptation") == env_steps
+    # eval_every=2 and at the end: iterations 2, 4, 6.
+    assert [line["iteration"] for line in evals] == [2, 4, 6]
+    assert scalar_steps(straight_run, "eval/return_step_1") == [env_steps[i - 1] for i in (2, 4, 6)]
+
+    ckpt = torch.load(straight_run / "checkpoint.pt", weights_only=True)
+    assert ckpt["trainer"]["iteration"] == STRAIGHT_ITERATIONS
+
+
+def test_resuming_a_finished_run_says_so(straight_run):
+    proc = metarl("train", "--resume", str(straight_run), cwd=straight_run.parent)
+    assert "already complete" in proc.stdout
+    assert len(read_metrics(straight_run)[0]) == STRAIGHT_ITERATIONS
+
+
+def test_plain_progress_lines_when_not_a_terminal(straight_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(straight_run, run_dir)
+    proc = metarl("train", "--resume", str(run_dir), "--iterations", str(STRAIGHT_ITERATIONS + 1), cwd=tmp_path)
+    assert "\r" not in proc.stdout + proc.stderr  # no progress bar in logs
+    assert f"iter {STRAIGHT_ITERATIONS + 1}/{STRAIGHT_ITERATIONS + 1}" in proc.stdout
+    assert "eval at iter" in proc.stdout
+
+
+# -- resume: same result as an uninterrupted run ------------------------------------------------------------
+
+def test_resume_after_a_clean_stop_matches_an_uninterrupted_run(straight_run, tmp_path):
+    run_dir = tmp_path / "run"
+    metarl(*train_args(run_dir, 2), cwd=tmp_path)
+    proc = metarl("train", "--resume", str(run_dir), "--iterations", "4", cwd=tmp_path)
+    assert "resuming" in proc.stdout and "at iteration 3/4" in proc.stdout
+    assert "iterations: 4" in (run_dir / "config.yaml").read_text()
+
+    resumed, _ = read_metrics(run_dir)
+    straight, _ = read_metrics(straight_run)
+    assert [line["iteration"] for line in resumed] == [1, 2, 3, 4]
+    assert without_timing(resumed) == without_timing(straight[:4])
+    assert scalar_steps(run_dir, "trpo/kl") == [line["env_steps"] for line in straight[:4]]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_resume_after_a_real_interrupt_matches_an_uninterrupted_run(straight_run, tmp_path, signum):
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "metarl.cli", *train_args(run_dir, 1000)], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    metrics = run_dir / "metrics.jsonl"
+    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 2):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.01)
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and f"metarl train --resume {run_dir}" in err
+
+    done = torch.load(run_dir / "checkpoint.pt", weights_only=True)["trainer"]["iteration"]
+    assert 1 <= done <= STRAIGHT_ITERATIONS - 2, "the run was stopped later than the test can compare"
+    metarl("train", "--resume", str(run_dir), "--iterations", str(done + 2), cwd=tmp_path)
+
+    resumed, _ = read_metrics(run_dir)
+    straight, _ = read_metrics(straight_run)
+    assert [line["iteration"] for line in resumed] == list(range(1, done + 3))  # no duplicates, no gaps
+    assert without_timing(resumed) == without_timing(straight[:done + 2])
+    assert scalar_steps(run_dir, "returns/post_adaptation") == [line["env_steps"] for line in straight[:done + 2]]
+
+
+def test_resume_reruns_an_interrupted_final_evaluation(straight_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(straight_run, run_dir)
+    # As if Ctrl-C hit during the last evaluation: the checkpoint says it is not logged yet.
+    ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    torch.save({**ckpt, "last_eval_iteration": STRAIGHT_ITERATIONS - 1}, run_dir / "checkpoint.pt")
+    proc = metarl("train", "--resume", str(run_dir), cwd=tmp_path)
+    assert "final evaluation" in proc.stdout
+    assert read_metrics(run_dir) == read_metrics(straight_run)  # evaluation is deterministic; logged once
+    assert "already complete" in metarl("train", "--resume", str(run_dir), cwd=tmp_path).stdout
+
+
+# -- eval and envs ------------------------------------------------------------------------------------------
+
+def test_eval_prints_a_table_and_writes_eval_json(straight_run):
+    proc = metarl("eval", str(straight_run), "--tasks", "3", "--steps", "1", cwd=straight_run.parent)
+    assert "mean return" in proc.stdout and "std over tasks" in proc.stdout
+    report = json.loads((straight_run / "eval.json").read_text())
+    assert {"env", "algo", "seed", "iteration", "horizon", "tasks", "steps", "episodes"} <= set(report)
+    assert (report["env"], report["tasks"], report["steps"], report["horizon"]) == ("nav2d", 3, 1, 20)
+    assert {"return_step_0", "return_step_1"} <= set(report["returns"])
+    assert f"{report['returns']['return_step_1']:.2f}" in proc.stdout
+
+
+def test_envs_lists_the_builtin_families(tmp_path):
+    out = metarl("envs", cwd=tmp_path).stdout
+    assert all(name in out for name in ("cheetah-dir", "cheetah-vel", "nav2d"))
+
+
+def test_help_documents_options_and_config_keys(tmp_path):
+    out = metarl("train", "--help", cwd=tmp_path).stdout
+    assert all(flag in out for flag in ("--algo", "--resume", "--set", "--help-config", "default"))
+    keys = metarl("train", "--help-config", cwd=tmp_path).stdout
+    assert "inner_lr" in keys and "meta_batch_size" in keys
+    top = subprocess.run([sys.executable, "-m", "metarl", "--help"], cwd=tmp_path, capture_output=True, text=True)
+    assert top.returncode == 0 and "train" in top.stdout and "eval" in top.stdout
+
+
+# -- errors: one line, the bad value, no traceback ----------------------------------------------------------
+
+def _corrupt_run(tmp_path: Path, content: bytes | dict) -> Path:
+    run_dir = tmp_path / "corrupt"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text("env: nav2d\n")
+    if isinstance(content, dict):
+        torch.save(content, run_dir / "checkpoint.pt")
+    else:
+        (run_dir / "checkpoint.pt").write_bytes(content)
+    return run_dir
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["train", "--env", "no-such-env"], "no-such-env"),
+    (["train", "--env", "nav2d", "--algo", "reptile"], "reptile"),
+    (["train", "--env", "nav2d", "--set", "inner_lr=-1"], "-1"),
+    (["train", "--env", "nav2d", "--set", "inner_rl=0.1"], "inner_rl"),
+    (["train", "--env", "nav2d", "--set", "inner_lr"], "inner_lr"),
+    (["train"], "--env"),
+    (["train", "--resume", "missing-run"], "missing-run"),
+    (["train", "--resume", "missing-run", "--seed", "3"], "--seed"),
+    (["eval", "missing-run"], "missing-run"),
+])
+def test_bad_input_gives_one_line_error(tmp_path, args, expected):
+    proc = metarl(*args, "--run-dir", str(tmp_path / "out"), cwd=tmp_path, check=False) if args[0] == "train" \
+        and "--resume" not in args else metarl(*args, cwd=tmp_path, check=False)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("metarl: error: ") and expected in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()  # nothing is created for a bad command
+
+
+@pytest.mark.parametrize("command, content, expected", [
+    ("train", b"not a checkpoint", "cannot read checkpoint"),
+    ("eval", b"not a checkpoint", "cannot read checkpoint"),
+    ("train", {"format": 1, "trainer": {"policy": {}}, "last_eval_iteration": 0}, "missing trainer.rng"),
+])
+def test_corrupt_checkpoint_gives_one_line_error(tmp_path, content, expected, command):
+    run_dir = _corrupt_run(tmp_path, content)
+    args = ["train", "--resume", str(run_dir)] if command == "train" else ["eval", str(run_dir)]
+    proc = metarl(*args, cwd=tmp_path, check=False)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0] and "checkpoint.pt" in lines[0], proc.stderr

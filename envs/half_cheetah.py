@@ -277,10 +277,14 @@ class HalfCheetahBatch(VectorEnv):
         if actions.shape != (self.num_envs, self.model.nu):
             raise ValueError(f"actions must have shape {(self.num_envs, self.model.nu)}, got {actions.shape}")
         x_before = self._qpos[:, 0].copy()
-        if self._pool is None:
-            self._step_slice(slice(None), actions)
-        else:
-            list(self._pool.map(lambda s: self._step_slice(s, actions), self._slices))
+        try:
+            if self._pool is None:
+                self._step_slice(slice(None), actions)
+            else:
+                list(self._pool.map(lambda s: self._step_slice(s, actions), self._slices))
+        except Exception as exc:  # surface a failing simulator thread in the caller, never a silent hang
+            raise RuntimeError(f"{type(self).__name__}: a simulator thread failed while stepping "
+                               f"{self.num_envs} copies: {exc!r}") from exc
         self._t += 1
         x_velocity = (self._qpos[:, 0] - x_before) / self.dt
         forward = self.family._forward(self._task_values, x_velocity)

@@ -1,0 +1,53 @@
+"""The multi-task sampler: shapes, masking after termination, per-task policies, and failures that surface."""
+
+import numpy as np
+import pytest
+import torch
+
+from metarl.envs import Nav2DTask
+from metarl.sampler import Sampler
+
+
+def test_episodes_are_time_major_per_task_and_masked_after_termination():
+    sampler = Sampler("nav2d", num_tasks=2, episodes_per_task=3, horizon=30)
+    tasks = [Nav2DTask((0.05, 0.0)), Nav2DTask((-0.3, 0.3))]
+    # Move straight at the goal of each task: task 0 is reached on step 1, task 1 (0.3 per axis) on step 3.
+    goals = torch.tensor([[0.05, 0.0], [-0.3, 0.3]])
+
+    def act(obs):
+        return (goals[:, None, :] - obs).clamp(-0.1, 0.1)
+
+    episodes, timing = sampler.sample(act, tasks, seed=0)
+    assert episodes.observations.shape == (2, 30, 3, 2)  # fixed horizon; steps after the end are padding
+    assert episodes.mask[0].sum(0).tolist() == [1, 1, 1] and episodes.mask[1].sum(0).tolist() == [3, 3, 3]
+    assert (episodes.rewards * (1 - episodes.mask)).abs().sum() == 0
+    assert timing["env_steps"] == episodes.num_steps == 3 + 9
+    torch.testing.assert_close(episodes.episode_returns()[0], torch.zeros(3))  # 0 distance after one move
+
+
+def test_actions_are_stored_as_sampled_and_clipped_for_the_env():
+    sampler = Sampler("nav2d", num_tasks=1, episodes_per_task=2, horizon=5)
+    big = torch.full((1, 2, 2), 5.0)
+    episodes, _ = sampler.sample(lambda obs: big, [Nav2DTask((0.5, 0.5))], seed=0)
+    assert torch.equal(episodes.actions[0, 0], big[0])  # what the policy sampled (for log-probabilities)
+    torch.testing.assert_close(episodes.observations[0, 1], torch.full((2, 2), 0.1))  # the env saw it clipped
+
+
+def test_a_failing_simulator_thread_raises_a_clear_error():
+    sampler = Sampler("cheetah-dir", num_tasks=2, episodes_per_task=2, horizon=5, num_threads=2)
+    env = sampler.env
+
+    def broken(s, actions):
+        raise FloatingPointError("boom in a worker")
+
+    env._step_slice = broken
+    tasks = env.sample_tasks(np.random.default_rng(0), 2)
+    with pytest.raises(RuntimeError, match="simulator thread failed.*boom in a worker"):
+        sampler.sample(lambda obs: torch.zeros(2, 2, 6), tasks, seed=0)
+    sampler.close()
+
+
+def test_wrong_number_of_tasks_is_rejected():
+    sampler = Sampler("nav2d", num_tasks=2, episodes_per_task=1, horizon=5)
+    with pytest.raises(ValueError, match="built for 2 tasks, got 1"):
+        sampler.sample(lambda obs: torch.zeros(2, 1, 2), [Nav2DTask((0.0, 0.0))], seed=0)

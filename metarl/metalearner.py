@@ -82,6 +82,16 @@ def meta_objective(policy: GaussianMLP, params: Params, meta: MetaBatch, keys: l
     return post_adaptation_terms(policy, adapted, meta)
 
 
+def map_meta(meta: MetaBatch, fn) -> MetaBatch:
+    """Apply `fn` to every (K, T, N, ...) tensor of a meta-batch (to slice tasks or episodes)."""
+    def batch(b: Batch) -> Batch:
+        ep = b.episodes
+        return Batch(Episodes(fn(ep.observations), fn(ep.actions), fn(ep.rewards), fn(ep.mask)), fn(b.advantages))
+
+    return MetaBatch([batch(b) for b in meta.inner], batch(meta.post), fn(meta.old_mean), fn(meta.old_log_std),
+                     fn(meta.old_log_prob))
+
+
 def subsample_episodes(meta: MetaBatch, fraction: float) -> MetaBatch:
     """The same meta-batch restricted to the first ceil(fraction * N) episodes of every task.
 
@@ -90,19 +100,13 @@ def subsample_episodes(meta: MetaBatch, fraction: float) -> MetaBatch:
     """
     n = meta.post.advantages.shape[2]
     keep = max(1, math.ceil(fraction * n))
-    if keep >= n:
-        return meta
+    # contiguous copies: strided views would make every matmul slower
+    return meta if keep >= n else map_meta(meta, lambda x: x[:, :, :keep].contiguous())
 
-    def cut(x: torch.Tensor) -> torch.Tensor:  # contiguous: strided views make every matmul slower
-        return x[:, :, :keep].contiguous()
 
-    def cut_batch(batch: Batch) -> Batch:
-        ep = batch.episodes
-        return Batch(Episodes(cut(ep.observations), cut(ep.actions), cut(ep.rewards), cut(ep.mask)),
-                     cut(batch.advantages))
-
-    return MetaBatch([cut_batch(b) for b in meta.inner], cut_batch(meta.post), cut(meta.old_mean),
-                     cut(meta.old_log_std), cut(meta.old_log_prob))
+def task_slice(meta: MetaBatch, tasks: slice) -> MetaBatch:
+    """The meta-batch of a subset of its tasks (views, no copy)."""
+    return map_meta(meta, lambda x: x[tasks])
 
 
 def post_adaptation_terms(policy: GaussianMLP, adapted: Params, meta: MetaBatch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,17 +117,6 @@ def post_adaptation_terms(policy: GaussianMLP, adapted: Params, meta: MetaBatch)
     loss = -masked_task_mean(ratio * meta.post.advantages, ep.mask).mean()
     kl = masked_task_mean(kl_divergence(meta.old_mean, meta.old_log_std, mean, log_std), ep.mask).mean()
     return loss, kl
-
-
-def task_slice(meta: MetaBatch, tasks: slice) -> MetaBatch:
-    """The meta-batch of a subset of its tasks (views, no copy)."""
-    def cut_batch(batch: Batch) -> Batch:
-        ep = batch.episodes
-        return Batch(Episodes(ep.observations[tasks], ep.actions[tasks], ep.rewards[tasks], ep.mask[tasks]),
-                     batch.advantages[tasks])
-
-    return MetaBatch([cut_batch(b) for b in meta.inner], cut_batch(meta.post), meta.old_mean[tasks],
-                     meta.old_log_std[tasks], meta.old_log_prob[tasks])
 
 
 def meta_gradient(policy: GaussianMLP, params: Params, meta: MetaBatch, keys: list[str], lrs: list[float],
@@ -159,31 +152,18 @@ def meta_gradient_and_fvp(policy: GaussianMLP, params: Params, meta: MetaBatch, 
     the KL Hessian in theta': each product needs two Jacobian products and one ordinary TRPO Fisher product,
     never third derivatives. The graphs are built once and reused by every conjugate-gradient iteration.
     `fvp_meta` (a subsample of `meta`, see `subsample_episodes`) estimates J and H from fewer episodes, at the
-    exact adapted parameters; the gradient is then computed `task_chunk` tasks at a time to bound memory.
+    exact adapted parameters. The gradient is computed `task_chunk` tasks at a time to bound memory.
     Returns (loss, g, fvp) with g and fvp's input/output flat over `params` in order.
     """
     names = list(params)
     inputs = [params[k] for k in names]
-    subsample = fvp_meta is not None and fvp_meta is not meta
-    if subsample:
-        loss, g = meta_gradient(policy, params, meta, keys, lrs, first_order,
-                                task_chunk or meta.post.advantages.shape[0])
-        # theta' from the full batch, without a graph: the Fisher is taken at the exact adapted parameters. J comes
-        # from the subsample (the value of that adaptation is not used, only its derivatives).
-        leaves = {k: v.requires_grad_(True) for k, v in _adapted_values(policy, params, meta, keys, lrs).items()}
-        outputs = [adapt_steps(policy, params, fvp_meta.inner, keys, lrs, create_graph=not first_order)[k]
-                   for k in names]
-        meta = fvp_meta
-    else:
-        adapted = adapt_steps(policy, params, meta.inner, keys, lrs, create_graph=not first_order)
-        outputs = [adapted[k] for k in names]
-        # Differentiate the post-adaptation terms with respect to theta' (per-task leaves), then back through J.
-        leaves = {k: v.detach().requires_grad_(True) for k, v in adapted.items()}
-        loss, _ = post_adaptation_terms(policy, leaves, meta)
-        loss_grad = torch.autograd.grad(loss, [leaves[k] for k in names])
-        g = _flat(torch.autograd.grad(outputs, inputs, grad_outputs=loss_grad, retain_graph=True,
-                                      allow_unused=True), inputs)
-        loss = loss.detach()
+    loss, g = meta_gradient(policy, params, meta, keys, lrs, first_order,
+                            task_chunk or meta.post.advantages.shape[0])
+    # The Fisher is taken at the exact adapted parameters theta' (full batch, no graph kept); J comes from the
+    # Fisher batch (the value of that adaptation is not used, only its derivatives).
+    leaves = {k: v.requires_grad_(True) for k, v in _adapted_values(policy, params, meta, keys, lrs).items()}
+    meta = fvp_meta or meta
+    outputs = [adapt_steps(policy, params, meta.inner, keys, lrs, create_graph=not first_order)[k] for k in names]
     leaf_list = [leaves[k] for k in names]
     _, kl = post_adaptation_terms(policy, leaves, meta)
     kl_grad = torch.autograd.grad(kl, leaf_list, create_graph=True)
@@ -194,12 +174,13 @@ def meta_gradient_and_fvp(policy: GaussianMLP, params: Params, meta: MetaBatch, 
     # J v by the double-vjp trick: J^T u is linear in u, and its vjp in u with v is J v.
     dummies = [torch.zeros_like(o, requires_grad=True) for o in outputs]
     jt_dummies = torch.autograd.grad(outputs, inputs, grad_outputs=dummies, create_graph=True, allow_unused=True)
-    linked = [(j, v) for j, v in zip(jt_dummies, range(len(inputs))) if j is not None]
+    linked = [i for i, j in enumerate(jt_dummies) if j is not None]
 
     def fvp(v: torch.Tensor) -> torch.Tensor:
         v_parts = unflatten_like(v, params)
-        jv = torch.autograd.grad([j for j, _ in linked], dummies, grad_outputs=[v_parts[names[i]] for _, i in linked],
-                                 retain_graph=True, allow_unused=True)
+        jv = torch.autograd.grad([jt_dummies[i] for i in linked], dummies,
+                                 grad_outputs=[v_parts[names[i]] for i in linked], retain_graph=True,
+                                 allow_unused=True)
         jv = [torch.zeros_like(d) if x is None else x for x, d in zip(jv, dummies)]
         hjv = torch.autograd.grad(kl_grad, leaf_list, grad_outputs=jv, retain_graph=True, allow_unused=True)
         hjv = [torch.zeros_like(d) if x is None else x for x, d in zip(hjv, leaf_list)]

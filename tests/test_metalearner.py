@@ -212,8 +212,8 @@ def test_trpo_step_restores_parameters_when_no_step_is_accepted(monkeypatch):
 
 
 @pytest.mark.parametrize("algo", ["maml", "anil"])
-def test_chunked_gradient_and_separate_fvp_batch_equal_the_one_pass_computation(algo):
-    """The memory-bounded path (gradient task by task, Fisher graphs built apart) computes the same numbers."""
+def test_gradient_by_task_chunks_equals_the_whole_batch_at_once(algo):
+    """Memory-bounded chunks of tasks and a separate Fisher batch object compute the same numbers."""
     policy = tiny_policy()
     keys = adapted_keys(policy, algo)
     meta = fake_meta(policy, keys, [0.3], old_offset=0.05)

@@ -19,8 +19,9 @@ import numpy as np
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 from gymnasium.spaces import Box
 from gymnasium.utils import seeding
-from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
+
+from metarl.envs.vector import TaskVectorEnv
 
 CTRL_COST_WEIGHT = 0.05  # reference: reward = ... - 0.05 * sum(a^2)
 HORIZON = 200
@@ -187,7 +188,7 @@ class HalfCheetahVelEnv(_TaskCheetah):
     _value = staticmethod(lambda task: task.velocity)
 
 
-class HalfCheetahBatch(VectorEnv):
+class HalfCheetahBatch(TaskVectorEnv):
     """Many HalfCheetah copies (one MjModel, one MjData each) stepped in one process by a few threads.
 
     `mujoco.mj_step` releases the GIL, so `num_threads` threads step disjoint slices of the copies in parallel.
@@ -195,8 +196,6 @@ class HalfCheetahBatch(VectorEnv):
     Tasks are set per copy with `set_attr("task", tasks)`; `reset(seed=s)` seeds copy i with s + i, as gymnasium's
     vector envs do. Copies never terminate; `truncated` turns True at the family's horizon.
     """
-
-    metadata = {"autoreset_mode": AutoresetMode.DISABLED}
 
     def __init__(self, family: type[_TaskCheetah], num_envs: int, *, num_threads: int = 2,
                  ctrl_cost_weight: float = CTRL_COST_WEIGHT, reset_noise_scale: float = 0.1,
@@ -223,7 +222,7 @@ class HalfCheetahBatch(VectorEnv):
         self._qvel = np.zeros((num_envs, nv))
         self._rngs = [None] * num_envs
         self._tasks = [family._default_task] * num_envs
-        self._task_values = np.array([family._value(t) for t in self._tasks])
+        self._tasks_changed()
         self._t = 0
         self.single_observation_space = Box(-np.inf, np.inf, (nq - 1 + nv,), np.float64)
         lo, hi = self.model.actuator_ctrlrange.T
@@ -237,18 +236,10 @@ class HalfCheetahBatch(VectorEnv):
     def sample_tasks(self, rng: np.random.Generator, n: int) -> list:
         return self.family._sample(rng, n)
 
-    def get_attr(self, name: str) -> tuple:
-        if name == "task":
-            return tuple(self._tasks)
-        raise AttributeError(f"{type(self).__name__} has only the per-copy attribute 'task', not {name!r}")
+    def _check_task(self, task):
+        return self.family._check(task)
 
-    def set_attr(self, name: str, values) -> None:
-        if name != "task":
-            raise AttributeError(f"{type(self).__name__} has only the per-copy attribute 'task', not {name!r}")
-        values = list(values) if isinstance(values, (list, tuple)) else [values] * self.num_envs
-        if len(values) != self.num_envs:
-            raise ValueError(f"set_attr('task'): got {len(values)} tasks for {self.num_envs} copies")
-        self._tasks = [self.family._check(t) for t in values]
+    def _tasks_changed(self) -> None:
         self._task_values = np.array([self.family._value(t) for t in self._tasks])
 
     def reset(self, *, seed=None, options: dict | None = None):

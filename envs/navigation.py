@@ -11,8 +11,9 @@ import gymnasium
 import numpy as np
 from gymnasium.spaces import Box
 from gymnasium.utils import seeding
-from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
+
+from metarl.envs.vector import TaskVectorEnv
 
 HORIZON = 100
 MAX_ACTION = 0.1
@@ -109,15 +110,13 @@ class Navigation2DEnv(gymnasium.Env):
         return self._state.astype(np.float32), float(reward), bool(terminated), False, info
 
 
-class Navigation2DBatch(VectorEnv):
+class Navigation2DBatch(TaskVectorEnv):
     """Many 2D-Navigation copies as numpy arrays, different goals side by side.
 
     Same interface as `HalfCheetahBatch`: `set_attr("task", tasks)`, `reset(seed=...)`, `step(actions)`.
     A copy that has terminated stays where it is (reward 0, terminated True) until the next reset: the
     sampler masks its later steps, and no autoreset happens (`AutoresetMode.DISABLED`).
     """
-
-    metadata = {"autoreset_mode": AutoresetMode.DISABLED}
 
     def __init__(self, num_envs: int, *, max_episode_steps: int = HORIZON, **_ignored):
         if num_envs < 1:
@@ -137,18 +136,10 @@ class Navigation2DBatch(VectorEnv):
     def sample_tasks(self, rng: np.random.Generator, n: int) -> list[Nav2DTask]:
         return sample_goal_tasks(rng, n)
 
-    def get_attr(self, name: str) -> tuple:
-        if name == "task":
-            return tuple(self._tasks)
-        raise AttributeError(f"{type(self).__name__} has only the per-copy attribute 'task', not {name!r}")
+    def _check_task(self, task) -> Nav2DTask:
+        return check_goal_task(task)
 
-    def set_attr(self, name: str, values) -> None:
-        if name != "task":
-            raise AttributeError(f"{type(self).__name__} has only the per-copy attribute 'task', not {name!r}")
-        values = list(values) if isinstance(values, (list, tuple)) else [values] * self.num_envs
-        if len(values) != self.num_envs:
-            raise ValueError(f"set_attr('task'): got {len(values)} tasks for {self.num_envs} copies")
-        self._tasks = [check_goal_task(t) for t in values]
+    def _tasks_changed(self) -> None:
         self._goals = np.array([t.goal for t in self._tasks], dtype=np.float64)
 
     def reset(self, *, seed=None, options: dict | None = None):

@@ -1,0 +1,36 @@
+"""What every natively batched family shares: one task per copy, read and set through get_attr/set_attr."""
+
+from __future__ import annotations
+
+from gymnasium.vector import AutoresetMode, VectorEnv
+
+
+class TaskVectorEnv(VectorEnv):
+    """A VectorEnv whose copies each hold a task: `set_attr("task", tasks)` checks and sets them, one per copy.
+
+    Subclasses define `_check_task(task) -> task` (raising ValueError for a bad one) and `_tasks_changed()`,
+    called after the tasks change, to refresh whatever arrays the step reads from them.
+    """
+
+    metadata = {"autoreset_mode": AutoresetMode.DISABLED}
+    _tasks: list
+
+    def get_attr(self, name: str) -> tuple:
+        if name != "task":
+            raise AttributeError(f"{type(self).__name__} has only the per-copy attribute 'task', not {name!r}")
+        return tuple(self._tasks)
+
+    def set_attr(self, name: str, values) -> None:
+        if name != "task":
+            raise AttributeError(f"{type(self).__name__} has only the per-copy attribute 'task', not {name!r}")
+        values = list(values) if isinstance(values, (list, tuple)) else [values] * self.num_envs
+        if len(values) != self.num_envs:
+            raise ValueError(f"set_attr('task'): got {len(values)} tasks for {self.num_envs} copies")
+        self._tasks = [self._check_task(t) for t in values]
+        self._tasks_changed()
+
+    def _check_task(self, task):
+        raise NotImplementedError
+
+    def _tasks_changed(self) -> None:
+        raise NotImplementedError

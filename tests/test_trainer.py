@@ -35,8 +35,8 @@ def test_meta_training_improves_post_adaptation_return_on_nav2d(algo):
         assert metrics["trpo/kl"] <= trainer.cfg.max_kl
     end = trainer.evaluate()
     # Held-out tasks: after meta-training, one adaptation step helps, and it lands far above where it started.
-    assert end["return_step_1"] > start["return_step_1"] + 15, (start, end)
-    assert end["return_step_1"] > end["return_step_0"] + 3, end
+    assert end["return_step_1"] > start["return_step_1"] + 30, (start, end)
+    assert end["return_step_1"] > end["return_step_0"] + 8, end
 
 
 def test_unknown_env_is_a_clear_error():

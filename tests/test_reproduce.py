@@ -1,0 +1,163 @@
+"""benchmarks/reproduce.py: the report on a fake grid, a tiny end-to-end `run` (resumable, publishable), and the
+copy of a stable-baselines3 PPO actor into our GaussianMLP."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from metarl.config import load_config, save_config
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "benchmarks" / "reproduce.py"
+CONFIGS = REPO / "configs"
+# One thread each: two torch threads on a busy 2-core machine make tiny updates seconds slower.
+TINY = ["meta_batch_size=2", "episodes_per_task=2", "horizon=10", "iterations=2", "eval_tasks=2",
+        "eval_episodes_per_task=2", "eval_every=0", "sampler_threads=1", "update_threads=1", "hidden_sizes=[8,8]"]
+
+
+@pytest.fixture(scope="module")
+def reproduce():
+    """The script as a module (it is not part of the package)."""
+    spec = importlib.util.spec_from_file_location("reproduce", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["reproduce"] = module  # dataclasses look their module up here
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop("reproduce", None)
+
+
+# -- aggregate on a fake grid -----------------------------------------------------------------------------------
+
+def fake_returns(rng: np.random.Generator) -> dict:
+    out = {}
+    for step in range(4):
+        out[f"return_step_{step}"] = float(rng.uniform(-40, -5))
+        out[f"return_step_{step}_std"] = float(rng.uniform(1, 3))
+    return out
+
+
+def fake_run(root: Path, algo: str, seed: int, returns: dict | None, done: int = 500) -> None:
+    """A nav2d run directory as `run` leaves it: config.yaml, metrics.jsonl, and eval.json once finished."""
+    cfg = load_config(CONFIGS / "nav2d.yaml", {"algo": algo, "seed": seed})
+    run_dir = root / f"nav2d-{algo}-seed{seed}"
+    run_dir.mkdir(parents=True)
+    save_config(cfg, run_dir / "config.yaml")
+    lines = [{"iteration": i, "env_steps": 4000 * i + seed, "returns/pre_adaptation": -30.0,
+              "returns/post_adaptation": -30.0 + 0.02 * i + seed, "time/iteration_s": 0.5} for i in range(1, done + 1)]
+    lines.append({"iteration": done, "env_steps": 4000 * done, "eval/return_step_0": -1.0})  # an eval line
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    if returns is not None:
+        (run_dir / "eval.json").write_text(json.dumps(
+            {"env": "nav2d", "algo": algo, "seed": seed, "iteration": done, "env_steps": 4000 * done, "horizon": 100,
+             "tasks": 40, "steps": 3, "episodes": 40, "eval_seed": 12345, "returns": returns}))
+
+
+def test_aggregate_table_matches_the_eval_files(reproduce, tmp_path):
+    root, out, rng = tmp_path / "grid", tmp_path / "out", np.random.default_rng(0)
+    evals = {(algo, seed): fake_returns(rng) for algo in ("anil", "maml") for seed in (0, 1)}
+    for (algo, seed), returns in evals.items():
+        fake_run(root, algo, seed, returns)
+    fake_run(root, "maml", 2, None, done=120)  # interrupted: must be left out of the numbers and listed
+    baseline = {"env": "nav2d", "kind": "random-init", "seed": 0, "horizon": 100, "tasks": 40, "steps": 3,
+                "episodes": 40, "returns": fake_returns(rng), "wall_s": 12.0}
+    (root / "baselines").mkdir()
+    (root / "baselines" / "nav2d-random-init-seed0.json").write_text(json.dumps(baseline))
+
+    code = reproduce.main(["aggregate", "--root", str(root), "--out", str(out), "--envs", "nav2d"])
+    assert code == 0
+    md = (out / "reproduction.md").read_text()
+    rows = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("| ")}
+    for algo, label in (("anil", "ANIL (ours)"), ("maml", "MAML (ours)")):
+        row = rows[label]
+        assert row.split("|")[2].strip() == "2" and row.split("|")[3].strip() == "500"  # seeds, iterations
+        for step in range(4):
+            values = [evals[(algo, seed)][f"return_step_{step}"] for seed in (0, 1)]
+            assert f"{np.mean(values):.1f} ± {np.std(values):.1f}" in row
+    assert "-20.1 ± 2.3" in rows["ANIL (ours)"]  # the ANIL paper's nav2d number beside ours
+    random_row = rows["random init + adaptation"]
+    assert f"{baseline['returns']['return_step_1']:.1f} ± 0.0" in random_row
+    assert "-40.4" in md and "-11.7" in md  # the MAML paper's reference curve
+
+    report = json.loads((out / "reproduction.json").read_text())
+    anil = report["cells"]["nav2d"]["anil"]
+    assert anil["seeds"] == [0, 1]
+    values = [evals[("anil", seed)]["return_step_2"] for seed in (0, 1)]
+    assert anil["mean"]["return_step_2"] == pytest.approx(np.mean(values))
+    assert anil["std"]["return_step_2"] == pytest.approx(np.std(values))
+    assert report["cells"]["nav2d"]["maml"]["seeds"] == [0, 1]  # the interrupted seed 2 is not averaged in
+    missing = "\n".join(report["missing"])
+    assert "nav2d-maml-seed2: interrupted at iteration 120/500" in missing
+    assert "nav2d-anil-seed2: not started" in missing
+    assert "nav2d-pretrained-seed0: not run" in missing and "nav2d-random-init-seed0" not in missing
+    assert "## Missing" in md and "nav2d-maml-seed2" in md
+    assert "python benchmarks/reproduce.py aggregate --root" in md  # the regenerating command, at the top
+    for name in ("curves_nav2d.png", "adaptation_nav2d.png"):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+
+
+# -- run, end to end on a tiny nav2d grid cell ---------------------------------------------------------------------
+
+def test_run_is_resumable_and_publishable(reproduce, tmp_path, capsys):
+    from metarl.cli import main as metarl_main
+
+    root = tmp_path / "grid"
+    args = ["run", "--root", str(root), "--envs", "nav2d", "--algos", "anil", "--seeds", "0", "--set", *TINY]
+    assert reproduce.main(args) == 0
+    run_dir = root / "nav2d-anil-seed0"
+    evaluation = json.loads((run_dir / "eval.json").read_text())
+    assert (evaluation["iteration"], evaluation["tasks"], evaluation["steps"]) == (2, 40, 3)
+    timing = json.loads((run_dir / "timing.json").read_text())
+    assert len(timing["sittings"]) == 1 and timing["sittings"][0]["ended"] and timing["wall_s"] > 0
+    assert timing["wall_s"] == pytest.approx(timing["train_s"] + timing["eval_s"])
+    metrics = (run_dir / "metrics.jsonl").read_text()
+    capsys.readouterr()
+
+    assert reproduce.main(args) == 0  # a second time: nothing to do
+    assert "already trained (2/2 iterations) and evaluated" in capsys.readouterr().out
+    assert (run_dir / "metrics.jsonl").read_text() == metrics
+    assert len(json.loads((run_dir / "timing.json").read_text())["sittings"]) == 1
+    assert "reproduce.py run --root" in (root / "commands.txt").read_text()
+
+    other = ["run", "--root", str(root), "--envs", "nav2d", "--algos", "anil", "--seeds", "0", "--set", *TINY[:-1]]
+    assert reproduce.main(other) == 1  # same folder, other protocol: refused with the fix in the message
+    assert "different protocol (hidden_sizes: saved [8, 8], requested [100, 100]" in capsys.readouterr().err
+
+    dest = tmp_path / "published"
+    assert reproduce.main(["publish", "--root", str(root), "--dest", str(dest)]) == 0
+    copy = dest / "nav2d-anil-seed0"
+    assert sorted(p.name for p in copy.iterdir()) == ["checkpoint.pt", "config.yaml", "eval.json", "metrics.jsonl",
+                                                      "timing.json"]
+    assert metarl_main(["eval", str(copy), "--tasks", "40", "--steps", "3", "--episodes", "2"]) == 0
+    assert json.loads((copy / "eval.json").read_text())["returns"] == evaluation["returns"]
+
+
+# -- PPO actor -> GaussianMLP --------------------------------------------------------------------------------------
+
+def test_ppo_actor_copy_gives_the_same_action_means(reproduce):
+    from metarl.policy import GaussianMLP
+
+    cfg = load_config(CONFIGS / "cheetah-dir.yaml")
+    model = reproduce.ppo_model(cfg, seed=0, steps=64, n_envs=1)  # built, never trained
+    torch.manual_seed(0)
+    with torch.no_grad():  # move the weights off their initialisation so that every one of them matters
+        for param in model.policy.parameters():
+            param.add_(0.3 * torch.randn_like(param))
+    policy = GaussianMLP(17, 6, cfg.hidden_sizes, cfg.init_log_std)
+    policy.load_state_dict(reproduce.ppo_actor_state_dict(model.policy, policy))
+
+    obs = torch.randn(64, 17)
+    with torch.no_grad():
+        theirs = model.policy.get_distribution(obs).distribution
+        mean, log_std = policy(obs)
+    torch.testing.assert_close(mean, theirs.mean, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(log_std.exp(), theirs.stddev, rtol=1e-6, atol=1e-6)
+
+    with pytest.raises(ValueError, match="hidden_sizes"):
+        reproduce.ppo_actor_state_dict(model.policy, GaussianMLP(17, 6, [64, 64]))

@@ -202,7 +202,7 @@ def _flat(parts, like) -> torch.Tensor:
 
 def trpo_step(policy: GaussianMLP, meta: MetaBatch, keys: list[str], lrs: list[float], *, first_order: bool,
               max_kl: float, cg_iters: int, cg_damping: float, ls_max_steps: int,
-              ls_backtrack_ratio: float, fvp_subsample: float = 1.0, task_chunk: int = 10) -> dict:
+              ls_backtrack_ratio: float, fvp_subsample: float = 1.0, task_chunk: int = 4) -> dict:
     """One TRPO update of the policy's meta-parameters (Schulman et al. 2015), in place; returns metrics.
 
     Meta-gradient and Fisher-vector products both go through the inner step. The search direction solves

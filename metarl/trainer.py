@@ -100,7 +100,8 @@ class Trainer:
         update = trpo_step(self.policy, meta, self.keys, [cfg.inner_lr] * cfg.inner_steps,
                            first_order=cfg.first_order, max_kl=cfg.max_kl, cg_iters=cfg.cg_iters,
                            cg_damping=cfg.cg_damping, ls_max_steps=cfg.ls_max_steps,
-                           ls_backtrack_ratio=cfg.ls_backtrack_ratio, fvp_subsample=cfg.fvp_subsample)
+                           ls_backtrack_ratio=cfg.ls_backtrack_ratio, fvp_subsample=cfg.fvp_subsample,
+                           task_chunk=cfg.task_chunk)
         update_s = time.perf_counter() - t2
         self.iteration += 1
         self.env_steps += steps

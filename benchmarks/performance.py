@@ -22,6 +22,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -68,7 +69,7 @@ def metarl_sampler(tasks: int, episodes: int, horizon: int, threads: int) -> flo
     return rate
 
 
-def naive_sampler(num_envs: int, horizon: int) -> float:
+def naive_sampler(num_envs: int, horizon: int, episodes: int = 3) -> float:
     """Env steps/s of a gymnasium SyncVectorEnv of HalfCheetah-v5 with one torch policy call per step."""
     import gymnasium
     import torch
@@ -79,14 +80,15 @@ def naive_sampler(num_envs: int, horizon: int) -> float:
     with _model_load_warnings():
         env = gymnasium.vector.SyncVectorEnv([lambda: gymnasium.make("HalfCheetah-v5")] * num_envs)
     policy = GaussianMLP(17, 6)
-    obs, _ = env.reset(seed=0)
     start = time.perf_counter()
-    for _ in range(horizon):
-        with torch.no_grad():
-            mean, log_std = policy(torch.as_tensor(obs, dtype=torch.float32))
-            action = torch.normal(mean, log_std.exp()).clamp(-1, 1)
-        obs, *_ = env.step(action.numpy())
-    rate = num_envs * horizon / (time.perf_counter() - start)
+    for episode in range(episodes):
+        obs, _ = env.reset(seed=episode)
+        for _ in range(horizon):
+            with torch.no_grad():
+                mean, log_std = policy(torch.as_tensor(obs, dtype=torch.float32))
+                action = torch.normal(mean, log_std.exp()).clamp(-1, 1)
+            obs, *_ = env.step(action.numpy())
+    rate = episodes * num_envs * horizon / (time.perf_counter() - start)
     env.close()
     return rate
 
@@ -115,6 +117,8 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the script, measures nothing useful")
     parser.add_argument("--iterations", type=int, default=1, help="timed meta-iterations per algorithm (median)")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds of the sampler measurements "
+                        "(median reported)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="config overrides for the meta-iteration runs (e.g. fvp_subsample=1.0)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "performance",
@@ -127,12 +131,14 @@ def main(argv=None) -> None:
               "machine": _machine(), "load_average_at_start": os.getloadavg()[0]}
 
     print("1. sampler (env steps/s) ...", flush=True)
-    raw = raw_mujoco(tasks * episodes, horizon)
-    ours = metarl_sampler(tasks, episodes, horizon, threads=2)
-    naive = naive_sampler(tasks, horizon)
+    # Interleaved repeats, medians reported: the three are measured under the same conditions each round.
+    rounds = [(raw_mujoco(tasks * episodes, horizon, seed=r), metarl_sampler(tasks, episodes, horizon, threads=2),
+               naive_sampler(tasks, horizon)) for r in range(args.repeats)]
+    raw, ours, naive = (statistics.median(column) for column in zip(*rounds))
     result["sampler"] = {"metarl_steps_per_s": ours, "raw_mj_step_1core_steps_per_s": raw,
                          "naive_syncvector_steps_per_s": naive, "metarl_over_raw": ours / raw,
-                         "metarl_over_naive": ours / naive}
+                         "metarl_over_naive": ours / naive, "repeats": args.repeats,
+                         "rounds": [dict(zip(("raw", "metarl", "naive"), r)) for r in rounds]}
     print(f"   metarl {ours:.0f}  raw mj_step {raw:.0f}  naive {naive:.0f}  "
           f"-> {ours / raw:.2f}x raw, {ours / naive:.2f}x naive", flush=True)
 
@@ -183,7 +189,8 @@ def _markdown(r: dict) -> str:
     lines = [f"Measured by `{r['command']}` on {r['date']}, {r['machine']['cpus']} CPUs, torch {r['machine']['torch']}, "
              f"mujoco {r['machine']['mujoco']} (load average at start {r['load_average_at_start']:.2f}).", "",
              "| measure | value | ratio |", "| --- | --- | --- |",
-             f"| sampler, metarl (both cores) | {s['metarl_steps_per_s']:.0f} steps/s | "
+             f"| sampler, metarl (both cores; median of {s['repeats']} interleaved rounds) | "
+             f"{s['metarl_steps_per_s']:.0f} steps/s | "
              f"{s['metarl_over_raw']:.2f}x raw mj_step, {s['metarl_over_naive']:.2f}x naive |",
              f"| raw `mj_step` x5, one core | {s['raw_mj_step_1core_steps_per_s']:.0f} steps/s | 1.00 |",
              f"| naive SyncVectorEnv + torch | {s['naive_syncvector_steps_per_s']:.0f} steps/s | |"]

@@ -1,4 +1,4 @@
-"""Smoke test of benchmarks/env_throughput.py: it runs and writes a complete report (no timing assertions)."""
+"""Smoke tests of the benchmark scripts: they run and write complete reports (no timing assertions)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "env_throughput.py"
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "benchmarks" / "env_throughput.py"
 
 
 def test_env_throughput_quick_run_writes_positive_rates(tmp_path):
@@ -29,3 +30,17 @@ def test_env_throughput_quick_run_writes_positive_rates(tmp_path):
     assert all(ratio > 0 for ratio in report["ratios"].values())
     for name in measured:
         assert name in done.stdout  # the table is printed too
+
+
+def test_performance_benchmark_quick_run_writes_its_table(tmp_path):
+    out = tmp_path / "perf"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "performance.py"), "--quick", "--repeats", "1",
+                           "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.with_suffix(".json").read_text())
+    for key in ("metarl_over_raw", "metarl_over_naive"):
+        assert result["sampler"][key] > 0
+    for algo in ("maml", "anil"):
+        assert result["iteration"][algo]["time/iteration_s"] > 0 and result["iteration"][algo]["peak_rss_mb"] > 0
+    assert set(result["scaling"]) == {"meta_batch_size", "horizon"}
+    assert "| MAML meta-iteration" in out.with_suffix(".md").read_text()

@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -95,7 +94,7 @@ def naive_sampler(num_envs: int, horizon: int, episodes: int = 3) -> float:
 
 def iteration_in_subprocess(algo: str, overrides: list[str], iterations: int) -> dict:
     """Median metrics of `iterations` meta-iterations (after a warm-up) in a fresh process, with its peak RSS."""
-    code = ("import json, statistics, sys, resource;"
+    code = ("import json, statistics, sys;"
             "from metarl.config import load_config, parse_overrides;"
             "from metarl.trainer import Trainer;"
             f"cfg = load_config({str(REPO / 'configs' / 'cheetah-dir.yaml')!r}, parse_overrides(sys.argv[1:]));"
@@ -103,7 +102,8 @@ def iteration_in_subprocess(algo: str, overrides: list[str], iterations: int) ->
             f"runs = [t.step() for _ in range({iterations})];"
             "keys = [k for k in runs[0] if k.startswith('time/')];"
             "out = {k: statistics.median(r[k] for r in runs) for k in keys};"
-            "out['peak_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024;"
+            # VmHWM: this process's own peak (ru_maxrss would include the parent's, kept across fork/exec).
+            "out['peak_rss_mb'] = int(open('/proc/self/status').read().split('VmHWM:')[1].split()[0]) / 1024;"
             "out['env_steps'] = runs[0]['env_steps'] // 2;"
             "print('RESULT', json.dumps(out))")
     proc = subprocess.run([sys.executable, "-c", code, f"algo={algo}", *overrides], capture_output=True, text=True)
@@ -117,7 +117,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the script, measures nothing useful")
     parser.add_argument("--iterations", type=int, default=1, help="timed meta-iterations per algorithm (median)")
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds of the sampler measurements "
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds of the sampler measurements "
                         "(median reported)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="config overrides for the meta-iteration runs (e.g. fvp_subsample=1.0)")
@@ -139,7 +139,10 @@ def main(argv=None) -> None:
                          "naive_syncvector_steps_per_s": naive, "metarl_over_raw": ours / raw,
                          "metarl_over_naive": ours / naive, "repeats": args.repeats,
                          "rounds": [dict(zip(("raw", "metarl", "naive"), r)) for r in rounds]}
-    print(f"   metarl {ours:.0f}  raw mj_step {raw:.0f}  naive {naive:.0f}  "
+    for r in rounds:
+        print(f"   round: metarl {r[1]:.0f}  raw {r[0]:.0f}  naive {r[2]:.0f}  -> {r[1] / r[0]:.2f}x raw, "
+              f"{r[1] / r[2]:.2f}x naive", flush=True)
+    print(f"   median: metarl {ours:.0f}  raw mj_step {raw:.0f}  naive {naive:.0f}  "
           f"-> {ours / raw:.2f}x raw, {ours / naive:.2f}x naive", flush=True)
 
     print("2. full-protocol meta-iteration ...", flush=True)

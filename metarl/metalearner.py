@@ -60,6 +60,13 @@ def adapt_steps(policy: GaussianMLP, params: Params, batches: list[Batch], keys:
     return params
 
 
+def adapted_values(policy: GaussianMLP, params: Params, batches: list[Batch], keys: list[str],
+                   lrs: list[float]) -> Params:
+    """The adapted parameters as plain tensors, no graph kept (for sampling, evaluation, the Fisher's point)."""
+    fresh = {k: v.detach().requires_grad_(k in keys) for k, v in params.items()}
+    return {k: v.detach() for k, v in adapt_steps(policy, fresh, batches, keys, lrs, create_graph=False).items()}
+
+
 @dataclass
 class MetaBatch:
     """What a meta-update needs: the inner-loop batches and the post-adaptation batch with its old policy."""
@@ -161,7 +168,7 @@ def meta_gradient_and_fvp(policy: GaussianMLP, params: Params, meta: MetaBatch, 
                             task_chunk or meta.post.advantages.shape[0])
     # The Fisher is taken at the exact adapted parameters theta' (full batch, no graph kept); J comes from the
     # Fisher batch (the value of that adaptation is not used, only its derivatives).
-    leaves = {k: v.requires_grad_(True) for k, v in _adapted_values(policy, params, meta, keys, lrs).items()}
+    leaves = {k: v.requires_grad_(True) for k, v in adapted_values(policy, params, meta.inner, keys, lrs).items()}
     meta = fvp_meta or meta
     outputs = [adapt_steps(policy, params, meta.inner, keys, lrs, create_graph=not first_order)[k] for k in names]
     leaf_list = [leaves[k] for k in names]
@@ -187,13 +194,6 @@ def meta_gradient_and_fvp(policy: GaussianMLP, params: Params, meta: MetaBatch, 
         return _flat(vjp(hjv), inputs)
 
     return loss, g, fvp
-
-
-def _adapted_values(policy: GaussianMLP, params: Params, meta: MetaBatch, keys: list[str],
-                    lrs: list[float]) -> Params:
-    """theta'_k = adapt(theta) as plain tensors (no graph kept)."""
-    fresh = {k: v.detach().requires_grad_(k in keys) for k, v in params.items()}
-    return {k: v.detach() for k, v in adapt_steps(policy, fresh, meta.inner, keys, lrs, create_graph=False).items()}
 
 
 def _flat(parts, like) -> torch.Tensor:

@@ -15,7 +15,7 @@ import torch
 from metarl.advantages import fitted_advantages
 from metarl.config import Config
 from metarl.envs import get_family, make
-from metarl.metalearner import Batch, MetaBatch, adapt, trpo_step
+from metarl.metalearner import Batch, MetaBatch, adapted_values, trpo_step
 from metarl.policy import GaussianMLP, Params, adapted_keys, forward, log_prob, meta_params, sample_actions
 from metarl.sampler import Episodes, Sampler
 
@@ -64,11 +64,6 @@ class Trainer:
                                 reg=cfg.baseline_reg, normalize_advantages=cfg.normalize_advantages)
         return Batch(episodes, adv)
 
-    def _adapt_detached(self, params: Params, batch: Batch, lr: float) -> Params:
-        """An inner step for sampling and evaluation: no graph is kept."""
-        fresh = {k: v.detach().requires_grad_(k in self.keys) for k, v in params.items()}
-        return {k: v.detach() for k, v in adapt(self.policy, fresh, batch, self.keys, lr, False).items()}
-
     # -- one meta-iteration ----------------------------------------------------------------------------------
     def step(self) -> dict:
         """Run one meta-iteration; return its metrics."""
@@ -90,7 +85,7 @@ class Trainer:
                 adapt_s += time.perf_counter() - t1
                 break
             inner.append(batch)
-            params = self._adapt_detached(params, batch, cfg.inner_lr)
+            params = adapted_values(self.policy, params, [batch], self.keys, [cfg.inner_lr])
             adapt_s += time.perf_counter() - t1
         t2 = time.perf_counter()
         with torch.no_grad():
@@ -155,7 +150,7 @@ class Trainer:
             result[f"return_step_{step}_std"] = float(per_task.std(unbiased=False))
             if step < steps:
                 lr = cfg.eval_first_lr if step == 0 else cfg.eval_later_lr
-                params = self._adapt_detached(params, self._batch(episodes), lr)
+                params = adapted_values(self.policy, params, [self._batch(episodes)], self.keys, [lr])
         return result
 
     # -- state for checkpoints ---------------------------------------------------------------------------------

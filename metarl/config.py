@@ -137,8 +137,8 @@ class Config:
     torch_threads: int = _field(1, "torch intra-op threads while sampling (the simulator's threads "
                                 "use the cores then)", _at_least(1))
     update_threads: int = _field(1, "torch intra-op threads for the inner loop and the TRPO "
-                                 "update, while the simulator is idle (2 is ~1.45x faster on an "
-                                 "idle 2-core machine, slower when other processes are busy)",
+                                 "update, while the simulator is idle (2 is faster on an idle 2-core "
+                                 "machine, slower when other processes are busy)",
                                  _at_least(1))
 
     def __post_init__(self) -> None:

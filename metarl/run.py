@@ -20,6 +20,7 @@ import os
 import re
 import signal
 import sys
+import threading
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -326,6 +327,20 @@ class Progress:
 
 
 @contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM until the block ends, so an interrupt never lands inside a log or checkpoint write
+    (TensorBoard's writer shares locks with its own thread); a signal that came meanwhile is delivered at the end."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+@contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
     """Treat SIGTERM (e.g. a job scheduler stopping us) like Ctrl-C, so it also saves a checkpoint."""
     def raise_interrupt(signum, frame):
@@ -375,14 +390,16 @@ def train(run_dir: Path, cfg: Config, ckpt: dict | None = None, bar: bool | None
                     save_checkpoint(run_dir, state, last_eval)
                 while trainer.iteration < cfg.iterations:
                     metrics = trainer.step()
-                    log.iteration(metrics)
-                    state = copy.deepcopy(trainer.state_dict())
-                    progress.update(metrics)
+                    with signals_deferred():
+                        log.iteration(metrics)
+                        state = copy.deepcopy(trainer.state_dict())
+                        progress.update(metrics)
                     if eval_due(cfg, trainer.iteration):
                         last_eval = _evaluate(trainer, log, progress)
                     if trainer.iteration % cfg.checkpoint_every == 0 or trainer.iteration == cfg.iterations:
-                        save_checkpoint(run_dir, state, last_eval)
-                        log.flush()
+                        with signals_deferred():
+                            save_checkpoint(run_dir, state, last_eval)
+                            log.flush()
         except KeyboardInterrupt:
             save_checkpoint(run_dir, state, last_eval)
             raise Interrupted(run_dir, int(state["iteration"])) from None
@@ -397,8 +414,9 @@ def train(run_dir: Path, cfg: Config, ckpt: dict | None = None, bar: bool | None
 def _evaluate(trainer, log: RunLog, progress: Progress) -> int:
     """Held-out evaluation of the current policy, logged; returns the iteration it belongs to."""
     result = trainer.evaluate()
-    log.evaluation(trainer.iteration, trainer.env_steps, result)
-    progress.message(eval_line(trainer.iteration, result))
+    with signals_deferred():
+        log.evaluation(trainer.iteration, trainer.env_steps, result)
+        progress.message(eval_line(trainer.iteration, result))
     return trainer.iteration
 
 

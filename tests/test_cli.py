@@ -131,8 +131,11 @@ def test_resume_after_a_clean_stop_matches_an_uninterrupted_run(straight_run, tm
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_resume_after_a_real_interrupt_matches_an_uninterrupted_run(straight_run, tmp_path, signum):
     run_dir = tmp_path / "run"
+    # A shell starting us in the background makes SIGINT ignored, and Python then installs no Ctrl-C handler:
+    # give the child default SIGINT handling, as a terminal would.
     proc = subprocess.Popen([sys.executable, "-m", "metarl.cli", *train_args(run_dir, 1000)], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 60
     metrics = run_dir / "metrics.jsonl"
     while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 2):

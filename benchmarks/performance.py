@@ -39,7 +39,9 @@ def raw_mujoco(num_envs: int, horizon: int, seed: int = 0) -> float:
     from metarl.envs import make_batched
     env = make_batched("cheetah-dir", num_envs, num_threads=1)
     env.reset(seed=seed)  # fresh states drawn like the sampler's
-    model, datas = env.model, env.datas
+    model, datas = env.model, [mujoco.MjData(env.model) for _ in range(num_envs)]
+    for d, qpos, qvel in zip(datas, env.qpos, env.qvel):
+        d.qpos[:], d.qvel[:] = qpos, qvel
     ctrl = np.random.default_rng(seed).uniform(-1, 1, size=(horizon, num_envs, model.nu))
     start = time.perf_counter()
     for t in range(horizon):

@@ -10,11 +10,11 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import gymnasium
 import mujoco
+import mujoco.rollout
 import numpy as np
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 from gymnasium.spaces import Box
@@ -189,12 +189,15 @@ class HalfCheetahVelEnv(_TaskCheetah):
 
 
 class HalfCheetahBatch(TaskVectorEnv):
-    """Many HalfCheetah copies (one MjModel, one MjData each) stepped in one process by a few threads.
+    """Many HalfCheetah copies (one MjModel) stepped in one process by MuJoCo's own rollout thread pool.
 
-    `mujoco.mj_step` releases the GIL, so `num_threads` threads step disjoint slices of the copies in parallel.
-    For the same tasks, seeds and actions it gives the same observations and rewards as the single env (tested).
-    Tasks are set per copy with `set_attr("task", tasks)`; `reset(seed=s)` seeds copy i with s + i, as gymnasium's
-    vector envs do. Copies never terminate; `truncated` turns True at the family's horizon.
+    The whole batch's physics state lives in one (copies, nstate) array. Each env step is one `mujoco.rollout`
+    call: `num_threads` C++ threads each run frame-skip `mj_step`s over chunks of copies with the GIL released, so
+    no Python runs per copy. rollout resets the constraint solver's warm start at every call (a single env carries
+    it), which changes the result at round-off level only (about 1e-15 after a step; tested against the single
+    env), amplified over an episode as any round-off is by the chaotic dynamics. Results do not depend on
+    `num_threads`. Tasks are set per copy with `set_attr("task", tasks)`; `reset(seed=s)` seeds copy i with s + i,
+    as gymnasium's vector envs do. Copies never terminate; `truncated` turns True at the family's horizon.
     """
 
     def __init__(self, family: type[_TaskCheetah], num_envs: int, *, num_threads: int = 2,
@@ -212,26 +215,34 @@ class HalfCheetahBatch(TaskVectorEnv):
         path = os.path.join(os.path.dirname(gymnasium.envs.mujoco.__file__), "assets", "half_cheetah.xml")
         with _model_load_warnings():
             self.model = mujoco.MjModel.from_xml_path(path)
+        m = self.model
         self.frame_skip = 5
-        self.dt = self.model.opt.timestep * self.frame_skip
-        self.datas = [mujoco.MjData(self.model) for _ in range(num_envs)]
-        self._init_qpos = self.datas[0].qpos.copy()
-        self._init_qvel = self.datas[0].qvel.copy()
-        nq, nv = self.model.nq, self.model.nv
-        self._qpos = np.zeros((num_envs, nq))
-        self._qvel = np.zeros((num_envs, nv))
+        self.dt = m.opt.timestep * self.frame_skip
+        self._scratch = mujoco.MjData(m)  # for resets and for the rare copy rollout stops early
+        self._init_qpos = self._scratch.qpos.copy()
+        self._init_qvel = self._scratch.qvel.copy()
+        # Full physics state per copy: [time, qpos, qvel] for this model (no actuator, mocap or plugin state).
+        self._state_spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
+        nstate = mujoco.mj_stateSize(m, self._state_spec)
+        self._qpos_at = mujoco.mj_stateSize(m, mujoco.mjtState.mjSTATE_TIME)
+        self._qvel_at = self._qpos_at + m.nq
+        self._state = np.zeros((num_envs, nstate))
+        self._ctrl = np.zeros((num_envs, self.frame_skip, m.nu))  # one control per substep, as rollout reads it
+        self._out = np.zeros((num_envs, self.frame_skip, nstate))
+        self._models = [m] * num_envs
+        self.num_threads = min(num_threads, num_envs)
+        # nthread=0 runs on the calling thread; otherwise one MjData per pool thread.
+        self._rollout = mujoco.rollout.Rollout(nthread=self.num_threads if self.num_threads > 1 else 0)
+        self._thread_datas = [mujoco.MjData(m) for _ in range(self.num_threads)]
         self._rngs = [None] * num_envs
         self._tasks = [family._default_task] * num_envs
         self._tasks_changed()
         self._t = 0
-        self.single_observation_space = Box(-np.inf, np.inf, (nq - 1 + nv,), np.float64)
-        lo, hi = self.model.actuator_ctrlrange.T
+        self.single_observation_space = Box(-np.inf, np.inf, (m.nq - 1 + m.nv,), np.float64)
+        lo, hi = m.actuator_ctrlrange.T
         self.single_action_space = Box(lo.astype(np.float32), hi.astype(np.float32), dtype=np.float32)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
-        self.num_threads = min(num_threads, num_envs)
-        self._pool = ThreadPoolExecutor(self.num_threads) if self.num_threads > 1 else None
-        self._slices = [slice(i, num_envs, self.num_threads) for i in range(self.num_threads)]
 
     def sample_tasks(self, rng: np.random.Generator, n: int) -> list:
         return self.family._sample(rng, n)
@@ -242,24 +253,32 @@ class HalfCheetahBatch(TaskVectorEnv):
     def _tasks_changed(self) -> None:
         self._task_values = np.array([self.family._value(t) for t in self._tasks])
 
+    @property
+    def qpos(self) -> np.ndarray:
+        """Joint positions of every copy, (copies, nq) (a view of the batch state)."""
+        return self._state[:, self._qpos_at:self._qvel_at]
+
+    @property
+    def qvel(self) -> np.ndarray:
+        """Joint velocities of every copy, (copies, nv) (a view of the batch state)."""
+        return self._state[:, self._qvel_at:self._qvel_at + self.model.nv]
+
     def reset(self, *, seed=None, options: dict | None = None):
         if options and "task" in options:
             self.set_attr("task", options["task"])
         seeds = _copy_seeds(seed, self.num_envs)
-        nq, nv = self.model.nq, self.model.nv
-        for i, d in enumerate(self.datas):
+        m, d = self.model, self._scratch
+        for i in range(self.num_envs):
             if seeds[i] is not None or self._rngs[i] is None:
                 self._rngs[i], _ = seeding.np_random(seeds[i])
             rng = self._rngs[i]
             # Same draws, in the same order, as HalfCheetah-v5's reset_model.
-            qpos = self._init_qpos + rng.uniform(-self._noise, self._noise, size=nq)
-            qvel = self._init_qvel + self._noise * rng.standard_normal(nv)
-            mujoco.mj_resetData(self.model, d)
+            qpos = self._init_qpos + rng.uniform(-self._noise, self._noise, size=m.nq)
+            qvel = self._init_qvel + self._noise * rng.standard_normal(m.nv)
+            mujoco.mj_resetData(m, d)
             d.qpos[:] = qpos
             d.qvel[:] = qvel
-            mujoco.mj_forward(self.model, d)
-            self._qpos[i] = d.qpos
-            self._qvel[i] = d.qvel
+            mujoco.mj_getState(m, d, self._state[i], self._state_spec)
         self._t = 0
         return self._obs(), {}
 
@@ -267,42 +286,48 @@ class HalfCheetahBatch(TaskVectorEnv):
         actions = np.asarray(actions, dtype=np.float64)
         if actions.shape != (self.num_envs, self.model.nu):
             raise ValueError(f"actions must have shape {(self.num_envs, self.model.nu)}, got {actions.shape}")
-        x_before = self._qpos[:, 0].copy()
+        x_before = self.qpos[:, 0].copy()
+        self._ctrl[:] = actions[:, None, :]
         try:
-            if self._pool is None:
-                self._step_slice(slice(None), actions)
-            else:
-                list(self._pool.map(lambda s: self._step_slice(s, actions), self._slices))
-        except Exception as exc:  # surface a failing simulator thread in the caller, never a silent hang
-            raise RuntimeError(f"{type(self).__name__}: a simulator thread failed while stepping "
+            # skip_checks: the buffers were shaped for this model in __init__; controls are held over the substeps.
+            self._rollout.rollout(self._models, self._thread_datas, self._state, self._ctrl,
+                                  nstep=self.frame_skip, state=self._out, skip_checks=True)
+        except Exception as exc:  # surface a failing simulator in the caller, never a silent hang
+            raise RuntimeError(f"{type(self).__name__}: the simulator failed while stepping "
                                f"{self.num_envs} copies: {exc!r}") from exc
+        self._finish_stopped_copies(actions)
+        self._state[:] = self._out[:, -1]
         self._t += 1
-        x_velocity = (self._qpos[:, 0] - x_before) / self.dt
+        x_velocity = (self.qpos[:, 0] - x_before) / self.dt
         forward = self.family._forward(self._task_values, x_velocity)
         ctrl = -self._ctrl_cost_weight * np.sum(np.square(actions), axis=1)
         rewards = forward + ctrl
         terminated = np.zeros(self.num_envs, dtype=bool)
         truncated = np.full(self.num_envs, self._t >= self.max_episode_steps)
         info = {"reward_forward": forward, "reward_ctrl": ctrl, "x_velocity": x_velocity,
-                "x_position": self._qpos[:, 0].copy()}
+                "x_position": self.qpos[:, 0].copy()}
         return self._obs(), rewards, terminated, truncated, info
 
-    def _step_slice(self, s: slice, actions: np.ndarray) -> None:
-        m, frames, qpos, qvel = self.model, self.frame_skip, self._qpos, self._qvel
-        for i in range(*s.indices(self.num_envs)):
-            d = self.datas[i]
+    def _finish_stopped_copies(self, actions: np.ndarray) -> None:
+        """Re-step with plain mj_step any copy whose rollout stopped early on a MuJoCo warning (e.g. a diverging
+        state, which MuJoCo resets): rollout then repeats the last state, a single env goes on stepping."""
+        expected = self._state[:, 0] + self.frame_skip * self.model.opt.timestep
+        stopped = np.flatnonzero(np.abs(self._out[:, -1, 0] - expected) > 0.5 * self.model.opt.timestep)
+        m, d = self.model, self._scratch
+        for i in stopped:
+            mujoco.mj_resetData(m, d)
+            mujoco.mj_setState(m, d, self._state[i], self._state_spec)
             d.ctrl[:] = actions[i]
-            mujoco.mj_step(m, d, frames)  # releases the GIL
-            qpos[i] = d.qpos
-            qvel[i] = d.qvel
+            mujoco.mj_step(m, d, self.frame_skip)
+            mujoco.mj_getState(m, d, self._out[i, -1], self._state_spec)
 
     def _obs(self) -> np.ndarray:
-        return np.concatenate([self._qpos[:, 1:], self._qvel], axis=1)
+        return np.concatenate([self.qpos[:, 1:], self.qvel], axis=1)
 
     def close_extras(self, **kwargs) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        if self._rollout is not None:
+            self._rollout.close()
+            self._rollout = None
 
 
 def _copy_seeds(seed, n: int) -> list:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mujoco
 import numpy as np
 import pytest
 
@@ -30,26 +31,81 @@ def _batched_and_singles(name, num_threads=1):
     return batch, singles
 
 
+# mujoco.rollout zeroes the solver's warm start each env step where a single env carries it over: the first step
+# is bit-identical, later ones differ at round-off level (measured: 1e-14 after 2 steps, 2e-12 after 10), which the
+# chaotic dynamics then amplify as they do any round-off (a 1e-12 change of the initial state gives 7e-7 by step 10).
+ROUND_OFF = dict(rtol=0, atol=1e-9)
+
+
 @pytest.mark.parametrize("num_threads", [1, 2])
 @pytest.mark.parametrize("name", ["cheetah-dir", "cheetah-vel"])
-def test_batched_cheetah_equals_single_envs_step_for_step(name, num_threads):
+def test_batched_cheetah_equals_single_envs_up_to_round_off(name, num_threads):
     batch, singles = _batched_and_singles(name, num_threads)
     assert isinstance(batch, HalfCheetahBatch) and batch.num_threads == num_threads
     rng = np.random.default_rng(0)
-    for t in range(200):
+    for t in range(10):
         # float32, as a policy gives (and as batch.action_space.sample() would)
         actions = rng.uniform(-1.0, 1.0, (COPIES, 6)).astype(np.float32)
         obs, rewards, terminated, truncated, info = batch.step(actions)
         results = [env.step(actions[i]) for i, env in enumerate(singles)]
         single_obs = np.stack([r[0] for r in results])
-        # The same mj_step on the same inputs: the physics is bit-identical, not merely close.
-        np.testing.assert_array_equal(obs, single_obs)
-        np.testing.assert_allclose(rewards, [r[1] for r in results], **EXACT)
+        if t == 0:  # same state, same controls, same (zero) warm start: the same mj_step, bit for bit
+            np.testing.assert_array_equal(obs, single_obs)
+        np.testing.assert_allclose(obs, single_obs, **ROUND_OFF)
+        np.testing.assert_allclose(rewards, [r[1] for r in results], **ROUND_OFF)
         np.testing.assert_array_equal(terminated, [r[2] for r in results])
         np.testing.assert_array_equal(truncated, [r[3] for r in results])
         for key in ("reward_forward", "reward_ctrl", "x_velocity", "x_position"):
-            np.testing.assert_allclose(info[key], [r[4][key] for r in results], **EXACT, err_msg=key)
-    assert truncated.all() and not terminated.any()  # the time limit is reached at step 200, together
+            np.testing.assert_allclose(info[key], [r[4][key] for r in results], **ROUND_OFF, err_msg=key)
+        # The reward is its formula on the batch's own states.
+        np.testing.assert_allclose(info["x_velocity"], (batch.qpos[:, 0] - (info["x_position"] - info["x_velocity"]
+                                                                             * batch.dt)) / batch.dt, atol=1e-9)
+        np.testing.assert_allclose(rewards, info["reward_forward"] + info["reward_ctrl"], rtol=1e-12)
+        np.testing.assert_allclose(info["reward_ctrl"], -0.05 * np.square(actions.astype(np.float64)).sum(1),
+                                   rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["cheetah-dir", "cheetah-vel"])
+def test_batched_cheetah_is_bit_identical_for_any_thread_count_over_an_episode(name):
+    rng = np.random.default_rng(1)
+    actions = rng.uniform(-1.0, 1.0, (200, 7, 6)).astype(np.float32)
+    runs = []
+    for threads in (1, 2, 3):
+        batch = envs.make_batched(name, 7, num_threads=threads)
+        batch.set_attr("task", (MIXED_TASKS[name] * 2)[:7])
+        steps = [batch.reset(seed=SEED)[0]]
+        for t in range(200):
+            obs, rewards, terminated, truncated, _ = batch.step(actions[t])
+            steps += [obs, rewards]
+            assert truncated.all() == (t == 199) and not terminated.any()  # the time limit, for all copies at once
+        batch.close()
+        runs.append(steps)
+    for other in runs[1:]:  # chaotic dynamics would turn any scheduling-dependent difference into a large one
+        for a, b in zip(runs[0], other):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_batched_cheetah_steps_a_diverging_copy_as_the_single_env_does():
+    """MuJoCo resets a copy whose state blows up and warns; rollout then stops that copy, the batch finishes it."""
+    batch = envs.make_batched("cheetah-dir", 3, num_threads=2)
+    batch.reset(seed=0)
+    batch.qvel[1] = 1e12
+    single = envs.make("cheetah-dir")
+    single.reset(seed=0)
+    single.unwrapped.set_state(batch.qpos[1].copy(), batch.qvel[1].copy())
+    actions = np.full((3, 6), 0.5, dtype=np.float32)
+    warnings = []
+    previous = mujoco.get_mju_user_warning()
+    mujoco.set_mju_user_warning(warnings.append)  # collect MuJoCo's warnings (else they go to MUJOCO_LOG.TXT)
+    try:
+        obs, rewards, *_ = batch.step(actions)
+        single_obs, single_reward, *_ = single.step(actions[1])
+    finally:
+        mujoco.set_mju_user_warning(previous)
+    assert warnings and all("unstable" in w for w in warnings)
+    np.testing.assert_array_equal(obs[1], single_obs)
+    assert rewards[1] == single_reward
+    np.testing.assert_allclose(batch._state[:, 0], 5 * batch.model.opt.timestep)  # every copy advanced one step
 
 
 def test_nav2d_batched_equals_single_envs_until_each_copy_terminates():

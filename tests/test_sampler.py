@@ -1,5 +1,6 @@
 """The multi-task sampler: shapes, masking after termination, per-task policies, and failures that surface."""
 
+import mujoco
 import numpy as np
 import pytest
 import torch
@@ -33,16 +34,20 @@ def test_actions_are_stored_as_sampled_and_clipped_for_the_env():
     torch.testing.assert_close(episodes.observations[0, 1], torch.full((2, 2), 0.1))  # the env saw it clipped
 
 
-def test_a_failing_simulator_thread_raises_a_clear_error():
+def test_a_failing_simulator_raises_a_clear_error():
     sampler = Sampler("cheetah-dir", num_tasks=2, episodes_per_task=2, horizon=5, num_threads=2)
     env = sampler.env
 
-    def broken(s, actions):
-        raise FloatingPointError("boom in a worker")
+    class BrokenPool:  # stands in for mujoco.rollout.Rollout hitting a MuJoCo error in a worker
+        def rollout(self, *args, **kwargs):
+            raise mujoco.FatalError("boom in a worker")
 
-    env._step_slice = broken
+        def close(self):
+            pass
+
+    env._rollout = BrokenPool()
     tasks = env.sample_tasks(np.random.default_rng(0), 2)
-    with pytest.raises(RuntimeError, match="simulator thread failed.*boom in a worker"):
+    with pytest.raises(RuntimeError, match="simulator failed.*boom in a worker"):
         sampler.sample(lambda obs: torch.zeros(2, 2, 6), tasks, seed=0)
     sampler.close()
 

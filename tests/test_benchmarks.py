@@ -44,3 +44,27 @@ def test_performance_benchmark_quick_run_writes_its_table(tmp_path):
         assert result["iteration"][algo]["time/iteration_s"] > 0 and result["iteration"][algo]["peak_rss_mb"] > 0
     assert set(result["scaling"]) == {"meta_batch_size", "horizon"}
     assert "| MAML meta-iteration" in out.with_suffix(".md").read_text()
+
+
+def test_nav2d_unit_action_variant_scales_actions_by_a_tenth_and_keeps_the_contract():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import nav2d_protocols as np_
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    import numpy as np
+
+    from metarl.envs import Nav2DTask, check_family
+    check_family(np_.UnitActionNavigation2DEnv, "nav2d-unit-actions")
+    task = Nav2DTask((0.3, -0.2))
+    env = np_.UnitActionNavigation2DEnv()
+    env.reset(options={"task": task})
+    obs, reward, *_ = env.step(np.array([0.5, -3.0]))  # 0.1 * clip(action, -1, 1)
+    np.testing.assert_allclose(obs, [0.05, -0.1], atol=1e-7)
+    assert np.isclose(reward, -np.hypot(0.05 - 0.3, -0.1 + 0.2), rtol=1e-12)
+    batch = np_.UnitActionNavigation2DBatch(2)
+    batch.set_attr("task", [task, task])
+    batch.reset(seed=0)
+    obs, rewards, *_ = batch.step(np.array([[0.5, -3.0], [-1.0, 1.0]]))
+    np.testing.assert_allclose(obs, [[0.05, -0.1], [-0.1, 0.1]], atol=1e-7)
+    assert batch.single_action_space.high.tolist() == [1.0, 1.0] and np.isclose(rewards[0], reward, rtol=1e-12)

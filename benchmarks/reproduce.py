@@ -1175,7 +1175,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
     if runs:
         r = runs[0]
         print(f"re-check a number with: metarl eval {args.dest / r.name} --tasks {EVAL_TASKS} --steps {EVAL_STEPS} "
-              f"--episodes {r.cfg.eval_episodes_per_task}")
+              f"--episodes {r.cfg.eval_episodes_per_task} --out /tmp/{r.name}-eval.json")
     return 0
 
 

@@ -112,13 +112,17 @@ def _add_eval(commands) -> None:
     p = commands.add_parser(
         "eval", help="evaluate a run's checkpoint on held-out tasks",
         description="Evaluate the latest checkpoint of RUN_DIR on held-out test tasks: the mean return after "
-        "0..K adaptation steps, with its std over tasks. Prints a table and writes RUN_DIR/eval.json.")
+        "0..K adaptation steps, with its std over tasks. Prints a table and writes it as JSON (RUN_DIR/eval.json "
+        "unless --out says otherwise).")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `metarl train`")
     p.add_argument("--tasks", type=_positive_int, metavar="N", help="held-out tasks (default: the run's eval_tasks)")
     p.add_argument("--steps", type=_non_negative_int, metavar="K",
                    help="adaptation steps; returns after 0..K are reported (default: the run's eval_steps)")
     p.add_argument("--episodes", type=_positive_int, metavar="N",
                    help="episodes per task per adaptation step (default: the run's eval_episodes_per_task)")
+    p.add_argument("--out", type=Path, metavar="FILE",
+                   help="where to write the JSON report (default: RUN_DIR/eval.json); use it to re-check a "
+                   "published run without touching its files")
 
 
 def _positive_int(text: str) -> int:
@@ -178,9 +182,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from metarl import run
 
-    report = run.evaluate_run(args.run_dir, args.tasks, args.steps, args.episodes)
+    out = args.out or Path(args.run_dir) / run.EVAL_FILE
+    report = run.evaluate_run(args.run_dir, args.tasks, args.steps, args.episodes, out=out)
     print(report.table())
-    print(f"\nwrote {Path(args.run_dir) / run.EVAL_FILE}")
+    print(f"\nwrote {out}")
     return 0
 
 

@@ -441,8 +441,8 @@ class EvalReport:
 
 
 def evaluate_run(run_dir: str | os.PathLike, tasks: int | None = None, steps: int | None = None,
-                 episodes: int | None = None) -> EvalReport:
-    """Evaluate a run's latest checkpoint on held-out tasks and write RUN_DIR/eval.json."""
+                 episodes: int | None = None, out: str | os.PathLike | None = None) -> EvalReport:
+    """Evaluate a run's latest checkpoint on held-out tasks and write the report to `out` (RUN_DIR/eval.json)."""
     from metarl.trainer import Trainer
 
     path, cfg, ckpt = load_run(run_dir)
@@ -458,7 +458,9 @@ def evaluate_run(run_dir: str | os.PathLike, tasks: int | None = None, steps: in
     report = EvalReport({"env": cfg.env, "algo": cfg.algo, "seed": cfg.seed, "iteration": trainer.iteration,
                          "env_steps": trainer.env_steps, "horizon": trainer.horizon, "tasks": tasks,
                          "steps": steps, "episodes": episodes, "eval_seed": cfg.eval_seed, "returns": returns})
-    tmp = path / (EVAL_FILE + ".tmp")
+    out = Path(out) if out is not None else path / EVAL_FILE
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(json.dumps(report.data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path / EVAL_FILE)
+    os.replace(tmp, out)
     return report

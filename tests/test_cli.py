@@ -181,6 +181,15 @@ def test_eval_prints_a_table_and_writes_eval_json(straight_run):
     assert f"{report['returns']['return_step_1']:.2f}" in proc.stdout
 
 
+def test_eval_out_writes_elsewhere_and_leaves_the_run_untouched(straight_run, tmp_path):
+    before = {p.name: p.read_bytes() for p in straight_run.iterdir() if p.is_file()}
+    out = tmp_path / "check" / "eval.json"
+    proc = metarl("eval", str(straight_run), "--tasks", "3", "--steps", "1", "--out", str(out), cwd=tmp_path)
+    assert f"wrote {out}" in proc.stdout
+    assert json.loads(out.read_text())["tasks"] == 3
+    assert {p.name: p.read_bytes() for p in straight_run.iterdir() if p.is_file()} == before
+
+
 def test_envs_lists_the_builtin_families(tmp_path):
     out = metarl("envs", cwd=tmp_path).stdout
     assert all(name in out for name in ("cheetah-dir", "cheetah-vel", "nav2d"))

@@ -194,7 +194,7 @@ class HalfCheetahBatch(TaskVectorEnv):
     The whole batch's physics state lives in one (copies, nstate) array. Each env step is one `mujoco.rollout`
     call: `num_threads` C++ threads each run frame-skip `mj_step`s over chunks of copies with the GIL released, so
     no Python runs per copy. rollout resets the constraint solver's warm start at every call (a single env carries
-    it), which changes the result at round-off level only (about 1e-15 after a step; tested against the single
+    it), which changes the result at round-off level only (about 1e-14 after two steps; tested against the single
     env), amplified over an episode as any round-off is by the chaotic dynamics. Results do not depend on
     `num_threads`. Tasks are set per copy with `set_attr("task", tasks)`; `reset(seed=s)` seeds copy i with s + i,
     as gymnasium's vector envs do. Copies never terminate; `truncated` turns True at the family's horizon.

@@ -446,6 +446,11 @@ def evaluate_run(run_dir: str | os.PathLike, tasks: int | None = None, steps: in
     from metarl.trainer import Trainer
 
     path, cfg, ckpt = load_run(run_dir)
+    out = Path(out) if out is not None else path / EVAL_FILE
+    try:  # before evaluating, so a bad --out fails at once
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunError(f"cannot write the evaluation report to {out}: {exc.strerror or exc}") from exc
     tasks = tasks or cfg.eval_tasks
     steps = cfg.eval_steps if steps is None else steps
     episodes = episodes or cfg.eval_episodes_per_task
@@ -458,9 +463,10 @@ def evaluate_run(run_dir: str | os.PathLike, tasks: int | None = None, steps: in
     report = EvalReport({"env": cfg.env, "algo": cfg.algo, "seed": cfg.seed, "iteration": trainer.iteration,
                          "env_steps": trainer.env_steps, "horizon": trainer.horizon, "tasks": tasks,
                          "steps": steps, "episodes": episodes, "eval_seed": cfg.eval_seed, "returns": returns})
-    out = Path(out) if out is not None else path / EVAL_FILE
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(report.data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, out)
+    try:
+        tmp.write_text(json.dumps(report.data, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, out)
+    except OSError as exc:
+        raise RunError(f"cannot write the evaluation report to {out}: {exc.strerror or exc}") from exc
     return report

@@ -190,6 +190,14 @@ def test_eval_out_writes_elsewhere_and_leaves_the_run_untouched(straight_run, tm
     assert {p.name: p.read_bytes() for p in straight_run.iterdir() if p.is_file()} == before
 
 
+def test_eval_out_that_cannot_be_written_is_a_clear_error(straight_run, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    proc = metarl("eval", str(straight_run), "--out", str(blocker / "eval.json"), cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "cannot write the evaluation report" in proc.stderr and str(blocker) in proc.stderr
+
+
 def test_envs_lists_the_builtin_families(tmp_path):
     out = metarl("envs", cwd=tmp_path).stdout
     assert all(name in out for name in ("cheetah-dir", "cheetah-vel", "nav2d"))

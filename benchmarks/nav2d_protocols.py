@@ -44,6 +44,11 @@ VARIANTS = {
 }
 
 
+def to_displacement(action) -> np.ndarray:
+    """rllab's `normalize` for this env: an action in [-1, 1] (clipped) moves the point by 0.1 times it."""
+    return MAX_ACTION * np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
+
+
 class UnitActionNavigation2DEnv(Navigation2DEnv):
     """2D-Navigation acting in [-1, 1]^2, moved by 0.1 * action: rllab's `normalize` around the MAML code's env."""
 
@@ -52,7 +57,7 @@ class UnitActionNavigation2DEnv(Navigation2DEnv):
         self.action_space = Box(-1.0, 1.0, (2,), np.float32)
 
     def step(self, action):
-        return super().step(MAX_ACTION * np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0))
+        return super().step(to_displacement(action))
 
 
 class UnitActionNavigation2DBatch(Navigation2DBatch):
@@ -64,7 +69,7 @@ class UnitActionNavigation2DBatch(Navigation2DBatch):
         self.action_space = batch_space(self.single_action_space, num_envs)
 
     def step(self, actions):
-        return super().step(MAX_ACTION * np.clip(np.asarray(actions, dtype=np.float64), -1.0, 1.0))
+        return super().step(to_displacement(actions))
 
 
 def run(variant: str, algo: str, seed: int, iterations: int, eval_tasks: int) -> dict:

@@ -7,8 +7,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "env_throughput.py"
+
+
+def _import_benchmark(name: str):
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        return __import__(name)
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
 
 
 def test_env_throughput_quick_run_writes_positive_rates(tmp_path):
@@ -47,12 +57,7 @@ def test_performance_benchmark_quick_run_writes_its_table(tmp_path):
 
 
 def test_nav2d_unit_action_variant_scales_actions_by_a_tenth_and_keeps_the_contract():
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        import nav2d_protocols as np_
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
-    import numpy as np
+    np_ = _import_benchmark("nav2d_protocols")
 
     from metarl.envs import Nav2DTask, check_family
     check_family(np_.UnitActionNavigation2DEnv, "nav2d-unit-actions")
@@ -68,3 +73,52 @@ def test_nav2d_unit_action_variant_scales_actions_by_a_tenth_and_keeps_the_contr
     obs, rewards, *_ = batch.step(np.array([[0.5, -3.0], [-1.0, 1.0]]))
     np.testing.assert_allclose(obs, [[0.05, -0.1], [-0.1, 0.1]], atol=1e-7)
     assert batch.single_action_space.high.tolist() == [1.0, 1.0] and np.isclose(rewards[0], reward, rtol=1e-12)
+
+
+def test_cheetah_variants_scale_actions_and_observe_x_as_documented():
+    from metarl.envs import CheetahDirTask, HalfCheetahBatch, HalfCheetahDirEnv, check_family
+    cp = _import_benchmark("cheetah_protocols")
+    check_family(cp.ScaledHalfCheetahDirEnv, cp.SCALED_ENV)
+    check_family(cp.XPositionHalfCheetahDirEnv, cp.XPOS_ENV)
+    tasks = [CheetahDirTask(1.0), CheetahDirTask(-1.0)]
+    actions = np.array([[3.0, -4.0, 15.0, -20.0, 0.5, 9.0], [-1.0, 2.0, -3.0, 4.0, -5.0, 6.0]])
+    base, scaled = HalfCheetahBatch(HalfCheetahDirEnv, 2), cp.ScaledHalfCheetahBatch(2)
+    xpos = cp.XPositionHalfCheetahBatch(2)
+    for env in (base, scaled, xpos):
+        env.set_attr("task", tasks)
+        env.reset(seed=3)
+    # the scaled env is the base env fed action / 10, clipped to [-1, 1]
+    obs_b, rew_b, *_ = base.step(np.clip(actions / 10.0, -1.0, 1.0))
+    obs_s, rew_s, *_ = scaled.step(actions)
+    np.testing.assert_array_equal(obs_s, obs_b)
+    np.testing.assert_array_equal(rew_s, rew_b)
+    assert scaled.single_action_space.high.tolist() == [10.0] * 6
+    # the x-position env observes qpos (x first) then qvel: the base observation with x in front
+    obs_x, rew_x, *_ = xpos.step(np.clip(actions / 10.0, -1.0, 1.0))
+    assert obs_x.shape == (2, 18) and xpos.single_observation_space.shape == (18,)
+    np.testing.assert_array_equal(obs_x[:, 1:], obs_b)
+    np.testing.assert_array_equal(obs_x[:, 0], xpos.qpos[:, 0])
+    np.testing.assert_array_equal(rew_x, rew_b)
+    # the single env agrees with its batched form on the first step (same seed, same draws)
+    single = cp.XPositionHalfCheetahDirEnv()
+    single.reset(seed=3, options={"task": tasks[0]})
+    obs_1, *_ = single.step(np.clip(actions[0] / 10.0, -1.0, 1.0).astype(np.float32))
+    np.testing.assert_allclose(obs_1, obs_x[0], atol=1e-6)
+    for env in (base, scaled, xpos):
+        env.close()
+
+
+def test_inner_step_size_reports_kl_and_shift_for_a_published_run(tmp_path):
+    run = REPO / "benchmarks" / "results" / "runs" / "nav2d-anil-seed0"
+    out = tmp_path / "step"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "inner_step_size.py"), "--runs", str(run),
+                           "--tasks", "2", "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.with_suffix(".json").read_text())["runs"]["nav2d-anil-seed0"]
+    for lr in ("0.1", "0.5", "1.0"):
+        kl, shift = result["steps"][lr]["kl"], result["steps"][lr]["mean_shift_in_std"]
+        assert len(kl) == 2 and all(k >= 0 for k in kl) and all(s >= 0 for s in shift)
+    # KL of a mean shift grows with the square of the step size (log-std is not adapted by ANIL)
+    ratio = np.array(result["steps"]["1.0"]["kl"]) / np.array(result["steps"]["0.1"]["kl"])
+    np.testing.assert_allclose(ratio, 100.0, rtol=1e-3)
+    assert "| nav2d-anil-seed0 |" in out.with_suffix(".md").read_text()

@@ -1,0 +1,193 @@
+"""Why cheetah-dir does not learn under configs/cheetah-dir.yaml: the protocol differences, tried side by side.
+
+The full-protocol ANIL run (benchmarks/results/runs/cheetah-dir-anil-seed0) stayed near its initial return for
+500 meta-iterations. The public implementations that report learning on HalfCheetah-Direction differ from our
+env and config in a few places; each variant below changes one of them, trained on the same seed at a reduced
+scale (fewer tasks and episodes per meta-iteration, fewer iterations) so that all fit in one sitting:
+  ours          configs/cheetah-dir.yaml as is: the policy acts in env units (clipped to [-1, 1]), std 1.0;
+  std-0.1       the same with an initial std of 0.1 (init_log_std = log 0.1);
+  scaled-10     the policy acts in [-10, 10], the env gets action / 10 (pytorch-maml-rl's cheetah configs,
+                `normalization_scale: 10`): initial std 0.1 in env units, and the mean's scale changes with it;
+  x-position    the observation also holds the torso's x position (the MAML code's rllab env and
+                pytorch-maml-rl observe the torso's centre of mass; gymnasium's HalfCheetah-v5 leaves x out).
+Variant families are registered here through the plug-in path (`register_family`), as a user would.
+Each run records its post-adaptation training return per iteration and a final held-out evaluation
+(0..3 steps). Finished runs are kept in the JSON and skipped when the command is run again. Writes
+benchmarks/results/cheetah_protocols.{json,md}.
+
+    python benchmarks/cheetah_protocols.py                   # ANIL, seed 0, 80 iterations, 20 tasks x 10 episodes
+    python benchmarks/cheetah_protocols.py --iterations 2 --tasks 2 --episodes 2 --eval-tasks 2 --out /tmp/x
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from gymnasium.spaces import Box
+from gymnasium.vector.utils import batch_space
+
+from metarl.config import load_config
+from metarl.envs import HalfCheetahBatch, HalfCheetahDirEnv, register_family
+from metarl.trainer import Trainer
+
+REPO = Path(__file__).resolve().parent.parent
+SCALE = 10.0
+SCALED_ENV, XPOS_ENV = "cheetah-dir-scaled-10", "cheetah-dir-x-position"
+VARIANTS = {
+    "ours": {},
+    "std-0.1": {"init_log_std": math.log(0.1)},
+    "scaled-10": {"env": SCALED_ENV},
+    "x-position": {"env": XPOS_ENV},
+}
+
+
+class ScaledHalfCheetahDirEnv(HalfCheetahDirEnv):
+    """HalfCheetah-Direction acting in [-10, 10]^6; the simulator gets action / 10 (clipped to [-1, 1])."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.action_space = Box(-SCALE, SCALE, self.action_space.shape, np.float32)
+
+    def step(self, action):
+        return super().step(np.clip(np.asarray(action, dtype=np.float64) / SCALE, -1.0, 1.0))
+
+
+class ScaledHalfCheetahBatch(HalfCheetahBatch):
+    """The batched form of ScaledHalfCheetahDirEnv."""
+
+    def __init__(self, num_envs: int, **kwargs):
+        super().__init__(HalfCheetahDirEnv, num_envs, **kwargs)
+        self.single_action_space = Box(-SCALE, SCALE, self.single_action_space.shape, np.float32)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+
+    def step(self, actions):
+        return super().step(np.clip(np.asarray(actions, dtype=np.float64) / SCALE, -1.0, 1.0))
+
+
+class XPositionHalfCheetahDirEnv(HalfCheetahDirEnv):
+    """HalfCheetah-Direction observing qpos (x included) and qvel: 18 numbers."""
+
+    def __init__(self, **kwargs):
+        super().__init__(exclude_current_positions_from_observation=False, **kwargs)
+
+
+class XPositionHalfCheetahBatch(HalfCheetahBatch):
+    """The batched form of XPositionHalfCheetahDirEnv."""
+
+    def __init__(self, num_envs: int, **kwargs):
+        super().__init__(HalfCheetahDirEnv, num_envs, **kwargs)
+        self.single_observation_space = Box(-np.inf, np.inf, (self.model.nq + self.model.nv,), np.float64)
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+
+    def _obs(self) -> np.ndarray:
+        return np.concatenate([self.qpos, self.qvel], axis=1)
+
+
+def register_variants() -> None:
+    register_family(SCALED_ENV, ScaledHalfCheetahDirEnv, batched=lambda n, **kw: ScaledHalfCheetahBatch(n, **kw),
+                    description="HalfCheetah-Direction acting in [-10, 10], scaled by 1/10 (pytorch-maml-rl)")
+    register_family(XPOS_ENV, XPositionHalfCheetahDirEnv,
+                    batched=lambda n, **kw: XPositionHalfCheetahBatch(n, **kw),
+                    description="HalfCheetah-Direction observing the torso's x position too")
+
+
+def run(variant: str, algo: str, seed: int, iterations: int, tasks: int, episodes: int, eval_tasks: int) -> dict:
+    overrides = {"algo": algo, "seed": seed, "iterations": iterations, "meta_batch_size": tasks,
+                 "episodes_per_task": episodes, "eval_tasks": eval_tasks, "eval_episodes_per_task": episodes,
+                 "fvp_subsample": 0.2, **VARIANTS[variant]}
+    trainer = Trainer(load_config(REPO / "configs" / "cheetah-dir.yaml", overrides))
+    start = time.perf_counter()
+    pre, post = [], []
+    for i in range(iterations):
+        m = trainer.step()
+        pre.append(m["returns/pre_adaptation"])
+        post.append(m["returns/post_adaptation"])
+        if (i + 1) % 10 == 0:
+            print(f"  {variant} it {i + 1}: pre {pre[-1]:.1f} post {post[-1]:.1f}", flush=True)
+    result = trainer.evaluate()
+    log_std = trainer.policy.log_std.detach().tolist()
+    trainer.close()
+    return {"overrides": overrides, "pre_adaptation": pre, "post_adaptation": post, "eval": result,
+            "log_std": log_std, "minutes": (time.perf_counter() - start) / 60}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--iterations", type=int, default=80, help="meta-iterations per run (default 80)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--algos", nargs="+", default=["anil"], choices=["anil", "maml"])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--tasks", type=int, default=20, help="tasks per meta-iteration (default 20; protocol 40)")
+    parser.add_argument("--episodes", type=int, default=10, help="episodes per task and step (default 10; "
+                        "protocol 20), also in evaluation")
+    parser.add_argument("--eval-tasks", type=int, default=20, help="held-out tasks (default 20; protocol 40)")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "cheetah_protocols",
+                        help="output path without suffix (.json and .md are written)")
+    args = parser.parse_args(argv)
+    register_variants()
+    path = args.out.with_suffix(".json")
+    result = json.loads(path.read_text()) if path.exists() else {}
+    scale = {"iterations": args.iterations, "seed": args.seed, "tasks": args.tasks, "episodes": args.episodes,
+             "eval_tasks": args.eval_tasks}
+    if any(result.get(k) not in (None, v) for k, v in scale.items()):
+        raise SystemExit(f"{path} holds runs of another scale ({ {k: result.get(k) for k in scale} }); "
+                         f"pass those or another --out")
+    result.update({"command": " ".join(["python", "benchmarks/cheetah_protocols.py", *sys.argv[1:]]), **scale})
+    runs = result.setdefault("runs", {})
+    for algo in args.algos:
+        for variant in args.variants:
+            key = f"{algo}/{variant}"
+            if key in runs:
+                print(f"{key}: done (kept from {path})", flush=True)
+                continue
+            runs[key] = run(variant, algo, args.seed, args.iterations, args.tasks, args.episodes, args.eval_tasks)
+            result["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(result, indent=2) + "\n")  # after every run: an interrupted sweep resumes
+            print(f"{key}: " + _summary(runs[key]), flush=True)
+    args.out.with_suffix(".md").write_text(_markdown(result))
+    print(_markdown(result))
+
+
+def _window(values: list[float], first: bool) -> float:
+    n = max(1, len(values) // 10)
+    return float(np.mean(values[:n] if first else values[-n:]))
+
+
+def _summary(r: dict) -> str:
+    e = r["eval"]
+    return (f"post-adaptation {_window(r['post_adaptation'], True):.1f} -> {_window(r['post_adaptation'], False):.1f}; "
+            + "  ".join(f"{s} steps {e[f'return_step_{s}']:.1f}" for s in range(4)) + f"  ({r['minutes']:.1f} min)")
+
+
+def _markdown(r: dict) -> str:
+    lines = [f"`{r['command']}`, {r.get('date', '')}: cheetah-dir, seed {r['seed']}, {r['iterations']} "
+             f"meta-iterations of {r['tasks']} tasks x {r['episodes']} episodes x 200 steps (protocol: 40 x 20), "
+             "TRPO max KL 0.01, fvp_subsample 0.2. Training return: mean post-adaptation return of the first and "
+             f"last tenth of the iterations. Evaluation: {r['eval_tasks']} held-out tasks x {r['episodes']} "
+             "episodes, mean return after 0..3 adaptation steps (step sizes 0.1, then 0.05).", "",
+             "| algo | variant | training return, first -> last tenth | 0 steps | 1 step | 2 steps | 3 steps "
+             "| final std (env units) | minutes |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for key, run_ in r["runs"].items():
+        algo, variant = key.split("/")
+        e = run_["eval"]
+        scale = 1.0 / SCALE if run_["overrides"].get("env") == SCALED_ENV else 1.0
+        std = ", ".join(f"{scale * np.exp(v):.2f}" for v in run_["log_std"])
+        lines.append(f"| {algo} | {variant} | {_window(run_['post_adaptation'], True):.1f} -> "
+                     f"{_window(run_['post_adaptation'], False):.1f} | "
+                     + " | ".join(f"{e[f'return_step_{s}']:.1f}" for s in range(4))
+                     + f" | {std} | {run_['minutes']:.1f} |")
+    lines += ["", "ANIL paper, Table 2 (horizon 200): ANIL 363.2, MAML 170.4; MAML paper result files: -50.7, 293.2, "
+              "313.5, 315.7 after 0..3 steps (shared/reference/anil-rl.md)."]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""How far one inner step moves a trained policy: KL and mean shift between the policy before and after adaptation.
+
+For each published run (default: every run under benchmarks/results/runs), load the final checkpoint, sample
+`--tasks` held-out tasks x the protocol's evaluation episodes, take one inner step with the evaluation's first step
+size (and larger ones, for scale) and report, per task and averaged: the mean KL(pi_before || pi_after) over the
+visited states and the mean |mu_after - mu_before| / sigma. A meta-trained policy that adapts well is one whose
+single step changes behaviour a lot (nav2d); a small shift means adaptation cannot change what the policy does.
+Writes benchmarks/results/inner_step_size.{json,md}.
+
+    python benchmarks/inner_step_size.py
+    python benchmarks/inner_step_size.py --runs benchmarks/results/runs/nav2d-anil-seed0 --tasks 2 --out /tmp/x
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from metarl.config import load_config
+from metarl.metalearner import adapted_values
+from metarl.policy import forward, kl_divergence, meta_params
+from metarl.run import load_run
+from metarl.trainer import Trainer
+
+REPO = Path(__file__).resolve().parent.parent
+LRS = (0.1, 0.5, 1.0)
+
+
+def measure(run_dir: Path, tasks: int, seed: int) -> dict:
+    _, saved, ckpt = load_run(run_dir)
+    # the trainer's sampler then holds `tasks` x the protocol's evaluation episodes
+    cfg = load_config(run_dir / "config.yaml", {"meta_batch_size": tasks,
+                                                 "episodes_per_task": saved.eval_episodes_per_task})
+    trainer = Trainer(cfg)
+    trainer.load_state_dict(ckpt["trainer"])
+    task_list = trainer._task_env.sample_tasks(np.random.default_rng(seed), tasks)
+    params = {k: v.detach() for k, v in meta_params(trainer.policy).items()}
+    episodes, _ = trainer._sample(trainer.sampler, params, task_list, seed, torch.Generator().manual_seed(seed))
+    batch = trainer._batch(episodes)
+    before_mean, before_log_std = forward(trainer.policy, params, episodes.observations)
+    out = {"env": cfg.env, "algo": cfg.algo, "tasks": [str(t) for t in task_list],
+           "return_before": episodes.episode_returns().mean(1).tolist(), "steps": {}}
+    mask = episodes.mask
+    for lr in LRS:
+        adapted = adapted_values(trainer.policy, params, [batch], trainer.keys, [lr])
+        mean, log_std = forward(trainer.policy, adapted, episodes.observations)
+        kl = (kl_divergence(before_mean, before_log_std, mean, log_std) * mask).sum((1, 2)) / mask.sum((1, 2))
+        shift = ((mean - before_mean).abs() / before_log_std.exp()).mean(-1)
+        shift = (shift * mask).sum((1, 2)) / mask.sum((1, 2))
+        out["steps"][str(lr)] = {"kl": kl.tolist(), "mean_shift_in_std": shift.tolist()}
+    trainer.close()
+    return out
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", nargs="+", type=Path,
+                        default=sorted(p for p in (REPO / "benchmarks" / "results" / "runs").iterdir()
+                                       if (p / "checkpoint.pt").is_file()))
+    parser.add_argument("--tasks", type=int, default=8, help="tasks per run (default 8)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "inner_step_size",
+                        help="output path without suffix (.json and .md are written)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    result = {"command": " ".join(["python", "benchmarks/inner_step_size.py", *sys.argv[1:]]),
+              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "seed": args.seed, "runs": {}}
+    for run_dir in args.runs:
+        result["runs"][run_dir.name] = measure(run_dir, args.tasks, args.seed)
+        print(run_dir.name, _row(result["runs"][run_dir.name]), flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    args.out.with_suffix(".md").write_text(_markdown(result))
+    print(_markdown(result))
+
+
+def _row(r: dict) -> str:
+    cells = []
+    for lr in LRS:
+        s = r["steps"][str(lr)]
+        cells.append(f"{np.mean(s['kl']):.3g} ({np.min(s['kl']):.3g}-{np.max(s['kl']):.3g}) | "
+                     f"{np.mean(s['mean_shift_in_std']):.2f}")
+    return " | ".join(cells)
+
+
+def _markdown(r: dict) -> str:
+    head = " | ".join(f"KL, step {lr} (min-max over tasks) | mean shift / std, step {lr}" for lr in LRS)
+    lines = [f"`{r['command']}`, {r['date']}: one inner step from each run's final checkpoint on "
+             f"{len(next(iter(r['runs'].values()))['tasks']) if r['runs'] else 0} tasks (task seed {r['seed']}), "
+             "the protocol's evaluation episodes; KL(before || after) and |mean shift| / std averaged over the "
+             "visited states and action dimensions. The protocol's first step size is 0.1.", "",
+             f"| run | {head} |", "| --- |" + " --- | --- |" * len(LRS)]
+    for name, run in r["runs"].items():
+        lines.append(f"| {name} | {_row(run)} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

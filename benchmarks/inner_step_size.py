@@ -53,7 +53,9 @@ def measure(run_dir: Path, tasks: int, seed: int) -> dict:
         kl = (kl_divergence(before_mean, before_log_std, mean, log_std) * mask).sum((1, 2)) / mask.sum((1, 2))
         shift = ((mean - before_mean).abs() / before_log_std.exp()).mean(-1)
         shift = (shift * mask).sum((1, 2)) / mask.sum((1, 2))
-        out["steps"][str(lr)] = {"kl": kl.tolist(), "mean_shift_in_std": shift.tolist()}
+        after, _ = trainer._sample(trainer.sampler, adapted, task_list, seed + 1, torch.Generator().manual_seed(seed))
+        out["steps"][str(lr)] = {"kl": kl.tolist(), "mean_shift_in_std": shift.tolist(),
+                                 "return_after": after.episode_returns().mean(1).tolist()}
     trainer.close()
     return out
 
@@ -81,21 +83,23 @@ def main(argv=None) -> None:
 
 
 def _row(r: dict) -> str:
-    cells = []
+    cells = [f"{np.mean(r['return_before']):.1f}"]
     for lr in LRS:
         s = r["steps"][str(lr)]
         cells.append(f"{np.mean(s['kl']):.3g} ({np.min(s['kl']):.3g}-{np.max(s['kl']):.3g}) | "
-                     f"{np.mean(s['mean_shift_in_std']):.2f}")
+                     f"{np.mean(s['mean_shift_in_std']):.2f} | {np.mean(s['return_after']):.1f}")
     return " | ".join(cells)
 
 
 def _markdown(r: dict) -> str:
-    head = " | ".join(f"KL, step {lr} (min-max over tasks) | mean shift / std, step {lr}" for lr in LRS)
+    head = "return before | " + " | ".join(f"KL, step {lr} (min-max over tasks) | mean shift / std, step {lr} | "
+                                           f"return after step {lr}" for lr in LRS)
     lines = [f"`{r['command']}`, {r['date']}: one inner step from each run's final checkpoint on "
              f"{len(next(iter(r['runs'].values()))['tasks']) if r['runs'] else 0} tasks (task seed {r['seed']}), "
              "the protocol's evaluation episodes; KL(before || after) and |mean shift| / std averaged over the "
-             "visited states and action dimensions. The protocol's first step size is 0.1.", "",
-             f"| run | {head} |", "| --- |" + " --- | --- |" * len(LRS)]
+             "visited states and action dimensions; mean return over the tasks before and after the step (fresh "
+             "episodes). The protocol's first step size is 0.1.", "",
+             f"| run | {head} |", "| --- | --- |" + " --- | --- | --- |" * len(LRS)]
     for name, run in r["runs"].items():
         lines.append(f"| {name} | {_row(run)} |")
     return "\n".join(lines) + "\n"

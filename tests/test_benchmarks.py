@@ -118,6 +118,7 @@ def test_inner_step_size_reports_kl_and_shift_for_a_published_run(tmp_path):
     for lr in ("0.1", "0.5", "1.0"):
         kl, shift = result["steps"][lr]["kl"], result["steps"][lr]["mean_shift_in_std"]
         assert len(kl) == 2 and all(k >= 0 for k in kl) and all(s >= 0 for s in shift)
+        assert len(result["steps"][lr]["return_after"]) == 2
     # KL of a mean shift grows with the square of the step size (log-std is not adapted by ANIL)
     ratio = np.array(result["steps"]["1.0"]["kl"]) / np.array(result["steps"]["0.1"]["kl"])
     np.testing.assert_allclose(ratio, 100.0, rtol=1e-3)

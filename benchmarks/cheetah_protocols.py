@@ -1,15 +1,21 @@
-"""Why cheetah-dir does not learn under configs/cheetah-dir.yaml: the protocol differences, tried side by side.
+"""Why cheetah-dir did not learn with gymnasium's frame skip: the protocol differences, tried side by side.
 
-The full-protocol ANIL run (benchmarks/results/runs/cheetah-dir-anil-seed0) stayed near its initial return for
-500 meta-iterations. The public implementations that report learning on HalfCheetah-Direction differ from our
-env and config in a few places; each variant below changes one of them, trained on the same seed at a reduced
-scale (fewer tasks and episodes per meta-iteration, fewer iterations) so that all fit in one sitting:
-  ours          configs/cheetah-dir.yaml as is: the policy acts in env units (clipped to [-1, 1]), std 1.0;
+The full-protocol ANIL run with HalfCheetah-v5's frame skip of 5 (benchmarks/results/runs-frame-skip-5/
+cheetah-dir-anil-seed0) stayed near its initial return for 500 meta-iterations. The public implementations that
+report learning on HalfCheetah-Direction differ from that setup in a few places; each variant below changes one of
+them, trained on the same seed at a reduced scale (fewer tasks and episodes per meta-iteration, fewer iterations)
+so that all fit in one sitting:
+  ours          configs/cheetah-dir.yaml with frame_skip 5 (gymnasium's): the policy acts in env units (clipped
+                to [-1, 1]), std 1.0;
   std-0.1       the same with an initial std of 0.1 (init_log_std = log 0.1);
   scaled-10     the policy acts in [-10, 10], the env gets action / 10 (pytorch-maml-rl's cheetah configs,
                 `normalization_scale: 10`): initial std 0.1 in env units, and the mean's scale changes with it;
   x-position    the observation also holds the torso's x position (the MAML code's rllab env and
-                pytorch-maml-rl observe the torso's centre of mass; gymnasium's HalfCheetah-v5 leaves x out).
+                pytorch-maml-rl observe the torso's centre of mass; gymnasium's HalfCheetah-v5 leaves x out);
+  frame-skip-1  one simulator step of 0.01 s per env step, so an episode of 200 steps lasts 2 s, not 10 s: the
+                MAML code's rllab MujocoEnv reads its frame skip from the model file and falls back to 1, and
+                rllab's half_cheetah.xml sets none (gymnasium's HalfCheetah-v5 uses 5). configs/cheetah-dir.yaml
+                has used it since this comparison.
 Variant families are registered here through the plug-in path (`register_family`), as a user would.
 Each run records its post-adaptation training return per iteration and a final held-out evaluation
 (0..3 steps). Finished runs are kept in the JSON and skipped when the command is run again. Writes
@@ -44,6 +50,7 @@ VARIANTS = {
     "std-0.1": {"init_log_std": math.log(0.1)},
     "scaled-10": {"env": SCALED_ENV},
     "x-position": {"env": XPOS_ENV},
+    "frame-skip-1": {"frame_skip": 1},
 }
 
 
@@ -100,7 +107,7 @@ def register_variants() -> None:
 def run(variant: str, algo: str, seed: int, iterations: int, tasks: int, episodes: int, eval_tasks: int) -> dict:
     overrides = {"algo": algo, "seed": seed, "iterations": iterations, "meta_batch_size": tasks,
                  "episodes_per_task": episodes, "eval_tasks": eval_tasks, "eval_episodes_per_task": episodes,
-                 "fvp_subsample": 0.2, **VARIANTS[variant]}
+                 "fvp_subsample": 0.2, "frame_skip": 5, **VARIANTS[variant]}
     trainer = Trainer(load_config(REPO / "configs" / "cheetah-dir.yaml", overrides))
     start = time.perf_counter()
     pre, post = [], []
@@ -138,7 +145,11 @@ def main(argv=None) -> None:
     if any(result.get(k) not in (None, v) for k, v in scale.items()):
         raise SystemExit(f"{path} holds runs of another scale ({ {k: result.get(k) for k in scale} }); "
                          f"pass those or another --out")
-    result.update({"command": " ".join(["python", "benchmarks/cheetah_protocols.py", *sys.argv[1:]]), **scale})
+    # Every command that added runs, in order: together they regenerate the file.
+    command = " ".join(["python", "benchmarks/cheetah_protocols.py", *sys.argv[1:]])
+    commands = result.get("commands") or ([result["command"]] if "command" in result else [])
+    result.pop("command", None)
+    result.update({"commands": commands + [command] * (command not in commands), **scale})
     runs = result.setdefault("runs", {})
     for algo in args.algos:
         for variant in args.variants:
@@ -167,9 +178,10 @@ def _summary(r: dict) -> str:
 
 
 def _markdown(r: dict) -> str:
-    lines = [f"`{r['command']}`, {r.get('date', '')}: cheetah-dir, seed {r['seed']}, {r['iterations']} "
+    commands = "; ".join(f"`{c}`" for c in r["commands"])
+    lines = [f"{commands}, {r.get('date', '')}: cheetah-dir, seed {r['seed']}, {r['iterations']} "
              f"meta-iterations of {r['tasks']} tasks x {r['episodes']} episodes x 200 steps (protocol: 40 x 20), "
-             "TRPO max KL 0.01, fvp_subsample 0.2. Training return: mean post-adaptation return of the first and "
+             "TRPO max KL 0.01, fvp_subsample 0.2, frame skip 5 except in frame-skip-1. Training return: mean post-adaptation return of the first and "
              f"last tenth of the iterations. Evaluation: {r['eval_tasks']} held-out tasks x {r['episodes']} "
              "episodes, mean return after 0..3 adaptation steps (step sizes 0.1, then 0.05).", "",
              "| algo | variant | training return, first -> last tenth | 0 steps | 1 step | 2 steps | 3 steps "

@@ -492,7 +492,7 @@ def cmd_cell(args: argparse.Namespace) -> int:
 # baselines: random init and PPO pre-trained on the task mixture, adapted like the meta-trained policies
 # ================================================================================================================
 
-def task_mixture_env(env_name: str, horizon: int, rng: np.random.Generator):
+def task_mixture_env(env_name: str, horizon: int, rng: np.random.Generator, **env_kwargs):
     """A single env of the family that draws a new random task from `rng` at every reset.
 
     Its observation does not reveal the task, so PPO learns one policy for the whole distribution: the
@@ -507,7 +507,7 @@ def task_mixture_env(env_name: str, horizon: int, rng: np.random.Generator):
             task = self.env.unwrapped.sample_tasks(rng, 1)[0]
             return self.env.reset(seed=seed, options={**(options or {}), "task": task})
 
-    return TaskMixture(make(env_name, max_episode_steps=horizon))
+    return TaskMixture(make(env_name, max_episode_steps=horizon, **env_kwargs))
 
 
 def ppo_policy_kwargs(cfg) -> dict:
@@ -528,11 +528,13 @@ def ppo_model(cfg, seed: int, steps: int, n_envs: int):
     from stable_baselines3.common.monitor import Monitor
     from stable_baselines3.common.vec_env import DummyVecEnv
 
+    from metarl.config import env_kwargs
     from metarl.envs import get_family
 
     horizon = cfg.horizon or get_family(cfg.env).horizon
     streams = np.random.SeedSequence(seed).spawn(n_envs)
-    makers = [lambda s=s: Monitor(task_mixture_env(cfg.env, horizon, np.random.default_rng(s))) for s in streams]
+    makers = [lambda s=s: Monitor(task_mixture_env(cfg.env, horizon, np.random.default_rng(s), **env_kwargs(cfg)))
+              for s in streams]
     n_steps = max(8, min(PPO_N_STEPS, steps // n_envs))
     batch = min(PPO_BATCH, n_steps * n_envs)
     return PPO("MlpPolicy", DummyVecEnv(makers), n_steps=n_steps, batch_size=batch, gamma=cfg.gamma,
@@ -846,7 +848,7 @@ def run_problem(r: RunRecord | None, full: int | None) -> str | None:
 def env_protocol(env: str, runs: list[RunRecord], baselines: list[dict]) -> dict:
     """The protocol behind an env's numbers, read from its runs' configs (configs/<env>.yaml if none yet)."""
     from metarl.config import config_to_dict, load_config
-    from metarl.envs import get_family
+    from metarl.envs import get_family, make
     from metarl.run import default_config_file
 
     cfgs = [r.cfg for r in runs if r.env == env and r.finished] or [r.cfg for r in runs if r.env == env]
@@ -855,13 +857,15 @@ def env_protocol(env: str, runs: list[RunRecord], baselines: list[dict]) -> dict
         cfgs = [load_config(path)] if path else []
     keys = ("horizon", "meta_batch_size", "episodes_per_task", "inner_steps", "inner_lr", "max_kl",
             "iterations", "hidden_sizes", "eval_episodes_per_task", "eval_first_lr", "eval_later_lr", "eval_seed",
-            "fvp_subsample", "first_order")
+            "fvp_subsample", "first_order", "frame_skip")
     protocol = {}
     for key in keys:
         values = sorted({json.dumps(config_to_dict(c)[key]) for c in cfgs})
         protocol[key] = json.loads(values[0]) if len(values) == 1 else " / ".join(values)
     if protocol.get("horizon") is None:
         protocol["horizon"] = get_family(env).horizon
+    if protocol.get("frame_skip") is None:  # the family's own, where it has one (gymnasium MuJoCo envs)
+        protocol["frame_skip"] = getattr(make(env).unwrapped, "frame_skip", None)
     ppo = sorted({b["ppo"]["steps"] for b in baselines if b["env"] == env and b.get("ppo")})
     protocol["ppo_steps"] = ppo
     protocol["eval_tasks"] = EVAL_TASKS
@@ -924,7 +928,9 @@ def env_table(env: str, cells: dict) -> list[str]:
 
 def protocol_line(p: dict) -> str:
     ppo = ", ".join(f"{s:,}" for s in p["ppo_steps"]) or "not run yet"
-    return (f"horizon {p['horizon']}; meta-batch {p['meta_batch_size']} tasks x {p['episodes_per_task']} episodes, "
+    # frame skip: only for families that take it (cheetah); null is the family's own
+    skip = "" if p.get("frame_skip") is None else f"frame skip {p['frame_skip']}; "
+    return (f"horizon {p['horizon']}; {skip}meta-batch {p['meta_batch_size']} tasks x {p['episodes_per_task']} episodes, "
             f"{p['inner_steps']} inner step(s) of lr {p['inner_lr']}, TRPO max KL {p['max_kl']}, "
             f"{p['iterations']} iterations, policy {p['hidden_sizes']}, fvp_subsample {p['fvp_subsample']}, "
             f"first_order {p['first_order']}; evaluation on {p['eval_tasks']} held-out tasks (eval_seed "
@@ -1170,7 +1176,12 @@ def cmd_publish(args: argparse.Namespace) -> int:
                 shutil.copy2(path, args.dest / BASELINES_DIR / path.name)
                 copied += 1
     if (args.root / COMMANDS_FILE).is_file():  # the provenance, so `aggregate --root DEST` can print it too
-        shutil.copy2(args.root / COMMANDS_FILE, args.dest / COMMANDS_FILE)
+        # Merged, not copied: DEST may hold runs published from another root (an earlier sitting, another machine).
+        ours = (args.root / COMMANDS_FILE).read_text(encoding="utf-8").splitlines()
+        theirs = (args.dest / COMMANDS_FILE).read_text(encoding="utf-8").splitlines() \
+            if (args.dest / COMMANDS_FILE).is_file() else []
+        merged = theirs + [line for line in ours if line not in theirs]
+        (args.dest / COMMANDS_FILE).write_text("".join(line + "\n" for line in merged), encoding="utf-8")
     print(f"published {len(runs)} finished run(s) and {copied} baseline file(s) to {args.dest}")
     if runs:
         r = runs[0]

@@ -6,6 +6,7 @@ as `module:Class` wherever a family name is accepted. Families know nothing of l
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from dataclasses import dataclass
 from typing import Callable
@@ -93,20 +94,42 @@ def _import_class(spec: str) -> type:
 
 
 def make(name: str, **kwargs) -> gymnasium.Env:
-    """A single env of the family `name` (short name, gymnasium id or module:Class), with its time limit."""
-    return gymnasium.make(get_family(name).gym_id, **kwargs)
+    """A single env of the family `name` (short name, gymnasium id or module:Class), with its time limit.
+
+    `kwargs` go to gymnasium.make and from there to the family's constructor (e.g. frame_skip for cheetah).
+    """
+    family = get_family(name)
+    with _constructor_arguments(family, kwargs):
+        return gymnasium.make(family.gym_id, **kwargs)
 
 
-def make_batched(name: str, num_envs: int, *, num_threads: int = 1, max_episode_steps: int | None = None) -> VectorEnv:
-    """`num_envs` copies of the family stepped together in this process; set per-copy tasks with set_attr('task')."""
+def make_batched(name: str, num_envs: int, *, num_threads: int = 1, max_episode_steps: int | None = None,
+                 **env_kwargs) -> VectorEnv:
+    """`num_envs` copies of the family stepped together in this process; set per-copy tasks with set_attr('task').
+
+    `env_kwargs` go to each copy's constructor, or to the batched form, which must take the same keywords.
+    """
     family = get_family(name)
     steps = max_episode_steps or family.horizon
-    if family.batched is not None:
-        return family.batched(num_envs, num_threads=num_threads, max_episode_steps=steps)
-    # A family without a batched form: its single envs side by side. Same-step autoreset keeps every copy
-    # steppable after it terminates (the sampler masks those steps); reset() keeps each copy's task.
-    return SyncVectorEnv([lambda: gymnasium.make(family.gym_id, max_episode_steps=steps)] * num_envs,
-                         autoreset_mode=AutoresetMode.SAME_STEP)
+    with _constructor_arguments(family, env_kwargs):
+        if family.batched is not None:
+            return family.batched(num_envs, num_threads=num_threads, max_episode_steps=steps, **env_kwargs)
+        # A family without a batched form: its single envs side by side. Same-step autoreset keeps every copy
+        # steppable after it terminates (the sampler masks those steps); reset() keeps each copy's task.
+        return SyncVectorEnv([lambda: gymnasium.make(family.gym_id, max_episode_steps=steps, **env_kwargs)]
+                             * num_envs, autoreset_mode=AutoresetMode.SAME_STEP)
+
+
+@contextlib.contextmanager
+def _constructor_arguments(family: Family, kwargs: dict):
+    """Turn a constructor's TypeError over keywords it does not take into a ValueError naming family and keys."""
+    try:
+        yield
+    except TypeError as exc:
+        if not kwargs or "argument" not in str(exc):
+            raise
+        raise ValueError(f"task family {family.name!r} does not take {', '.join(sorted(kwargs))} "
+                         f"(given {kwargs}): {exc}") from exc
 
 
 def _cheetah_batch(env_cls):

@@ -198,15 +198,18 @@ class HalfCheetahBatch(TaskVectorEnv):
     env), amplified over an episode as any round-off is by the chaotic dynamics. Results do not depend on
     `num_threads`. Tasks are set per copy with `set_attr("task", tasks)`; `reset(seed=s)` seeds copy i with s + i,
     as gymnasium's vector envs do. Copies never terminate; `truncated` turns True at the family's horizon.
+    `frame_skip` is HalfCheetah-v5's 5 by default; the single env takes the same keyword (gymnasium's).
     """
 
     def __init__(self, family: type[_TaskCheetah], num_envs: int, *, num_threads: int = 2,
                  ctrl_cost_weight: float = CTRL_COST_WEIGHT, reset_noise_scale: float = 0.1,
-                 max_episode_steps: int = HORIZON):
+                 max_episode_steps: int = HORIZON, frame_skip: int = 5):
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         if num_threads < 1:
             raise ValueError(f"num_threads must be >= 1, got {num_threads}")
+        if isinstance(frame_skip, bool) or not isinstance(frame_skip, (int, np.integer)) or frame_skip < 1:
+            raise ValueError(f"frame_skip must be an int >= 1 (simulator steps per env step), got {frame_skip!r}")
         self.family = family
         self.num_envs = num_envs
         self.max_episode_steps = max_episode_steps
@@ -216,7 +219,7 @@ class HalfCheetahBatch(TaskVectorEnv):
         with _model_load_warnings():
             self.model = mujoco.MjModel.from_xml_path(path)
         m = self.model
-        self.frame_skip = 5
+        self.frame_skip = int(frame_skip)
         self.dt = m.opt.timestep * self.frame_skip
         self._scratch = mujoco.MjData(m)  # for resets and for the rare copy rollout stops early
         self._init_qpos = self._scratch.qpos.copy()

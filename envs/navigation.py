@@ -118,7 +118,8 @@ class Navigation2DBatch(TaskVectorEnv):
     sampler masks its later steps, and no autoreset happens (`AutoresetMode.DISABLED`).
     """
 
-    def __init__(self, num_envs: int, *, max_episode_steps: int = HORIZON, **_ignored):
+    def __init__(self, num_envs: int, *, max_episode_steps: int = HORIZON, num_threads: int = 1):
+        # num_threads: taken for the common batched interface; numpy steps all copies on this thread anyway.
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         self.num_envs = num_envs

@@ -25,6 +25,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "config_help",
+    "env_kwargs",
     "config_to_dict",
     "load_config",
     "parse_overrides",
@@ -95,6 +96,9 @@ class Config:
                                     "post-adaptation batch", _at_least(1))
     horizon: int | None = _field(None, "steps per episode; null = the family's own horizon "
                                  "(200 cheetah, 100 nav2d)", _at_least(1))
+    frame_skip: int | None = _field(None, "simulator steps per env step, for families that take it "
+                                    "(cheetah: 5 = gymnasium's HalfCheetah-v5, 1 = the MAML code's rllab "
+                                    "cheetah); null = the family's own", _at_least(1))
     hidden_sizes: list[int] = _field([100, 100], "policy MLP hidden layer widths",
                                      _layer_widths())
     init_log_std: float = _field(0.0, "initial log standard deviation of the Gaussian policy")
@@ -289,6 +293,11 @@ def _unknown_key_message(key: Any, source: str) -> str:
     hint = (f"did you mean {' or '.join(repr(c) for c in close)}?" if close
             else "valid keys: " + ", ".join(names))
     return f"unknown key {key!r} ({source}); {hint}"
+
+
+def env_kwargs(cfg: Config) -> dict:
+    """Keyword arguments for the family's env constructors: only the settings the config gives (not null)."""
+    return {} if cfg.frame_skip is None else {"frame_skip": cfg.frame_skip}
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: dict | None = None,

@@ -42,10 +42,10 @@ class Sampler:
     """Collects `episodes_per_task` episodes of `horizon` steps for each task of a batch, all side by side."""
 
     def __init__(self, env: str, num_tasks: int, episodes_per_task: int, horizon: int | None = None,
-                 num_threads: int = 1):
+                 num_threads: int = 1, env_kwargs: dict | None = None):
         self.num_tasks, self.episodes_per_task = num_tasks, episodes_per_task
         self.env = make_batched(env, num_tasks * episodes_per_task, num_threads=num_threads,
-                                max_episode_steps=horizon)
+                                max_episode_steps=horizon, **(env_kwargs or {}))
         self.horizon = horizon or get_family(env).horizon
         space = self.env.single_action_space
         self.obs_dim = int(np.prod(self.env.single_observation_space.shape))

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from metarl.advantages import fitted_advantages
-from metarl.config import Config
+from metarl.config import Config, env_kwargs
 from metarl.envs import get_family, make
 from metarl.metalearner import Batch, MetaBatch, adapted_values, trpo_step
 from metarl.policy import GaussianMLP, Params, adapted_keys, forward, log_prob, meta_params, sample_actions
@@ -27,9 +27,10 @@ class Trainer:
         self.cfg = cfg
         family = get_family(cfg.env)
         self.horizon = cfg.horizon or family.horizon
+        self.env_kwargs = env_kwargs(cfg)
         self.sampler = Sampler(cfg.env, cfg.meta_batch_size, cfg.episodes_per_task, self.horizon,
-                               cfg.sampler_threads)
-        self._task_env = make(cfg.env).unwrapped  # only to sample tasks
+                               cfg.sampler_threads, self.env_kwargs)
+        self._task_env = make(cfg.env, **self.env_kwargs).unwrapped  # only to sample tasks
         # Independent streams for tasks/env seeds, action noise and initialisation, all from cfg.seed.
         tasks_seq, noise_seq, init_seq = np.random.SeedSequence(cfg.seed).spawn(3)
         self.rng = np.random.default_rng(tasks_seq)
@@ -135,7 +136,7 @@ class Trainer:
         key = (num_tasks, episodes_per_task)
         if key not in self._eval_samplers:
             self._eval_samplers[key] = Sampler(cfg.env, num_tasks, episodes_per_task, self.horizon,
-                                               cfg.sampler_threads)
+                                               cfg.sampler_threads, self.env_kwargs)
         sampler = self._eval_samplers[key]
         rng = np.random.default_rng(cfg.eval_seed)
         tasks = self._task_env.sample_tasks(rng, num_tasks)

@@ -108,6 +108,21 @@ def test_cheetah_variants_scale_actions_and_observe_x_as_documented():
         env.close()
 
 
+def test_cheetah_protocols_runs_each_variant_at_its_frame_skip_and_resumes(tmp_path):
+    out = tmp_path / "protocols"
+    cmd = [sys.executable, str(REPO / "benchmarks" / "cheetah_protocols.py"), "--variants", "ours", "frame-skip-1",
+           "--iterations", "1", "--tasks", "1", "--episodes", "1", "--eval-tasks", "1", "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    runs = json.loads(out.with_suffix(".json").read_text())["runs"]
+    assert runs["anil/ours"]["overrides"]["frame_skip"] == 5
+    assert runs["anil/frame-skip-1"]["overrides"]["frame_skip"] == 1
+    assert len(runs["anil/frame-skip-1"]["post_adaptation"]) == 1
+    assert "| anil | frame-skip-1 |" in out.with_suffix(".md").read_text()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)  # again: both kept, none retrained
+    assert proc.returncode == 0 and proc.stdout.count("done (kept from") == 2, proc.stdout[-2000:]
+
+
 def test_inner_step_size_reports_kl_and_shift_for_a_published_run(tmp_path):
     run = REPO / "benchmarks" / "results" / "runs" / "nav2d-anil-seed0"
     out = tmp_path / "step"

@@ -130,12 +130,29 @@ def test_run_is_resumable_and_publishable(reproduce, tmp_path, capsys):
     assert "different protocol (hidden_sizes: saved [8, 8], requested [100, 100]" in capsys.readouterr().err
 
     dest = tmp_path / "published"
+    dest.mkdir()
+    (dest / "commands.txt").write_text("python benchmarks/reproduce.py run --root elsewhere\n")
     assert reproduce.main(["publish", "--root", str(root), "--dest", str(dest)]) == 0
+    # commands published earlier (another root, another machine) are kept, this root's are added once
+    assert reproduce.main(["publish", "--root", str(root), "--dest", str(dest)]) == 0
+    published = (dest / "commands.txt").read_text().splitlines()
+    assert published[0] == "python benchmarks/reproduce.py run --root elsewhere"
+    assert published[1:] == (root / "commands.txt").read_text().splitlines()
     copy = dest / "nav2d-anil-seed0"
     assert sorted(p.name for p in copy.iterdir()) == ["checkpoint.pt", "config.yaml", "eval.json", "metrics.jsonl",
                                                       "timing.json"]
     assert metarl_main(["eval", str(copy), "--tasks", "40", "--steps", "3", "--episodes", "2"]) == 0
     assert json.loads((copy / "eval.json").read_text())["returns"] == evaluation["returns"]
+
+
+def test_ppo_task_mixture_env_takes_the_configs_frame_skip(reproduce):
+    cfg = load_config(CONFIGS / "cheetah-vel.yaml")
+    assert cfg.frame_skip == 1  # the MAML code's rllab cheetah
+    model = reproduce.ppo_model(cfg, seed=0, steps=64, n_envs=1)
+    assert model.get_env().envs[0].unwrapped.dt == pytest.approx(0.01)
+    model = reproduce.ppo_model(load_config(CONFIGS / "cheetah-vel.yaml", {"frame_skip": 5}), seed=0, steps=64,
+                                n_envs=1)
+    assert model.get_env().envs[0].unwrapped.dt == pytest.approx(0.05)
 
 
 # -- PPO actor -> GaussianMLP --------------------------------------------------------------------------------------

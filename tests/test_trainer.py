@@ -55,3 +55,20 @@ def test_unknown_config_key_is_named():
     from metarl.config import load_config
     with pytest.raises(ConfigError, match="inner_rl.*inner_lr"):
         load_config(overrides={"inner_rl": 0.1})
+
+
+@pytest.mark.parametrize("frame_skip, dt", [(None, 0.05), (1, 0.01), (5, 0.05)])
+def test_frame_skip_reaches_the_training_and_evaluation_envs(frame_skip, dt):
+    trainer = Trainer(Config(env="cheetah-dir", frame_skip=frame_skip, meta_batch_size=2, episodes_per_task=1,
+                             horizon=3, eval_tasks=2, eval_episodes_per_task=1, eval_steps=0, sampler_threads=1,
+                             hidden_sizes=[8]))
+    trainer.evaluate()
+    samplers = [trainer.sampler, *trainer._eval_samplers.values()]
+    assert [s.env.dt for s in samplers] == [pytest.approx(dt)] * 2
+    assert trainer.step()["env_steps"] == 2 * 1 * 3 * 2  # tasks x episodes x horizon x (inner + post batch)
+    trainer.close()
+
+
+def test_frame_skip_on_a_family_without_one_is_a_clear_error():
+    with pytest.raises(ValueError, match="'nav2d' does not take frame_skip"):
+        Trainer(Config(frame_skip=1, **SMALL))

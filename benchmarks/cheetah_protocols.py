@@ -15,7 +15,9 @@ so that all fit in one sitting:
   frame-skip-1  one simulator step of 0.01 s per env step, so an episode of 200 steps lasts 2 s, not 10 s: the
                 MAML code's rllab MujocoEnv reads its frame skip from the model file and falls back to 1, and
                 rllab's half_cheetah.xml sets none (gymnasium's HalfCheetah-v5 uses 5). configs/cheetah-dir.yaml
-                has used it since this comparison.
+                has used it since this comparison;
+  forward-only  frame skip 1, and every task (training and held out) is direction +1: no meta-learning problem
+                left, only learning to run, as a check of the policy-gradient machinery itself.
 Variant families are registered here through the plug-in path (`register_family`), as a user would.
 Each run records its post-adaptation training return per iteration and a final held-out evaluation
 (0..3 steps). Finished runs are kept in the JSON and skipped when the command is run again. Writes
@@ -39,18 +41,20 @@ from gymnasium.spaces import Box
 from gymnasium.vector.utils import batch_space
 
 from metarl.config import load_config
-from metarl.envs import HalfCheetahBatch, HalfCheetahDirEnv, register_family
+from metarl.envs import CheetahDirTask, HalfCheetahBatch, HalfCheetahDirEnv, register_family
+from metarl.envs.half_cheetah import sample_direction_tasks
 from metarl.trainer import Trainer
 
 REPO = Path(__file__).resolve().parent.parent
 SCALE = 10.0
-SCALED_ENV, XPOS_ENV = "cheetah-dir-scaled-10", "cheetah-dir-x-position"
+SCALED_ENV, XPOS_ENV, FORWARD_ENV = "cheetah-dir-scaled-10", "cheetah-dir-x-position", "cheetah-dir-forward-only"
 VARIANTS = {
     "ours": {},
     "std-0.1": {"init_log_std": math.log(0.1)},
     "scaled-10": {"env": SCALED_ENV},
     "x-position": {"env": XPOS_ENV},
     "frame-skip-1": {"frame_skip": 1},
+    "forward-only": {"frame_skip": 1, "env": FORWARD_ENV},
 }
 
 
@@ -96,12 +100,24 @@ class XPositionHalfCheetahBatch(HalfCheetahBatch):
         return np.concatenate([self.qpos, self.qvel], axis=1)
 
 
+class ForwardOnlyHalfCheetahDirEnv(HalfCheetahDirEnv):
+    """HalfCheetah-Direction whose task distribution is direction +1 only."""
+
+    @staticmethod
+    def _sample(rng: np.random.Generator, n: int) -> list:
+        # draw as the family does, so that everything drawn from rng afterwards is the same
+        return [CheetahDirTask(1.0)] * len(sample_direction_tasks(rng, n))
+
+
 def register_variants() -> None:
     register_family(SCALED_ENV, ScaledHalfCheetahDirEnv, batched=lambda n, **kw: ScaledHalfCheetahBatch(n, **kw),
                     description="HalfCheetah-Direction acting in [-10, 10], scaled by 1/10 (pytorch-maml-rl)")
     register_family(XPOS_ENV, XPositionHalfCheetahDirEnv,
                     batched=lambda n, **kw: XPositionHalfCheetahBatch(n, **kw),
                     description="HalfCheetah-Direction observing the torso's x position too")
+    register_family(FORWARD_ENV, ForwardOnlyHalfCheetahDirEnv,
+                    batched=lambda n, **kw: HalfCheetahBatch(ForwardOnlyHalfCheetahDirEnv, n, **kw),
+                    description="HalfCheetah-Direction with every task forwards (+1)")
 
 
 def run(variant: str, algo: str, seed: int, iterations: int, tasks: int, episodes: int, eval_tasks: int) -> dict:

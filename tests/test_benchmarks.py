@@ -106,6 +106,11 @@ def test_cheetah_variants_scale_actions_and_observe_x_as_documented():
     np.testing.assert_allclose(obs_1, obs_x[0], atol=1e-6)
     for env in (base, scaled, xpos):
         env.close()
+    # forward-only: every task is +1, and the generator is left where the family's own draws leave it
+    rng_f, rng_d = np.random.default_rng(5), np.random.default_rng(5)
+    assert cp.ForwardOnlyHalfCheetahDirEnv().sample_tasks(rng_f, 7) == [CheetahDirTask(1.0)] * 7
+    assert {t.direction for t in HalfCheetahDirEnv().sample_tasks(rng_d, 7)} == {-1.0, 1.0}
+    assert rng_f.random() == rng_d.random()
 
 
 def test_cheetah_protocols_runs_each_variant_at_its_frame_skip_and_resumes(tmp_path):

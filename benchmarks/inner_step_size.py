@@ -29,6 +29,7 @@ from metarl.run import load_run
 from metarl.trainer import Trainer
 
 REPO = Path(__file__).resolve().parent.parent
+DEFAULT_RUNS = REPO / "benchmarks" / "results" / "runs"
 LRS = (0.1, 0.5, 1.0)
 
 
@@ -63,7 +64,7 @@ def measure(run_dir: Path, tasks: int, seed: int) -> dict:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", nargs="+", type=Path,
-                        default=sorted(p for p in (REPO / "benchmarks" / "results" / "runs").iterdir()
+                        default=sorted(p for p in DEFAULT_RUNS.iterdir()
                                        if (p / "checkpoint.pt").is_file()))
     parser.add_argument("--tasks", type=int, default=8, help="tasks per run (default 8)")
     parser.add_argument("--seed", type=int, default=1)
@@ -74,8 +75,10 @@ def main(argv=None) -> None:
     result = {"command": " ".join(["python", "benchmarks/inner_step_size.py", *sys.argv[1:]]),
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "seed": args.seed, "runs": {}}
     for run_dir in args.runs:
-        result["runs"][run_dir.name] = measure(run_dir, args.tasks, args.seed)
-        print(run_dir.name, _row(result["runs"][run_dir.name]), flush=True)
+        # a run outside benchmarks/results/runs is named with its folder (runs-frame-skip-5/cheetah-dir-anil-seed0)
+        name = run_dir.name if run_dir.resolve().parent == DEFAULT_RUNS else f"{run_dir.parent.name}/{run_dir.name}"
+        result["runs"][name] = measure(run_dir, args.tasks, args.seed)
+        print(name, _row(result["runs"][name]), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     args.out.with_suffix(".md").write_text(_markdown(result))

@@ -197,7 +197,8 @@ def _markdown(r: dict) -> str:
     commands = "; ".join(f"`{c}`" for c in r["commands"])
     lines = [f"{commands}, {r.get('date', '')}: cheetah-dir, seed {r['seed']}, {r['iterations']} "
              f"meta-iterations of {r['tasks']} tasks x {r['episodes']} episodes x 200 steps (protocol: 40 x 20), "
-             "TRPO max KL 0.01, fvp_subsample 0.2, frame skip 5 except in frame-skip-1. Training return: mean post-adaptation return of the first and "
+             "TRPO max KL 0.01, fvp_subsample 0.2, frame skip 5 except in frame-skip-1 and forward-only. "
+             "Training return: mean post-adaptation return of the first and "
              f"last tenth of the iterations. Evaluation: {r['eval_tasks']} held-out tasks x {r['episodes']} "
              "episodes, mean return after 0..3 adaptation steps (step sizes 0.1, then 0.05).", "",
              "| algo | variant | training return, first -> last tenth | 0 steps | 1 step | 2 steps | 3 steps "

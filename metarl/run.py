@@ -26,8 +26,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
-from metarl.config import Config, config_to_dict, load_config, save_config
-from metarl.envs import ContractError, get_family
+from metarl.config import Config, config_to_dict, env_kwargs, load_config, save_config
+from metarl.envs import ContractError, get_family, make
 
 CONFIG_FILE = "config.yaml"
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -80,6 +80,12 @@ def resolve_config(env: str | None, config_file: str | None, overrides: dict, fl
     given = {k: v for k, v in flags.items() if v is not None}
     cfg = load_config(config_file, {**overrides, **given})
     check_env(cfg.env)  # a config file may name the env: check it before creating anything
+    kwargs = env_kwargs(cfg)
+    if kwargs:  # settings the family may not take (frame_skip): also checked before creating anything
+        try:
+            make(cfg.env, **kwargs).close()
+        except ValueError as exc:
+            raise RunError(f"{exc}; leave {', '.join(sorted(kwargs))} null for this family") from None
     return cfg
 
 

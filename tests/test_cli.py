@@ -231,6 +231,8 @@ def _corrupt_run(tmp_path: Path, content: bytes | dict) -> Path:
     (["train", "--env", "nav2d", "--set", "inner_lr=-1"], "-1"),
     (["train", "--env", "nav2d", "--set", "inner_rl=0.1"], "inner_rl"),
     (["train", "--env", "nav2d", "--set", "inner_lr"], "inner_lr"),
+    (["train", "--env", "nav2d", "--set", "frame_skip=1"], "'nav2d' does not take frame_skip"),
+    (["train", "--env", "cheetah-dir", "--set", "frame_skip=0"], "frame_skip"),
     (["train"], "--env"),
     (["train", "--resume", "missing-run"], "missing-run"),
     (["train", "--resume", "missing-run", "--seed", "3"], "--seed"),

@@ -18,6 +18,14 @@ so that all fit in one sitting:
                 has used it since this comparison;
   forward-only  frame skip 1, and every task (training and held out) is direction +1: no meta-learning problem
                 left, only learning to run, as a check of the policy-gradient machinery itself.
+  x-position-frame-skip-1
+                x-position at frame skip 1 (the MAML code's cheetah observes the torso's centre of mass, whose x
+                follows the torso's);
+  stale-baseline
+                frame skip 1, with the MAML code's baseline timing: rllab's `process_samples` predicts with the
+                linear baseline before fitting it, task after task, so task k's advantages use the fit on task
+                k-1's episodes, and the first task's the fit on all episodes of the previous batch (pooled, as
+                the logging call fits it); ours fits each task's own episodes.
 Variant families are registered here through the plug-in path (`register_family`), as a user would.
 Each run records its post-adaptation training return per iteration and a final held-out evaluation
 (0..3 steps). Finished runs are kept in the JSON and skipped when the command is run again. Writes
@@ -37,12 +45,16 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from gymnasium.spaces import Box
 from gymnasium.vector.utils import batch_space
 
+from metarl.advantages import (baseline_features, discounted_returns, fit_linear_baseline, gae,
+                                linear_baseline_values, normalize)
 from metarl.config import load_config
 from metarl.envs import CheetahDirTask, HalfCheetahBatch, HalfCheetahDirEnv, register_family
 from metarl.envs.half_cheetah import sample_direction_tasks
+from metarl.metalearner import Batch
 from metarl.trainer import Trainer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -55,6 +67,8 @@ VARIANTS = {
     "x-position": {"env": XPOS_ENV},
     "frame-skip-1": {"frame_skip": 1},
     "forward-only": {"frame_skip": 1, "env": FORWARD_ENV},
+    "x-position-frame-skip-1": {"frame_skip": 1, "env": XPOS_ENV},
+    "stale-baseline": {"frame_skip": 1},
 }
 
 
@@ -109,6 +123,37 @@ class ForwardOnlyHalfCheetahDirEnv(HalfCheetahDirEnv):
         return [CheetahDirTask(1.0)] * len(sample_direction_tasks(rng, n))
 
 
+class StaleBaselineTrainer(Trainer):
+    """A Trainer whose advantages use the MAML code's baseline timing (see the stale-baseline variant)."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self._pooled = None  # the fit on every episode of the previous batch; rllab's baseline starts at zero
+
+    def _batch(self, episodes) -> Batch:
+        cfg = self.cfg
+        with torch.no_grad():
+            obs, rewards, mask = episodes.observations, episodes.rewards, episodes.mask  # (K, T, N, ...)
+            feats = baseline_features(obs, mask)
+            returns = discounted_returns(rewards, mask, cfg.gamma)
+            own = fit_linear_baseline(feats, returns, mask, reg=cfg.baseline_reg)  # (K, F)
+            first = torch.zeros_like(own[0]) if self._pooled is None else self._pooled
+            stale = torch.cat([first[None], own[:-1]])  # task k predicts with task k-1's fit
+            K, T, N, F = feats.shape
+            # all tasks' episodes as one batch of K * N episodes: (T, K * N, ...)
+            self._pooled = fit_linear_baseline(feats.transpose(0, 1).reshape(T, K * N, F),
+                                               returns.transpose(0, 1).reshape(T, K * N),
+                                               mask.transpose(0, 1).reshape(T, K * N), reg=cfg.baseline_reg)
+            values = linear_baseline_values(feats, stale).to(rewards.dtype)
+            adv = gae(rewards, values, mask, cfg.gamma, cfg.gae_lambda)
+            if cfg.normalize_advantages:
+                adv = normalize(adv, mask)
+        return Batch(episodes, adv)
+
+
+TRAINERS = {"stale-baseline": StaleBaselineTrainer}
+
+
 def register_variants() -> None:
     register_family(SCALED_ENV, ScaledHalfCheetahDirEnv, batched=lambda n, **kw: ScaledHalfCheetahBatch(n, **kw),
                     description="HalfCheetah-Direction acting in [-10, 10], scaled by 1/10 (pytorch-maml-rl)")
@@ -124,7 +169,7 @@ def run(variant: str, algo: str, seed: int, iterations: int, tasks: int, episode
     overrides = {"algo": algo, "seed": seed, "iterations": iterations, "meta_batch_size": tasks,
                  "episodes_per_task": episodes, "eval_tasks": eval_tasks, "eval_episodes_per_task": episodes,
                  "fvp_subsample": 0.2, "frame_skip": 5, **VARIANTS[variant]}
-    trainer = Trainer(load_config(REPO / "configs" / "cheetah-dir.yaml", overrides))
+    trainer = TRAINERS.get(variant, Trainer)(load_config(REPO / "configs" / "cheetah-dir.yaml", overrides))
     start = time.perf_counter()
     pre, post = [], []
     for i in range(iterations):
@@ -197,19 +242,21 @@ def _markdown(r: dict) -> str:
     commands = "; ".join(f"`{c}`" for c in r["commands"])
     lines = [f"{commands}, {r.get('date', '')}: cheetah-dir, seed {r['seed']}, {r['iterations']} "
              f"meta-iterations of {r['tasks']} tasks x {r['episodes']} episodes x 200 steps (protocol: 40 x 20), "
-             "TRPO max KL 0.01, fvp_subsample 0.2, frame skip 5 except in frame-skip-1 and forward-only. "
+             "TRPO max KL 0.01, fvp_subsample 0.2, frame skip as in the table. "
              "Training return: mean post-adaptation return of the first and "
              f"last tenth of the iterations. Evaluation: {r['eval_tasks']} held-out tasks x {r['episodes']} "
              "episodes, mean return after 0..3 adaptation steps (step sizes 0.1, then 0.05).", "",
-             "| algo | variant | training return, first -> last tenth | 0 steps | 1 step | 2 steps | 3 steps "
-             "| final std (env units) | minutes |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| algo | variant | frame skip | training return, first -> last tenth | 0 steps | 1 step | 2 steps "
+             "| 3 steps | final std (env units) | minutes |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for key, run_ in r["runs"].items():
         algo, variant = key.split("/")
         e = run_["eval"]
         scale = 1.0 / SCALE if run_["overrides"].get("env") == SCALED_ENV else 1.0
         std = ", ".join(f"{scale * np.exp(v):.2f}" for v in run_["log_std"])
-        lines.append(f"| {algo} | {variant} | {_window(run_['post_adaptation'], True):.1f} -> "
+        # runs recorded before the frame_skip key existed used the family's own, 5
+        lines.append(f"| {algo} | {variant} | {run_['overrides'].get('frame_skip') or 5} | "
+                     f"{_window(run_['post_adaptation'], True):.1f} -> "
                      f"{_window(run_['post_adaptation'], False):.1f} | "
                      + " | ".join(f"{e[f'return_step_{s}']:.1f}" for s in range(4))
                      + f" | {std} | {run_['minutes']:.1f} |")

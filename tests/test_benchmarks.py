@@ -113,19 +113,62 @@ def test_cheetah_variants_scale_actions_and_observe_x_as_documented():
     assert rng_f.random() == rng_d.random()
 
 
+def test_stale_baseline_predicts_each_task_with_the_previous_tasks_fit():
+    import torch
+    from metarl.advantages import (baseline_features, discounted_returns, fit_linear_baseline, gae,
+                                   linear_baseline_values, normalize)
+    from metarl.config import load_config
+    from metarl.sampler import Episodes
+    cp = _import_benchmark("cheetah_protocols")
+    cfg = load_config(REPO / "configs" / "cheetah-dir.yaml", {})
+    trainer = object.__new__(cp.StaleBaselineTrainer)  # only _batch is under test: no envs needed
+    trainer.cfg, trainer._pooled = cfg, None
+    gen = torch.Generator().manual_seed(0)
+
+    def episodes():  # 3 tasks x 6 steps x 4 episodes, the last episode of task 1 ending after 4 steps
+        mask = torch.ones(3, 6, 4)
+        mask[1, 4:, 3] = 0.0
+        return Episodes(torch.randn(3, 6, 4, 2, generator=gen), torch.randn(3, 6, 4, 1, generator=gen),
+                        torch.randn(3, 6, 4, generator=gen) * mask, mask)
+
+    def expected(ep, weights):  # advantages of every task under the given (K, F) baseline weights
+        values = linear_baseline_values(baseline_features(ep.observations, ep.mask), weights)
+        return normalize(gae(ep.rewards, values, ep.mask, cfg.gamma, cfg.gae_lambda), ep.mask)
+
+    def own_fits(ep):
+        feats = baseline_features(ep.observations, ep.mask)
+        return fit_linear_baseline(feats, discounted_returns(ep.rewards, ep.mask, cfg.gamma), ep.mask)
+
+    first, second = episodes(), episodes()
+    w1 = own_fits(first)
+    adv = trainer._batch(first).advantages
+    # task 0: rllab's baseline before any fit predicts 0; task k: the fit on task k-1
+    torch.testing.assert_close(adv, expected(first, torch.stack([torch.zeros_like(w1[0]), w1[0], w1[1]])))
+    assert not torch.allclose(adv, expected(first, w1))  # not our own per-task fit
+    # the next batch's first task predicts with the fit on all of the previous batch's episodes, pooled
+    flat = Episodes(*(x.transpose(0, 1).reshape(1, 6, 12, *x.shape[3:]) for x in
+                      (first.observations, first.actions, first.rewards, first.mask)))
+    pooled = own_fits(flat)[0]
+    w2 = own_fits(second)
+    torch.testing.assert_close(trainer._batch(second).advantages,
+                               expected(second, torch.stack([pooled, w2[0], w2[1]])))
+
+
 def test_cheetah_protocols_runs_each_variant_at_its_frame_skip_and_resumes(tmp_path):
     out = tmp_path / "protocols"
     cmd = [sys.executable, str(REPO / "benchmarks" / "cheetah_protocols.py"), "--variants", "ours", "frame-skip-1",
-           "--iterations", "1", "--tasks", "1", "--episodes", "1", "--eval-tasks", "1", "--out", str(out)]
+           "stale-baseline", "--iterations", "1", "--tasks", "1", "--episodes", "1", "--eval-tasks", "1", "--out", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     runs = json.loads(out.with_suffix(".json").read_text())["runs"]
     assert runs["anil/ours"]["overrides"]["frame_skip"] == 5
     assert runs["anil/frame-skip-1"]["overrides"]["frame_skip"] == 1
+    assert runs["anil/stale-baseline"]["overrides"]["frame_skip"] == 1
     assert len(runs["anil/frame-skip-1"]["post_adaptation"]) == 1
-    assert "| anil | frame-skip-1 |" in out.with_suffix(".md").read_text()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)  # again: both kept, none retrained
-    assert proc.returncode == 0 and proc.stdout.count("done (kept from") == 2, proc.stdout[-2000:]
+    table = out.with_suffix(".md").read_text()
+    assert "| anil | ours | 5 |" in table and "| anil | frame-skip-1 | 1 |" in table
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)  # again: all kept, none retrained
+    assert proc.returncode == 0 and proc.stdout.count("done (kept from") == 3, proc.stdout[-2000:]
 
 
 def test_inner_step_size_reports_kl_and_shift_for_a_published_run(tmp_path):

@@ -157,7 +157,8 @@ def test_stale_baseline_predicts_each_task_with_the_previous_tasks_fit():
 def test_cheetah_protocols_runs_each_variant_at_its_frame_skip_and_resumes(tmp_path):
     out = tmp_path / "protocols"
     cmd = [sys.executable, str(REPO / "benchmarks" / "cheetah_protocols.py"), "--variants", "ours", "frame-skip-1",
-           "stale-baseline", "--iterations", "1", "--tasks", "1", "--episodes", "1", "--eval-tasks", "1", "--out", str(out)]
+           "stale-baseline", "--iterations", "1", "--tasks", "1", "--episodes", "1", "--eval-tasks", "1",
+           "--out", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     runs = json.loads(out.with_suffix(".json").read_text())["runs"]

@@ -931,8 +931,7 @@ def protocol_line(p: dict) -> str:
     # frame skip: only for families that take it (cheetah); null is the family's own
     skip = "" if p.get("frame_skip") is None else f"frame skip {p['frame_skip']}; "
     return (f"horizon {p['horizon']}; {skip}meta-batch {p['meta_batch_size']} tasks x {p['episodes_per_task']} "
-            "episodes, "
-            f"{p['inner_steps']} inner step(s) of lr {p['inner_lr']}, TRPO max KL {p['max_kl']}, "
+            f"episodes, {p['inner_steps']} inner step(s) of lr {p['inner_lr']}, TRPO max KL {p['max_kl']}, "
             f"{p['iterations']} iterations, policy {p['hidden_sizes']}, fvp_subsample {p['fvp_subsample']}, "
             f"first_order {p['first_order']}; evaluation on {p['eval_tasks']} held-out tasks (eval_seed "
             f"{p['eval_seed']}) x {p['eval_episodes_per_task']} episodes per step, step sizes {p['eval_first_lr']} "

@@ -24,8 +24,8 @@ Launch the long part with nohup; stopping it (kill PID, Ctrl-C) saves a checkpoi
 thread and one update thread (`--set sampler_threads=1 update_threads=1`, unless you --set them yourself), so two
 runs share a 2-core machine without oversubscribing it. On a machine busy with other work, `--set update_threads=1`
 also helps a single run (two torch threads fighting for a core slow the update down several times). The thread
-settings and checkpoint_every change speed, not results, so a run may be resumed with other values; any other
---set must stay as the run was started (a mismatch is refused, naming the keys).
+settings, task_chunk and checkpoint_every change speed, not results (up to float rounding), so a run may be resumed
+with other values; any other --set must stay as the run was started (a mismatch is refused, naming the keys).
 
 Each run/baselines/publish command that finishes or is stopped cleanly is appended to ROOT/commands.txt, which
 `aggregate` prints at the top of the report as the commands behind the numbers.
@@ -64,7 +64,7 @@ BASELINE_KINDS = ("random-init", "pretrained")
 EVAL_TASKS = 40
 EVAL_STEPS = 3
 # Keys that change speed, not results: a resumed run may use other values than it started with.
-BOOKKEEPING_KEYS = ("sampler_threads", "torch_threads", "update_threads", "checkpoint_every")
+BOOKKEEPING_KEYS = ("sampler_threads", "torch_threads", "update_threads", "task_chunk", "checkpoint_every")
 PARALLEL_OVERRIDES = {"sampler_threads": 1, "update_threads": 1}
 PPO_STEPS = {"cheetah-dir": 1_000_000, "cheetah-vel": 1_000_000, "nav2d": 200_000}
 PPO_STEPS_OTHER = 1_000_000

@@ -118,9 +118,9 @@ class Config:
     ls_max_steps: int = _field(15, "backtracking line-search steps", _at_least(1))
     ls_backtrack_ratio: float = _field(0.8, "step shrink factor per line-search step",
                                        _interval(0, 1, True, True))
-    task_chunk: int = _field(4, "tasks whose second-order graphs are held at once in the meta-gradient "
-                             "and line search (bounds memory; the result does not depend on it)",
-                             _at_least(1))
+    task_chunk: int = _field(2, "tasks per chunk of the meta-gradient, Fisher products and line search "
+                             "(small chunks run faster and bound the gradient's memory; the result does "
+                             "not depend on it)", _at_least(1))
     fvp_subsample: float = _field(1.0, "fraction of each task's episodes used in Fisher-vector "
                                   "products (1.0 = all, as in the papers; less is faster)",
                                   _interval(0, 1, True, False))

@@ -56,6 +56,18 @@ def test_performance_benchmark_quick_run_writes_its_table(tmp_path):
     assert "| MAML meta-iteration" in out.with_suffix(".md").read_text()
 
 
+def test_fvp_chunks_quick_run_reports_every_chunk_and_agrees_with_the_whole_batch(tmp_path):
+    out = tmp_path / "chunks"
+    _import_benchmark("fvp_chunks").main(["--quick", "--products", "1", "--threads", "1", "--out", str(out)])
+    result = json.loads(out.with_suffix(".json").read_text())
+    cases = [(r["algo"], r["task_chunk"]) for r in result["rows"]]
+    assert cases == [(algo, chunk) for algo in ("maml", "anil") for chunk in (4, 2, 1)]
+    for row in result["rows"]:
+        assert row["setup_s"] > 0 and row["fvp_s"] > 0
+        assert row["max_rel_diff"] < 1e-4  # float32 rounding only: the chunks sum to the same Fisher
+    assert out.with_suffix(".md").read_text().count("| maml |") == 3
+
+
 def test_nav2d_unit_action_variant_scales_actions_by_a_tenth_and_keeps_the_contract():
     np_ = _import_benchmark("nav2d_protocols")
 

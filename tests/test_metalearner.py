@@ -125,14 +125,17 @@ def test_first_order_meta_gradient_is_post_gradient_at_adapted_params(algo):
     assert not torch.allclose(g, g2)
 
 
+@pytest.mark.parametrize("task_chunk", [None, 2])
 @pytest.mark.parametrize("algo", ["maml", "anil"])
-def test_fisher_vector_product_equals_kl_hessian_through_inner_step(algo):
-    """J^T H J v equals the Hessian of KL(theta'(theta)) at theta_old computed by brute-force double backward."""
+def test_fisher_vector_product_equals_kl_hessian_through_inner_step(algo, task_chunk):
+    """J^T H J v equals the Hessian of KL(theta'(theta)) at theta_old computed by brute-force double backward,
+    whether the Fisher is built over all tasks at once or in chunks (2 + 1 of the K = 3 tasks)."""
     policy = tiny_policy()
     keys = adapted_keys(policy, algo)
     lrs = [0.3]
     meta = fake_meta(policy, keys, lrs)  # old policy = adapted current one: the KL is minimal at theta_old
-    _, _, fvp = meta_gradient_and_fvp(policy, leaf_params(policy), meta, keys, lrs, first_order=False)
+    _, _, fvp = meta_gradient_and_fvp(policy, leaf_params(policy), meta, keys, lrs, first_order=False,
+                                      task_chunk=task_chunk)
     params = leaf_params(policy)
     _, kl = meta_objective(policy, params, meta, keys, lrs, first_order=False)
     kl_grad = flat(torch.autograd.grad(kl, list(params.values()), create_graph=True))

@@ -1,0 +1,143 @@
+"""Cost of the TRPO update's Fisher-vector products against `task_chunk`, measured side by side in one process.
+
+At the sizes of an env's paper config (cheetah-dir: 40 tasks x 20 episodes x 200 steps, HalfCheetah's observation
+and action sizes, the 100-100 policy), for MAML and ANIL, one inner step: seconds to build the meta-gradient and
+the Fisher's graphs (`meta_gradient_and_fvp`) and seconds per Fisher-vector product, for each chunk size, each
+timed in turn in this process; and the largest difference of the products from the whole-batch one (float rounding).
+The episodes are random numbers: the cost depends on the shapes only. Results: benchmarks/results/fvp_chunks.{json,md}
+
+    python benchmarks/fvp_chunks.py                  # cheetah-dir, chunks 40 (whole batch), 4, 2, 1
+    python benchmarks/fvp_chunks.py --quick          # tiny sizes, a smoke test of the script
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from metarl.config import load_config
+from metarl.envs import get_family, make
+from metarl.metalearner import Batch, MetaBatch, adapted_values, meta_gradient_and_fvp
+from metarl.policy import GaussianMLP, adapted_keys, forward, log_prob
+from metarl.sampler import Episodes
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def random_meta_batch(policy: GaussianMLP, keys: list[str], lr: float, shape: tuple[int, int, int],
+                      obs_dim: int, act_dim: int, gen: torch.Generator) -> MetaBatch:
+    """An inner and a post-adaptation batch of random episodes, the old policy being the adapted current one."""
+    def batch() -> Batch:
+        k, t, n = shape
+        obs = torch.randn(k, t, n, obs_dim, generator=gen)
+        actions = torch.randn(k, t, n, act_dim, generator=gen)
+        mask = torch.ones(k, t, n)
+        return Batch(Episodes(obs, actions, torch.randn(k, t, n, generator=gen), mask),
+                     torch.randn(k, t, n, generator=gen))
+
+    inner, post = batch(), batch()
+    params = {k: p.detach().requires_grad_(True) for k, p in policy.named_parameters()}
+    adapted = adapted_values(policy, params, [inner], keys, [lr])
+    with torch.no_grad():
+        mean, log_std = forward(policy, adapted, post.episodes.observations)
+        old = log_prob(mean, log_std, post.episodes.actions)
+    return MetaBatch([inner], post, mean, log_std, old)
+
+
+def measure(policy: GaussianMLP, meta: MetaBatch, keys: list[str], lr: float, chunk: int, products: int,
+            v: torch.Tensor) -> tuple[dict, torch.Tensor]:
+    """Setup seconds, median seconds per product over `products` products, and the last product."""
+    params = {k: p.detach().requires_grad_(True) for k, p in policy.named_parameters()}
+    t0 = time.perf_counter()
+    _, _, fvp = meta_gradient_and_fvp(policy, params, meta, keys, [lr], first_order=False, task_chunk=chunk)
+    setup = time.perf_counter() - t0
+    times = []
+    for _ in range(products):
+        t0 = time.perf_counter()
+        out = fvp(v)
+        times.append(time.perf_counter() - t0)
+    return {"setup_s": setup, "fvp_s": statistics.median(times)}, out
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--env", default="cheetah-dir", help="paper config whose sizes are used (configs/NAME.yaml)")
+    parser.add_argument("--algos", nargs="+", default=["maml", "anil"], choices=["maml", "anil"])
+    parser.add_argument("--chunks", nargs="+", type=int, default=[40, 4, 2, 1],
+                        help="task_chunk values; the first is the reference of the differences and ratios")
+    parser.add_argument("--products", type=int, default=3, help="timed products per case (median reported)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: the config's update_threads)")
+    parser.add_argument("--quick", action="store_true", help="4 tasks x 2 episodes x 20 steps, chunks 4 2 1")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "fvp_chunks",
+                        help="output path without suffix (.json and .md are written)")
+    args = parser.parse_args(argv)
+
+    cfg = load_config(REPO / "configs" / f"{args.env}.yaml")
+    shape = (cfg.meta_batch_size, cfg.horizon or get_family(args.env).horizon, cfg.episodes_per_task)
+    chunks = args.chunks
+    if args.quick:
+        shape, chunks = (4, 20, 2), [4, 2, 1]
+    bad = [c for c in chunks if c < 1]
+    if bad:
+        parser.error(f"--chunks must be >= 1, got {bad}")
+    threads = args.threads or cfg.update_threads
+    torch.set_num_threads(threads)
+    env = make(args.env)
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    env.close()
+
+    rows = []
+    for algo in args.algos:
+        gen = torch.Generator().manual_seed(0)
+        policy = GaussianMLP(obs_dim, act_dim, cfg.hidden_sizes, cfg.init_log_std, generator=gen)
+        keys = adapted_keys(policy, algo)
+        meta = random_meta_batch(policy, keys, cfg.inner_lr, shape, obs_dim, act_dim, gen)
+        v = torch.randn(sum(p.numel() for p in policy.parameters()), generator=gen)
+        reference = None
+        for chunk in chunks:
+            row, out = measure(policy, meta, keys, cfg.inner_lr, chunk, args.products, v)
+            reference = out if reference is None else reference
+            row.update(algo=algo, task_chunk=chunk,
+                       max_rel_diff=float((out - reference).abs().max() / reference.abs().max()))
+            rows.append(row)
+            print(f"{algo:5s} task_chunk {chunk:3d}  setup {row['setup_s']:6.2f}s  per product {row['fvp_s']:6.2f}s  "
+                  f"max rel. diff {row['max_rel_diff']:.1e}", flush=True)
+
+    command = " ".join(["python", "benchmarks/fvp_chunks.py", *sys.argv[1:]]) if argv is None else "(in-process)"
+    result = {"command": command, "date": time.strftime("%Y-%m-%d %H:%M"), "env": args.env,
+              "tasks_horizon_episodes": list(shape), "threads": threads, "cg_products_per_update": cfg.cg_iters + 1,
+              "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                          "python": platform.python_version(), "torch": torch.__version__},
+              "rows": rows}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    k, t, n = shape
+    lines = [f"Fisher-vector products by task chunk, `{command}`, {result['date']}, {os.cpu_count()} CPUs, "
+             f"{threads} torch threads, torch {torch.__version__}. {args.env} sizes: {k} tasks x {n} episodes x "
+             f"{t} steps, one inner step. Each TRPO update builds the graphs once (setup, which includes the "
+             f"meta-gradient) and runs {cfg.cg_iters + 1} products ({cfg.cg_iters} conjugate-gradient iterations "
+             "and the step scale). Speed-up: against the first chunk size, on setup + that many products.", "",
+             "| algo | task_chunk | setup (s) | per product (s) | update's share (s) | speed-up | max rel. diff |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for algo in args.algos:
+        mine = [r for r in rows if r["algo"] == algo]
+        base = mine[0]["setup_s"] + (cfg.cg_iters + 1) * mine[0]["fvp_s"]
+        for r in mine:
+            total = r["setup_s"] + (cfg.cg_iters + 1) * r["fvp_s"]
+            lines.append(f"| {algo} | {r['task_chunk']} | {r['setup_s']:.2f} | {r['fvp_s']:.2f} | {total:.1f} | "
+                         f"{base / total:.2f}x | {r['max_rel_diff']:.1e} |")
+    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

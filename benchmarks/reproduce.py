@@ -66,6 +66,10 @@ EVAL_STEPS = 3
 # Keys that change speed, not results: a resumed run may use other values than it started with.
 BOOKKEEPING_KEYS = ("sampler_threads", "torch_threads", "update_threads", "task_chunk", "checkpoint_every")
 PARALLEL_OVERRIDES = {"sampler_threads": 1, "update_threads": 1}
+# Keys of the TRPO meta-update alone: a baseline is adapted and evaluated, never meta-trained, so its result stays
+# valid when they change (the cheetah configs moved to fvp_subsample 1.0 after the baselines were computed at 0.2).
+META_UPDATE_KEYS = ("max_kl", "cg_iters", "cg_damping", "ls_max_steps", "ls_backtrack_ratio", "fvp_subsample",
+                    "first_order")
 PPO_STEPS = {"cheetah-dir": 1_000_000, "cheetah-vel": 1_000_000, "nav2d": 200_000}
 PPO_STEPS_OTHER = 1_000_000
 PPO_ENVS = 4
@@ -226,13 +230,15 @@ def grid_overrides(overrides: dict, jobs: int) -> dict:
     return {**PARALLEL_OVERRIDES, **overrides}
 
 
-def config_differences(saved, requested) -> list[str]:
-    """Protocol keys on which a run's saved config and the requested one disagree (iterations and speed aside)."""
+def config_differences(saved, requested, ignore: tuple[str, ...] = ()) -> list[str]:
+    """Protocol keys on which a run's saved config and the requested one disagree (iterations, speed and `ignore`
+    aside)."""
     from metarl.config import config_to_dict
 
     a, b = config_to_dict(saved), config_to_dict(requested)
+    skip = {*BOOKKEEPING_KEYS, "iterations", *ignore}
     return [f"{key}: saved {a[key]!r}, requested {b[key]!r}" for key in a
-            if a.get(key) != b.get(key) and key not in BOOKKEEPING_KEYS and key != "iterations"]
+            if a.get(key) != b.get(key) and key not in skip]
 
 
 def open_existing_run(run_dir: Path, requested):
@@ -665,13 +671,14 @@ def baseline_cell(root: Path, env: str, kind: str, seed: int, overrides: dict, p
 
 
 def same_protocol(saved: dict | None, cfg) -> bool:
-    """True if a saved config dict matches cfg on every key that changes a baseline's result (not iterations)."""
+    """True if a saved config dict matches cfg on every key that changes a baseline's result (not iterations, not
+    the meta-update's)."""
     from metarl.config import load_config
 
     if not isinstance(saved, dict):
         return False
     try:
-        return not config_differences(load_config(None, saved), cfg)
+        return not config_differences(load_config(None, saved), cfg, ignore=META_UPDATE_KEYS)
     except Exception:  # noqa: BLE001  (an unreadable or outdated saved config: recompute)
         return False
 

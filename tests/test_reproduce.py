@@ -145,6 +145,20 @@ def test_run_is_resumable_and_publishable(reproduce, tmp_path, capsys):
     assert json.loads((copy / "eval.json").read_text())["returns"] == evaluation["returns"]
 
 
+def test_a_baseline_stays_valid_when_only_the_meta_update_changes(reproduce):
+    """Baselines are never meta-trained: TRPO settings do not invalidate them, the evaluation protocol does."""
+    from metarl.config import config_to_dict
+
+    saved = config_to_dict(load_config(CONFIGS / "cheetah-dir.yaml", {"fvp_subsample": 0.2, "seed": 1}))
+    assert reproduce.same_protocol(saved, load_config(CONFIGS / "cheetah-dir.yaml", {"seed": 1, "max_kl": 0.02}))
+    assert not reproduce.same_protocol(saved, load_config(CONFIGS / "cheetah-dir.yaml", {"seed": 1, "eval_seed": 7}))
+    assert not reproduce.same_protocol(saved, load_config(CONFIGS / "cheetah-dir.yaml", {"seed": 2}))
+    # a resumed meta-training run is still held to its TRPO settings
+    requested = load_config(CONFIGS / "cheetah-dir.yaml", {"seed": 1})
+    differences = reproduce.config_differences(load_config(None, saved), requested)
+    assert differences == ["fvp_subsample: saved 0.2, requested 1.0"]
+
+
 def test_ppo_task_mixture_env_takes_the_configs_frame_skip(reproduce):
     cfg = load_config(CONFIGS / "cheetah-vel.yaml")
     assert cfg.frame_skip == 1  # the MAML code's rllab cheetah

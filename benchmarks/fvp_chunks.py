@@ -89,6 +89,8 @@ def main(argv=None) -> None:
     bad = [c for c in chunks if c < 1]
     if bad:
         parser.error(f"--chunks must be >= 1, got {bad}")
+    if args.products < 1 or (args.threads is not None and args.threads < 1):
+        parser.error(f"--products and --threads must be >= 1, got {args.products} and {args.threads}")
     threads = args.threads or cfg.update_threads
     torch.set_num_threads(threads)
     env = make(args.env)

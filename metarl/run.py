@@ -463,12 +463,14 @@ def evaluate_run(run_dir: str | os.PathLike, tasks: int | None = None, steps: in
     trainer = Trainer(cfg)
     try:
         _restore(trainer, ckpt, path)
-        returns = trainer.evaluate(num_tasks=tasks, steps=steps, episodes_per_task=episodes)
+        returns = trainer.evaluate(num_tasks=tasks, steps=steps, episodes_per_task=episodes, per_task=True)
+        per_task = returns.pop("per_task")
     finally:
         trainer.close()
     report = EvalReport({"env": cfg.env, "algo": cfg.algo, "seed": cfg.seed, "iteration": trainer.iteration,
                          "env_steps": trainer.env_steps, "horizon": trainer.horizon, "tasks": tasks,
-                         "steps": steps, "episodes": episodes, "eval_seed": cfg.eval_seed, "returns": returns})
+                         "steps": steps, "episodes": episodes, "eval_seed": cfg.eval_seed, "returns": returns,
+                         "per_task": per_task})
     tmp = out.with_name(out.name + ".tmp")
     try:
         tmp.write_text(json.dumps(report.data, indent=2) + "\n", encoding="utf-8")

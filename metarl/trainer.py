@@ -7,6 +7,7 @@ the meta-parameters through the adaptation. Every iteration returns a flat dict 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -122,12 +123,13 @@ class Trainer:
 
     # -- held-out evaluation ---------------------------------------------------------------------------------
     def evaluate(self, num_tasks: int | None = None, steps: int | None = None,
-                 episodes_per_task: int | None = None) -> dict:
+                 episodes_per_task: int | None = None, per_task: bool = False) -> dict:
         """Return after 0..steps adaptation steps on held-out tasks, mean and std over tasks.
 
         Test tasks, env seeds and action noise come from `eval_seed` alone, so evaluation is the same for every
         checkpoint and never disturbs the training streams. Step sizes: eval_first_lr, then eval_later_lr (MAML).
-        The 0-step return is the no-inner-loop analogue of the ANIL paper's NIL.
+        The 0-step return is the no-inner-loop analogue of the ANIL paper's NIL. With `per_task`, the result also
+        holds "per_task": each task's fields and its mean return after each step (a mean hides which tasks fail).
         """
         cfg = self.cfg
         num_tasks = num_tasks or cfg.eval_tasks
@@ -142,16 +144,21 @@ class Trainer:
         tasks = self._task_env.sample_tasks(rng, num_tasks)
         noise = torch.Generator().manual_seed(cfg.eval_seed)
         params = {k: v.detach() for k, v in meta_params(self.policy).items()}
-        result = {}
+        result, by_step = {}, []
         for step in range(steps + 1):
             seed = int(rng.integers(0, 2**31 - 1 - sampler.env.num_envs))
             episodes, _ = self._sample(sampler, params, tasks, seed, noise)
-            per_task = episodes.episode_returns().mean(1)
-            result[f"return_step_{step}"] = float(per_task.mean())
-            result[f"return_step_{step}_std"] = float(per_task.std(unbiased=False))
+            returns = episodes.episode_returns().mean(1)  # [tasks]
+            by_step.append(returns.tolist())
+            result[f"return_step_{step}"] = float(returns.mean())
+            result[f"return_step_{step}_std"] = float(returns.std(unbiased=False))
             if step < steps:
                 lr = cfg.eval_first_lr if step == 0 else cfg.eval_later_lr
                 params = adapted_values(self.policy, params, [self._batch(episodes)], self.keys, [lr])
+        if per_task:
+            result["per_task"] = [{"task": _jsonable(dataclasses.asdict(task)),
+                                   "returns": [step_returns[i] for step_returns in by_step]}
+                                  for i, task in enumerate(tasks)]
         return result
 
     # -- state for checkpoints ---------------------------------------------------------------------------------
@@ -171,3 +178,16 @@ class Trainer:
         self.sampler.close()
         for sampler in self._eval_samplers.values():
             sampler.close()
+
+
+def _jsonable(value):
+    """A task's fields as JSON values: numpy scalars and arrays become numbers and lists, the unknown a string."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, float, np.number)):
+        return value.item() if isinstance(value, np.number) else value
+    return value if isinstance(value, str) or value is None else repr(value)

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -179,6 +180,14 @@ def test_eval_prints_a_table_and_writes_eval_json(straight_run):
     assert (report["env"], report["tasks"], report["steps"], report["horizon"]) == ("nav2d", 3, 1, 20)
     assert {"return_step_0", "return_step_1"} <= set(report["returns"])
     assert f"{report['returns']['return_step_1']:.2f}" in proc.stdout
+    # Per task: its goal and its return after each step; the table's means and stds are over these.
+    per_task = report["per_task"]
+    assert len(per_task) == 3 and all(len(t["task"]["goal"]) == 2 and len(t["returns"]) == 2 for t in per_task)
+    assert len({tuple(t["task"]["goal"]) for t in per_task}) == 3
+    for step in (0, 1):
+        returns = np.array([t["returns"][step] for t in per_task])
+        assert returns.mean() == pytest.approx(report["returns"][f"return_step_{step}"], rel=1e-5)
+        assert returns.std() == pytest.approx(report["returns"][f"return_step_{step}_std"], rel=1e-4)
 
 
 def test_eval_out_writes_elsewhere_and_leaves_the_run_untouched(straight_run, tmp_path):

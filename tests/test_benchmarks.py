@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "env_throughput.py"
@@ -199,3 +200,26 @@ def test_inner_step_size_reports_kl_and_shift_for_a_published_run(tmp_path):
     ratio = np.array(result["steps"]["1.0"]["kl"]) / np.array(result["steps"]["0.1"]["kl"])
     np.testing.assert_allclose(ratio, 100.0, rtol=1e-3)
     assert "| nav2d-anil-seed0 |" in out.with_suffix(".md").read_text()
+
+
+def test_adaptation_step_sizes_matches_metarl_eval_at_the_protocol_step(tmp_path):
+    from metarl.run import evaluate_run
+
+    run = REPO / "benchmarks" / "results" / "runs" / "nav2d-anil-seed0"
+    out = tmp_path / "sizes"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "adaptation_step_sizes.py"), "--runs", str(run),
+                           "--lrs", "0.1", "0.4", "--tasks", "3", "--episodes", "4", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.with_suffix(".json").read_text())["runs"]["runs/nav2d-anil-seed0"]
+    reference = evaluate_run(run, tasks=3, steps=1, episodes=4, out=tmp_path / "eval.json").data
+    # At the protocol's step size it is exactly `metarl eval`: same tasks, episodes and noise.
+    assert result["return_step_0"] == pytest.approx(reference["returns"]["return_step_0"], abs=1e-6)
+    assert result["lrs"]["0.1"]["return_step_1"] == pytest.approx(reference["returns"]["return_step_1"], abs=1e-6)
+    assert result["lrs"]["0.1"]["per_task"] == pytest.approx([t["returns"][1] for t in reference["per_task"]])
+    assert result["lrs"]["0.4"]["return_step_1"] != result["lrs"]["0.1"]["return_step_1"]
+    assert np.isfinite(result["head_input_sq_norm"]) and result["head_input_sq_norm"] > 0
+    assert "| runs/nav2d-anil-seed0 | " in out.with_suffix(".md").read_text()
+    bad = subprocess.run([sys.executable, str(REPO / "benchmarks" / "adaptation_step_sizes.py"), "--runs", str(run),
+                          "--lrs", "0", "--out", str(out)], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--lrs must be positive, got [0.0]" in bad.stderr

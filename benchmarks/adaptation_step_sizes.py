@@ -1,0 +1,124 @@
+"""Held-out return after one adaptation step, by the size of that step, from a run's checkpoint.
+
+The protocol fixes the first step at 0.1 in training and evaluation. If a meta-trained policy does better after one
+step of another size, its step is mis-scaled: too short to turn the policy, or so long that it overshoots. Also
+reported: the mean squared norm of the head's input (the last hidden layer's output) over the visited states. A
+head-only (ANIL) step changes the mean action by about step size x that norm x the advantage-weighted gradient, so
+features that grow during meta-training make a fixed step size ever longer.
+Same held-out tasks, episodes and noise as `metarl eval` (the run's eval_seed): only the step size differs.
+Writes OUT.json and OUT.md.
+
+    python benchmarks/adaptation_step_sizes.py --runs benchmarks/results/runs/cheetah-dir-anil-seed0
+    python benchmarks/adaptation_step_sizes.py --runs RUN --lrs 0.05 0.1 --tasks 4 --episodes 2 --out /tmp/x
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from metarl.policy import meta_params
+from metarl.run import load_run
+from metarl.trainer import Trainer
+
+REPO = Path(__file__).resolve().parent.parent
+LRS = (0.025, 0.05, 0.1, 0.2, 0.4)
+
+
+def head_input_sq_norm(trainer: Trainer, tasks: int, episodes: int) -> float:
+    """Mean over visited states of ||body(obs)||^2, on held-out tasks with the meta-parameters (before adapting)."""
+    from metarl.sampler import Sampler
+
+    cfg = trainer.cfg
+    sampler = Sampler(cfg.env, tasks, episodes, trainer.horizon, cfg.sampler_threads, trainer.env_kwargs)
+    try:
+        rng = np.random.default_rng(cfg.eval_seed)
+        task_list = trainer._task_env.sample_tasks(rng, tasks)
+        params = {k: v.detach() for k, v in meta_params(trainer.policy).items()}
+        seed = int(rng.integers(0, 2**31 - 1 - sampler.env.num_envs))  # the seed evaluate() draws for step 0
+        episodes, _ = trainer._sample(sampler, params, task_list, seed, torch.Generator().manual_seed(cfg.eval_seed))
+    finally:
+        sampler.close()
+    with torch.no_grad():
+        sq = trainer.policy.body(episodes.observations).pow(2).sum(-1)  # [tasks, T, episodes]
+    return float((sq * episodes.mask).sum() / episodes.mask.sum())
+
+
+def measure(run_dir: Path, lrs, tasks: int | None, episodes: int | None) -> dict:
+    _, cfg, ckpt = load_run(run_dir)
+    tasks, episodes = tasks or cfg.eval_tasks, episodes or cfg.eval_episodes_per_task
+    trainer = Trainer(cfg)
+    try:
+        trainer.load_state_dict(ckpt["trainer"])
+        out = {"env": cfg.env, "algo": cfg.algo, "seed": cfg.seed, "iteration": trainer.iteration,
+               "protocol_lr": cfg.eval_first_lr, "tasks": tasks, "episodes": episodes,
+               "head_input_sq_norm": head_input_sq_norm(trainer, tasks, episodes), "lrs": {}}
+        for lr in lrs:
+            trainer.cfg = dataclasses.replace(cfg, eval_first_lr=lr)  # evaluate() reads its step size from cfg
+            result = trainer.evaluate(num_tasks=tasks, steps=1, episodes_per_task=episodes, per_task=True)
+            out["return_step_0"] = result["return_step_0"]  # the same for every lr: same seed, no step yet
+            out["lrs"][str(lr)] = {"return_step_1": result["return_step_1"],
+                                   "return_step_1_std": result["return_step_1_std"],
+                                   "per_task": [t["returns"][1] for t in result["per_task"]]}
+    finally:
+        trainer.cfg = cfg
+        trainer.close()
+    return out
+
+
+def _name(run_dir: Path) -> str:
+    return f"{run_dir.resolve().parent.name}/{run_dir.name}"
+
+
+def _markdown(r: dict) -> str:
+    lrs = r["lrs"]
+    lines = [f"`{r['command']}`, {r['date']}: held-out return after one adaptation step of each size from each "
+             "run's checkpoint (mean ± std over tasks; the protocol's step is 0.1), and the mean squared norm of "
+             "the head's input over the visited states before adapting.", "",
+             "| run | iteration | tasks x episodes | ‖features‖² | 0 steps | "
+             + " | ".join(f"1 step of {lr}" for lr in lrs) + " |",
+             "| --- | --- | --- | --- | --- |" + " --- |" * len(lrs)]
+    for name, run in r["runs"].items():
+        cells = [f"{run['lrs'][str(lr)]['return_step_1']:.1f} ± {run['lrs'][str(lr)]['return_step_1_std']:.1f}"
+                 for lr in lrs]
+        lines.append(f"| {name} | {run['iteration']} | {run['tasks']} x {run['episodes']} | "
+                     f"{run['head_input_sq_norm']:.3g} | {run['return_step_0']:.1f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", nargs="+", type=Path, required=True, help="run directories (config + checkpoint)")
+    parser.add_argument("--lrs", nargs="+", type=float, default=list(LRS), help=f"step sizes (default {LRS})")
+    parser.add_argument("--tasks", type=int, help="held-out tasks (default: the run's eval_tasks)")
+    parser.add_argument("--episodes", type=int, help="episodes per task (default: the run's evaluation episodes)")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "adaptation_step_sizes",
+                        help="output path without suffix (.json and .md are written)")
+    args = parser.parse_args(argv)
+    for flag, value in (("--tasks", args.tasks), ("--episodes", args.episodes)):
+        if value is not None and value < 1:
+            parser.error(f"{flag} must be at least 1, got {value}")
+    if bad := [lr for lr in args.lrs if not lr > 0]:
+        parser.error(f"--lrs must be positive, got {bad}")
+    torch.set_num_threads(1)
+    result = {"command": " ".join(["python", "benchmarks/adaptation_step_sizes.py", *sys.argv[1:]]),
+              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "lrs": args.lrs, "runs": {}}
+    for run_dir in args.runs:
+        result["runs"][_name(run_dir)] = run = measure(run_dir, args.lrs, args.tasks, args.episodes)
+        print(_name(run_dir), f"iteration {run['iteration']}", f"0 steps {run['return_step_0']:.1f}",
+              *(f"lr {lr}: {run['lrs'][str(lr)]['return_step_1']:.1f}" for lr in args.lrs), flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    args.out.with_suffix(".md").write_text(_markdown(result))
+    print(_markdown(result))
+
+
+if __name__ == "__main__":
+    main()

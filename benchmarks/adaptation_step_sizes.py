@@ -4,7 +4,9 @@ The protocol fixes the first step at 0.1 in training and evaluation. If a meta-t
 step of another size, its step is mis-scaled: too short to turn the policy, or so long that it overshoots. Also
 reported: the mean squared norm of the head's input (the last hidden layer's output) over the visited states. A
 head-only (ANIL) step changes the mean action by about step size x that norm x the advantage-weighted gradient, so
-features that grow during meta-training make a fixed step size ever longer.
+features that grow during meta-training make a fixed step size ever longer. And the step's reliability: the
+cosine between the inner-step gradients of independent batches of episodes on the same task (1 = the batch does
+not matter, 0 = the step's direction is all sampling noise), averaged over the pairs of four batches.
 Same held-out tasks, episodes and noise as `metarl eval` (the run's eval_seed): only the step size differs.
 Writes OUT.json and OUT.md.
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import sys
 import time
@@ -30,6 +33,7 @@ from metarl.trainer import Trainer
 
 REPO = Path(__file__).resolve().parent.parent
 LRS = (0.025, 0.05, 0.1, 0.2, 0.4)
+AGREEMENT_SEEDS = (1, 2, 3, 4)  # env and noise seeds of the batches whose inner gradients are compared
 
 
 def head_input_sq_norm(trainer: Trainer, tasks: int, episodes: int) -> float:
@@ -51,6 +55,36 @@ def head_input_sq_norm(trainer: Trainer, tasks: int, episodes: int) -> float:
     return float((sq * episodes.mask).sum() / episodes.mask.sum())
 
 
+def gradient_agreement(trainer: Trainer, tasks: int, episodes: int, seeds: tuple[int, ...]) -> list[float]:
+    """Per held-out task, the mean cosine between the inner-step gradients (on the adapted keys) of pairs of batches.
+
+    Batch i is `episodes` episodes per task sampled with env seed and noise seed `seeds[i]` from the meta-parameters;
+    every pair of batches is compared and each task's cosines are averaged (one pair is a noisy estimate).
+    """
+    from metarl.metalearner import inner_loss
+    from metarl.sampler import Sampler
+    if len(seeds) < 2:
+        raise ValueError(f"gradient_agreement needs at least two seeds to compare batches, got {seeds!r}")
+    cfg = trainer.cfg
+    task_list = trainer._task_env.sample_tasks(np.random.default_rng(cfg.eval_seed), tasks)
+    params = {k: v.detach() for k, v in meta_params(trainer.policy).items()}
+    sampler = Sampler(cfg.env, tasks, episodes, trainer.horizon, cfg.sampler_threads, trainer.env_kwargs)
+    grads = []
+    try:
+        for seed in seeds:
+            batch = trainer._batch(trainer._sample(sampler, params, task_list, seed,
+                                                   torch.Generator().manual_seed(seed))[0])
+            per_task = {k: params[k].expand(tasks, *params[k].shape).clone().requires_grad_() for k in trainer.keys}
+            loss = inner_loss(trainer.policy, {**params, **per_task}, batch).sum()  # task i's loss -> copy i only
+            g = torch.autograd.grad(loss, list(per_task.values()))
+            grads.append(torch.cat([x.reshape(tasks, -1) for x in g], dim=1))  # (tasks, adapted parameters)
+    finally:
+        sampler.close()
+    cosines = [torch.nn.functional.cosine_similarity(grads[i], grads[j], dim=1)
+               for i, j in itertools.combinations(range(len(seeds)), 2)]
+    return torch.stack(cosines).mean(0).tolist()
+
+
 def measure(run_dir: Path, lrs, tasks: int | None, episodes: int | None) -> dict:
     _, cfg, ckpt = load_run(run_dir)
     tasks, episodes = tasks or cfg.eval_tasks, episodes or cfg.eval_episodes_per_task
@@ -59,7 +93,9 @@ def measure(run_dir: Path, lrs, tasks: int | None, episodes: int | None) -> dict
         trainer.load_state_dict(ckpt["trainer"])
         out = {"env": cfg.env, "algo": cfg.algo, "seed": cfg.seed, "iteration": trainer.iteration,
                "protocol_lr": cfg.eval_first_lr, "tasks": tasks, "episodes": episodes,
-               "head_input_sq_norm": head_input_sq_norm(trainer, tasks, episodes), "lrs": {}}
+               "head_input_sq_norm": head_input_sq_norm(trainer, tasks, episodes),
+               "gradient_agreement": float(np.mean(gradient_agreement(trainer, tasks, episodes, AGREEMENT_SEEDS))),
+               "lrs": {}}
         for lr in lrs:
             trainer.cfg = dataclasses.replace(cfg, eval_first_lr=lr)  # evaluate() reads its step size from cfg
             result = trainer.evaluate(num_tasks=tasks, steps=1, episodes_per_task=episodes, per_task=True)
@@ -80,16 +116,18 @@ def _name(run_dir: Path) -> str:
 def _markdown(r: dict) -> str:
     lrs = r["lrs"]
     lines = [f"`{r['command']}`, {r['date']}: held-out return after one adaptation step of each size from each "
-             "run's checkpoint (mean ± std over tasks; the protocol's step is 0.1), and the mean squared norm of "
-             "the head's input over the visited states before adapting.", "",
-             "| run | iteration | tasks x episodes | ‖features‖² | 0 steps | "
+             "run's checkpoint (mean ± std over tasks; the protocol's step is 0.1), the mean squared norm of "
+             "the head's input over the visited states before adapting, and the gradient agreement: the mean over "
+             "tasks of the cosine between the inner-step gradients of independent batches of the same task "
+             f"(all pairs of {len(AGREEMENT_SEEDS)} batches).",
+             "", "| run | iteration | tasks x episodes | ‖features‖² | gradient agreement | 0 steps | "
              + " | ".join(f"1 step of {lr}" for lr in lrs) + " |",
-             "| --- | --- | --- | --- | --- |" + " --- |" * len(lrs)]
+             "| --- | --- | --- | --- | --- | --- |" + " --- |" * len(lrs)]
     for name, run in r["runs"].items():
         cells = [f"{run['lrs'][str(lr)]['return_step_1']:.1f} ± {run['lrs'][str(lr)]['return_step_1_std']:.1f}"
                  for lr in lrs]
         lines.append(f"| {name} | {run['iteration']} | {run['tasks']} x {run['episodes']} | "
-                     f"{run['head_input_sq_norm']:.3g} | {run['return_step_0']:.1f} | " + " | ".join(cells) + " |")
+                     f"{run['head_input_sq_norm']:.3g} | {run['gradient_agreement']:.2f} | {run['return_step_0']:.1f} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -219,7 +219,28 @@ def test_adaptation_step_sizes_matches_metarl_eval_at_the_protocol_step(tmp_path
     assert result["lrs"]["0.1"]["per_task"] == pytest.approx([t["returns"][1] for t in reference["per_task"]])
     assert result["lrs"]["0.4"]["return_step_1"] != result["lrs"]["0.1"]["return_step_1"]
     assert np.isfinite(result["head_input_sq_norm"]) and result["head_input_sq_norm"] > 0
+    assert -1.0 <= result["gradient_agreement"] <= 1.0
     assert "| runs/nav2d-anil-seed0 | " in out.with_suffix(".md").read_text()
     bad = subprocess.run([sys.executable, str(REPO / "benchmarks" / "adaptation_step_sizes.py"), "--runs", str(run),
                           "--lrs", "0", "--out", str(out)], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--lrs must be positive, got [0.0]" in bad.stderr
+
+
+def test_gradient_agreement_is_one_for_the_same_batch_and_below_one_for_independent_batches():
+    from metarl.run import load_run
+    from metarl.trainer import Trainer
+
+    sizes = _import_benchmark("adaptation_step_sizes")
+    _, cfg, ckpt = load_run(REPO / "benchmarks" / "results" / "runs" / "nav2d-anil-seed0")
+    trainer = Trainer(cfg)
+    try:
+        trainer.load_state_dict(ckpt["trainer"])
+        same = sizes.gradient_agreement(trainer, tasks=3, episodes=4, seeds=(7, 7, 7))
+        independent = sizes.gradient_agreement(trainer, tasks=3, episodes=4, seeds=(7, 8, 9))
+        with pytest.raises(ValueError, match=r"at least two seeds to compare batches, got \(7,\)"):
+            sizes.gradient_agreement(trainer, tasks=3, episodes=4, seeds=(7,))
+    finally:
+        trainer.close()
+    # The same seed reproduces the batch, so each task's gradients coincide; fresh episodes move them.
+    assert same == pytest.approx([1.0, 1.0, 1.0], abs=1e-5)
+    assert len(independent) == 3 and all(-1.0 <= c < 0.999 for c in independent)

@@ -24,8 +24,9 @@ Launch the long part with nohup; stopping it (kill PID, Ctrl-C) saves a checkpoi
 thread and one update thread (`--set sampler_threads=1 update_threads=1`, unless you --set them yourself), so two
 runs share a 2-core machine without oversubscribing it. On a machine busy with other work, `--set update_threads=1`
 also helps a single run (two torch threads fighting for a core slow the update down several times). The thread
-settings, task_chunk and checkpoint_every change speed, not results (up to float rounding), so a run may be resumed
-with other values; any other --set must stay as the run was started (a mismatch is refused, naming the keys).
+settings, task_chunk, checkpoint_every and keep_checkpoint_every change speed or disk use, not results (up to float
+rounding), so a run may be resumed with other values; any other --set must stay as the run was started (a mismatch
+is refused, naming the keys).
 
 Each run/baselines/publish command that finishes or is stopped cleanly is appended to ROOT/commands.txt, which
 `aggregate` prints at the top of the report as the commands behind the numbers.
@@ -64,7 +65,8 @@ BASELINE_KINDS = ("random-init", "pretrained")
 EVAL_TASKS = 40
 EVAL_STEPS = 3
 # Keys that change speed, not results: a resumed run may use other values than it started with.
-BOOKKEEPING_KEYS = ("sampler_threads", "torch_threads", "update_threads", "task_chunk", "checkpoint_every")
+BOOKKEEPING_KEYS = ("sampler_threads", "torch_threads", "update_threads", "task_chunk", "checkpoint_every",
+                    "keep_checkpoint_every")
 PARALLEL_OVERRIDES = {"sampler_threads": 1, "update_threads": 1}
 # Keys of the TRPO meta-update alone: a baseline is adapted and evaluated, never meta-trained, so its result stays
 # valid when they change (the cheetah configs moved to fvp_subsample 1.0 after the baselines were computed at 0.2).

@@ -137,6 +137,8 @@ class Config:
     eval_later_lr: float = _field(0.05, "evaluation step size of later adaptation steps",
                                   _positive())
     checkpoint_every: int = _field(10, "iterations between checkpoints", _at_least(1))
+    keep_checkpoint_every: int = _field(0, "also keep a copy of the checkpoint every N iterations in "
+                                        "checkpoints/ (0 = keep only the latest)", _at_least(0))
     sampler_threads: int = _field(2, "threads stepping the simulator", _at_least(1))
     torch_threads: int = _field(1, "torch intra-op threads while sampling (the simulator's threads "
                                 "use the cores then)", _at_least(1))

@@ -4,6 +4,7 @@ A run directory holds everything about one training run, so it can be inspected,
 
     config.yaml       the resolved configuration (load_config reads it back)
     checkpoint.pt     the latest trainer state, replaced atomically
+    checkpoints/      copies of it every keep_checkpoint_every iterations (iteration-NNNNNN.pt), if set
     metrics.jsonl     one JSON object per iteration, plus one per evaluation (its keys start with "eval/")
     events.out.*      TensorBoard scalars (x-axis: env steps) and the hyper-parameter table
     eval.json         written by `metarl eval`
@@ -18,6 +19,7 @@ import copy
 import json
 import os
 import re
+import shutil
 import signal
 import sys
 import threading
@@ -31,6 +33,7 @@ from metarl.envs import ContractError, get_family, make
 
 CONFIG_FILE = "config.yaml"
 CHECKPOINT_FILE = "checkpoint.pt"
+KEPT_CHECKPOINTS_DIR = "checkpoints"  # snapshots kept every keep_checkpoint_every iterations
 METRICS_FILE = "metrics.jsonl"
 EVAL_FILE = "eval.json"
 CHECKPOINT_FORMAT = 1
@@ -146,6 +149,20 @@ def save_checkpoint(run_dir: Path, trainer_state: dict, last_eval: int) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save({"format": CHECKPOINT_FORMAT, "trainer": trainer_state, "last_eval_iteration": last_eval}, tmp)
     os.replace(tmp, path)
+
+
+def keep_checkpoint(run_dir: Path, iteration: int) -> Path:
+    """Copy checkpoint.pt to checkpoints/iteration-NNNNNN.pt (atomically), a snapshot to study training with later.
+
+    A kept snapshot is a complete checkpoint: copy it over checkpoint.pt to resume from that iteration.
+    """
+    folder = run_dir / KEPT_CHECKPOINTS_DIR
+    folder.mkdir(exist_ok=True)
+    path = folder / f"iteration-{iteration:06d}.pt"
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.copyfile(run_dir / CHECKPOINT_FILE, tmp)
+    os.replace(tmp, path)
+    return path
 
 
 def load_checkpoint(run_dir: Path) -> dict:
@@ -402,9 +419,12 @@ def train(run_dir: Path, cfg: Config, ckpt: dict | None = None, bar: bool | None
                         progress.update(metrics)
                     if eval_due(cfg, trainer.iteration):
                         last_eval = _evaluate(trainer, log, progress)
-                    if trainer.iteration % cfg.checkpoint_every == 0 or trainer.iteration == cfg.iterations:
+                    keep = cfg.keep_checkpoint_every > 0 and trainer.iteration % cfg.keep_checkpoint_every == 0
+                    if keep or trainer.iteration % cfg.checkpoint_every == 0 or trainer.iteration == cfg.iterations:
                         with signals_deferred():
                             save_checkpoint(run_dir, state, last_eval)
+                            if keep:
+                                keep_checkpoint(run_dir, trainer.iteration)
                             log.flush()
         except KeyboardInterrupt:
             save_checkpoint(run_dir, state, last_eval)

@@ -129,6 +129,22 @@ def test_resume_after_a_clean_stop_matches_an_uninterrupted_run(straight_run, tm
     assert scalar_steps(run_dir, "trpo/kl") == [line["env_steps"] for line in straight[:4]]
 
 
+def test_kept_checkpoints_are_snapshots_a_run_can_resume_from(straight_run, tmp_path):
+    run_dir = tmp_path / "run"
+    # checkpoint_every=3 does not divide 2 or 4: keeping must save a checkpoint of those iterations itself.
+    metarl(*train_args(run_dir, 4), "checkpoint_every=3", "keep_checkpoint_every=2", cwd=tmp_path)
+    kept = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    assert kept == ["iteration-000002.pt", "iteration-000004.pt"]
+    for name, iteration in zip(kept, (2, 4)):
+        assert torch.load(run_dir / "checkpoints" / name, weights_only=True)["trainer"]["iteration"] == iteration
+
+    shutil.copyfile(run_dir / "checkpoints" / "iteration-000002.pt", run_dir / "checkpoint.pt")
+    metarl("train", "--resume", str(run_dir), "--iterations", "4", cwd=tmp_path)
+    resumed, _ = read_metrics(run_dir)
+    straight, _ = read_metrics(straight_run)
+    assert without_timing(resumed) == without_timing(straight[:4])
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_resume_after_a_real_interrupt_matches_an_uninterrupted_run(straight_run, tmp_path, signum):
     run_dir = tmp_path / "run"

@@ -12,6 +12,7 @@ Writes OUT.json and OUT.md.
 
     python benchmarks/adaptation_step_sizes.py --runs benchmarks/results/runs/cheetah-dir-anil-seed0
     python benchmarks/adaptation_step_sizes.py --runs RUN --lrs 0.05 0.1 --tasks 4 --episodes 2 --out /tmp/x
+    python benchmarks/adaptation_step_sizes.py --runs RUN/checkpoints/iteration-0000{50,100}.pt --lrs 0.1
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 
 from metarl.policy import meta_params
-from metarl.run import load_run
+from metarl.run import KEPT_CHECKPOINTS_DIR, load_run
 from metarl.trainer import Trainer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -85,8 +86,15 @@ def gradient_agreement(trainer: Trainer, tasks: int, episodes: int, seeds: tuple
     return torch.stack(cosines).mean(0).tolist()
 
 
-def measure(run_dir: Path, lrs, tasks: int | None, episodes: int | None) -> dict:
-    _, cfg, ckpt = load_run(run_dir)
+def split_run(path: Path) -> tuple[Path, Path | None]:
+    """(run directory, checkpoint file or None for its latest) from a run directory or a kept snapshot's path."""
+    if path.is_file():
+        return (path.parent.parent if path.parent.name == KEPT_CHECKPOINTS_DIR else path.parent), path
+    return path, None
+
+
+def measure(path: Path, lrs, tasks: int | None, episodes: int | None) -> dict:
+    _, cfg, ckpt = load_run(*split_run(path))
     tasks, episodes = tasks or cfg.eval_tasks, episodes or cfg.eval_episodes_per_task
     trainer = Trainer(cfg)
     try:
@@ -109,8 +117,10 @@ def measure(run_dir: Path, lrs, tasks: int | None, episodes: int | None) -> dict
     return out
 
 
-def _name(run_dir: Path) -> str:
-    return f"{run_dir.resolve().parent.name}/{run_dir.name}"
+def _name(path: Path) -> str:
+    run_dir, checkpoint = split_run(path)
+    name = f"{run_dir.resolve().parent.name}/{run_dir.name}"
+    return name if checkpoint is None else f"{name}/{checkpoint.stem}"
 
 
 def _markdown(r: dict) -> str:
@@ -127,13 +137,16 @@ def _markdown(r: dict) -> str:
         cells = [f"{run['lrs'][str(lr)]['return_step_1']:.1f} ± {run['lrs'][str(lr)]['return_step_1_std']:.1f}"
                  for lr in lrs]
         lines.append(f"| {name} | {run['iteration']} | {run['tasks']} x {run['episodes']} | "
-                     f"{run['head_input_sq_norm']:.3g} | {run['gradient_agreement']:.2f} | {run['return_step_0']:.1f} | " + " | ".join(cells) + " |")
+                     f"{run['head_input_sq_norm']:.3g} | {run['gradient_agreement']:.2f} | "
+                     f"{run['return_step_0']:.1f} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", nargs="+", type=Path, required=True, help="run directories (config + checkpoint)")
+    parser.add_argument("--runs", nargs="+", type=Path, required=True,
+                        help="run directories (config + checkpoint), or kept snapshots "
+                        "(RUN/checkpoints/iteration-N.pt)")
     parser.add_argument("--lrs", nargs="+", type=float, default=list(LRS), help=f"step sizes (default {LRS})")
     parser.add_argument("--tasks", type=int, help="held-out tasks (default: the run's eval_tasks)")
     parser.add_argument("--episodes", type=int, help="episodes per task (default: the run's evaluation episodes)")

@@ -111,9 +111,9 @@ def _add_train(commands) -> None:
 def _add_eval(commands) -> None:
     p = commands.add_parser(
         "eval", help="evaluate a run's checkpoint on held-out tasks",
-        description="Evaluate the latest checkpoint of RUN_DIR on held-out test tasks: the mean return after "
-        "0..K adaptation steps, with its std over tasks. Prints a table and writes it as JSON (RUN_DIR/eval.json "
-        "unless --out says otherwise).")
+        description="Evaluate the latest checkpoint of RUN_DIR (or --checkpoint) on held-out test tasks: the mean "
+        "return after 0..K adaptation steps, with its std over tasks. Prints a table and writes it as JSON "
+        "(RUN_DIR/eval.json unless --out says otherwise).")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `metarl train`")
     p.add_argument("--tasks", type=_positive_int, metavar="N", help="held-out tasks (default: the run's eval_tasks)")
     p.add_argument("--steps", type=_non_negative_int, metavar="K",
@@ -123,6 +123,10 @@ def _add_eval(commands) -> None:
     p.add_argument("--out", type=Path, metavar="FILE",
                    help="where to write the JSON report (default: RUN_DIR/eval.json); use it to re-check a "
                    "published run without touching its files")
+    p.add_argument("--checkpoint", type=Path, metavar="FILE",
+                   help="evaluate this checkpoint of the run instead of its latest, e.g. a snapshot kept by "
+                   "keep_checkpoint_every (RUN_DIR/checkpoints/iteration-000100.pt); the report then goes "
+                   "beside it (iteration-000100.eval.json) unless --out says otherwise")
 
 
 def _positive_int(text: str) -> int:
@@ -182,8 +186,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from metarl import run
 
-    out = args.out or Path(args.run_dir) / run.EVAL_FILE
-    report = run.evaluate_run(args.run_dir, args.tasks, args.steps, args.episodes, out=out)
+    out = args.out or run.default_eval_path(Path(args.run_dir), args.checkpoint)
+    report = run.evaluate_run(args.run_dir, args.tasks, args.steps, args.episodes, out=out,
+                              checkpoint=args.checkpoint)
     print(report.table())
     print(f"\nwrote {out}")
     return 0

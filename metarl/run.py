@@ -131,12 +131,15 @@ def _require_run_dir(run_dir: str | os.PathLike) -> Path:
     return path
 
 
-def load_run(run_dir: str | os.PathLike) -> tuple[Path, Config, dict]:
-    """Read a run directory's config and checkpoint, checking both; return (path, config, checkpoint)."""
+def load_run(run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = None) -> tuple[Path, Config, dict]:
+    """Read a run directory's config and checkpoint, checking both; return (path, config, checkpoint).
+
+    `checkpoint`: another checkpoint file of the run to read instead of its latest (a kept snapshot).
+    """
     path = _require_run_dir(run_dir)
     cfg = load_config(path / CONFIG_FILE)
     check_env(cfg.env)
-    return path, cfg, load_checkpoint(path)
+    return path, cfg, load_checkpoint(path, checkpoint)
 
 
 # -- checkpoints ----------------------------------------------------------------------------------------------
@@ -165,11 +168,14 @@ def keep_checkpoint(run_dir: Path, iteration: int) -> Path:
     return path
 
 
-def load_checkpoint(run_dir: Path) -> dict:
-    """Load and sanity-check checkpoint.pt; any problem is a RunError naming the file."""
+def load_checkpoint(run_dir: Path, file: str | os.PathLike | None = None) -> dict:
+    """Load and sanity-check checkpoint.pt (or `file`); any problem is a RunError naming the file."""
     import torch
 
-    path = run_dir / CHECKPOINT_FILE
+    path = run_dir / CHECKPOINT_FILE if file is None else Path(file)
+    if file is not None and not path.is_file():
+        raise RunError(f"no checkpoint file {str(path)!r}; allowed: a file such as "
+                       f"{str(run_dir / KEPT_CHECKPOINTS_DIR / 'iteration-000100.pt')!r}")
     if not path.is_file():
         raise RunError(f"no {CHECKPOINT_FILE} in {str(run_dir)!r}: the run stopped before its first checkpoint; "
                        "delete the folder and start the run again")
@@ -466,13 +472,21 @@ class EvalReport:
         return "\n".join(lines)
 
 
+def default_eval_path(run_dir: Path, checkpoint: str | os.PathLike | None = None) -> Path:
+    """Where `metarl eval` writes by default: RUN_DIR/eval.json, or CHECKPOINT.eval.json for a kept snapshot (so
+    evaluating a snapshot never replaces the run's own report)."""
+    return run_dir / EVAL_FILE if checkpoint is None else Path(checkpoint).with_suffix(".eval.json")
+
+
 def evaluate_run(run_dir: str | os.PathLike, tasks: int | None = None, steps: int | None = None,
-                 episodes: int | None = None, out: str | os.PathLike | None = None) -> EvalReport:
-    """Evaluate a run's latest checkpoint on held-out tasks and write the report to `out` (RUN_DIR/eval.json)."""
+                 episodes: int | None = None, out: str | os.PathLike | None = None,
+                 checkpoint: str | os.PathLike | None = None) -> EvalReport:
+    """Evaluate a run's latest checkpoint (or `checkpoint`, a kept snapshot) on held-out tasks and write the report
+    to `out` (default: RUN_DIR/eval.json, or beside `checkpoint` as its name with .eval.json)."""
     from metarl.trainer import Trainer
 
-    path, cfg, ckpt = load_run(run_dir)
-    out = Path(out) if out is not None else path / EVAL_FILE
+    path, cfg, ckpt = load_run(run_dir, checkpoint)
+    out = Path(out) if out is not None else default_eval_path(path, checkpoint)
     try:  # before evaluating, so a bad --out fails at once
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

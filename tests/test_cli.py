@@ -138,7 +138,21 @@ def test_kept_checkpoints_are_snapshots_a_run_can_resume_from(straight_run, tmp_
     for name, iteration in zip(kept, (2, 4)):
         assert torch.load(run_dir / "checkpoints" / name, weights_only=True)["trainer"]["iteration"] == iteration
 
-    shutil.copyfile(run_dir / "checkpoints" / "iteration-000002.pt", run_dir / "checkpoint.pt")
+    # `metarl eval --checkpoint` evaluates a snapshot as training evaluated that iteration, and writes beside it.
+    snapshot = run_dir / "checkpoints" / "iteration-000002.pt"
+    metarl("eval", str(run_dir), "--checkpoint", str(snapshot), cwd=tmp_path)
+    report = json.loads((run_dir / "checkpoints" / "iteration-000002.eval.json").read_text())
+    _, straight_evals = read_metrics(straight_run)
+    logged = next(line for line in straight_evals if line["iteration"] == 2)
+    assert report["iteration"] == 2 and not (run_dir / "eval.json").exists()
+    for key in ("return_step_0", "return_step_1"):
+        assert report["returns"][key] == pytest.approx(logged[f"eval/{key}"], abs=1e-5)
+    missing = metarl("eval", str(run_dir), "--checkpoint", str(run_dir / "checkpoints" / "iteration-000009.pt"),
+                     cwd=tmp_path, check=False)
+    assert missing.returncode != 0 and "Traceback" not in missing.stderr
+    assert "no checkpoint file" in missing.stderr and "iteration-000009.pt" in missing.stderr
+
+    shutil.copyfile(snapshot, run_dir / "checkpoint.pt")
     metarl("train", "--resume", str(run_dir), "--iterations", "4", cwd=tmp_path)
     resumed, _ = read_metrics(run_dir)
     straight, _ = read_metrics(straight_run)

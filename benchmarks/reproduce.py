@@ -285,8 +285,9 @@ def final_eval_needed(run_dir: Path, cfg, iteration: int, tasks: int) -> bool:
 class Sitting:
     """One sitting of work on a run, recorded in RUN_DIR/timing.json, which accumulates wall seconds across sittings.
 
-    The record is written when the sitting starts, every HEARTBEAT_S seconds while it runs (a background thread)
-    and when it ends, so a process killed without warning (SIGKILL, a closed session) loses under a minute.
+    The record (seconds and the last iteration logged) is written when the sitting starts, every HEARTBEAT_S
+    seconds while it runs (a background thread) and when it ends, so a process killed without warning (SIGKILL,
+    a closed session) loses under a minute of it.
     """
 
     HEARTBEAT_S = 60.0
@@ -312,7 +313,6 @@ class Sitting:
     def __exit__(self, *exc) -> None:
         self.stop.set()
         self.thread.join()
-        self.record["to_iteration"] = last_iteration(self.metrics)
         self.record["ended"] = True
         self.save()
 
@@ -329,8 +329,10 @@ class Sitting:
             self.save()
 
     def save(self) -> None:
-        """Write timing.json with this sitting's seconds so far and the totals over all sittings."""
+        """Write timing.json with this sitting's seconds and iterations so far and the totals over all sittings."""
+        to_iteration = max(self.record["from_iteration"], last_iteration(self.metrics))
         with self.lock:
+            self.record["to_iteration"] = to_iteration
             record = dict(self.record)
             if self.running is not None:
                 key, start = self.running

@@ -102,6 +102,21 @@ def test_aggregate_table_matches_the_eval_files(reproduce, tmp_path):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
 
 
+def test_a_sitting_killed_without_warning_has_recorded_how_far_it_got(reproduce, tmp_path):
+    metrics = tmp_path / "metrics.jsonl"
+    log = lambda it: metrics.open("a").write(json.dumps({"iteration": it, "returns/post_adaptation": 1.0}) + "\n")
+    for it in (1, 2, 3):
+        log(it)
+    sitting = reproduce.Sitting(tmp_path, jobs=1, from_iteration=3)
+    sitting.save()  # at the start
+    log(4)
+    log(5)
+    metrics.open("a").write('{"iteration": 6, "returns/post')  # a line cut short by the kill
+    sitting.save()  # a heartbeat; then the process dies (no __exit__)
+    record = json.loads((tmp_path / "timing.json").read_text())["sittings"][-1]
+    assert (record["from_iteration"], record["to_iteration"], record["ended"]) == (3, 5, False)
+
+
 # -- run, end to end on a tiny nav2d grid cell ---------------------------------------------------------------------
 
 def test_run_is_resumable_and_publishable(reproduce, tmp_path, capsys):

@@ -8,11 +8,14 @@ features that grow during meta-training make a fixed step size ever longer. And 
 cosine between the inner-step gradients of independent batches of episodes on the same task (1 = the batch does
 not matter, 0 = the step's direction is all sampling noise), averaged over the pairs of four batches.
 Same held-out tasks, episodes and noise as `metarl eval` (the run's eval_seed): only the step size differs.
+`--adapt head` or `all` steps on other parameters than the run's algorithm does (a MAML checkpoint adapted like
+ANIL, or the reverse), to tell what the meta-trained parameters give from what the step is allowed to change.
 Writes OUT.json and OUT.md.
 
     python benchmarks/adaptation_step_sizes.py --runs benchmarks/results/runs/cheetah-dir-anil-seed0
     python benchmarks/adaptation_step_sizes.py --runs RUN --lrs 0.05 0.1 --tasks 4 --episodes 2 --out /tmp/x
     python benchmarks/adaptation_step_sizes.py --runs RUN/checkpoints/iteration-0000{50,100}.pt --lrs 0.1
+    python benchmarks/adaptation_step_sizes.py --runs MAML_RUN --lrs 0.1 --adapt head --out /tmp/maml-as-anil
 """
 
 from __future__ import annotations
@@ -28,13 +31,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from metarl.policy import meta_params
+from metarl.policy import adapted_keys, meta_params
 from metarl.run import KEPT_CHECKPOINTS_DIR, load_run
 from metarl.trainer import Trainer
 
 REPO = Path(__file__).resolve().parent.parent
 LRS = (0.025, 0.05, 0.1, 0.2, 0.4)
 AGREEMENT_SEEDS = (1, 2, 3, 4)  # env and noise seeds of the batches whose inner gradients are compared
+ADAPT = {"run": None, "head": "anil", "all": "maml"}  # --adapt: whose inner-loop parameters the step changes
 
 
 def head_input_sq_norm(trainer: Trainer, tasks: int, episodes: int) -> float:
@@ -93,13 +97,17 @@ def split_run(path: Path) -> tuple[Path, Path | None]:
     return path, None
 
 
-def measure(path: Path, lrs, tasks: int | None, episodes: int | None) -> dict:
+def measure(path: Path, lrs, tasks: int | None, episodes: int | None, adapt: str = "run") -> dict:
     _, cfg, ckpt = load_run(*split_run(path))
     tasks, episodes = tasks or cfg.eval_tasks, episodes or cfg.eval_episodes_per_task
     trainer = Trainer(cfg)
     try:
         trainer.load_state_dict(ckpt["trainer"])
+        # MAML and ANIL differ only in these keys, so this is the other algorithm's step from the same parameters
+        step_algo = ADAPT[adapt] or cfg.algo
+        trainer.keys = adapted_keys(trainer.policy, step_algo)
         out = {"env": cfg.env, "algo": cfg.algo, "seed": cfg.seed, "iteration": trainer.iteration,
+               "adapt": "head" if step_algo == "anil" else "all",
                "protocol_lr": cfg.eval_first_lr, "tasks": tasks, "episodes": episodes,
                "head_input_sq_norm": head_input_sq_norm(trainer, tasks, episodes),
                "gradient_agreement": float(np.mean(gradient_agreement(trainer, tasks, episodes, AGREEMENT_SEEDS))),
@@ -130,13 +138,13 @@ def _markdown(r: dict) -> str:
              "the head's input over the visited states before adapting, and the gradient agreement: the mean over "
              "tasks of the cosine between the inner-step gradients of independent batches of the same task "
              f"(all pairs of {len(AGREEMENT_SEEDS)} batches).",
-             "", "| run | iteration | tasks x episodes | ‖features‖² | gradient agreement | 0 steps | "
+             "", "| run | iteration | step on | tasks x episodes | ‖features‖² | gradient agreement | 0 steps | "
              + " | ".join(f"1 step of {lr}" for lr in lrs) + " |",
-             "| --- | --- | --- | --- | --- | --- |" + " --- |" * len(lrs)]
+             "| --- | --- | --- | --- | --- | --- | --- |" + " --- |" * len(lrs)]
     for name, run in r["runs"].items():
         cells = [f"{run['lrs'][str(lr)]['return_step_1']:.1f} ± {run['lrs'][str(lr)]['return_step_1_std']:.1f}"
                  for lr in lrs]
-        lines.append(f"| {name} | {run['iteration']} | {run['tasks']} x {run['episodes']} | "
+        lines.append(f"| {name} | {run['iteration']} | {run['adapt']} | {run['tasks']} x {run['episodes']} | "
                      f"{run['head_input_sq_norm']:.3g} | {run['gradient_agreement']:.2f} | "
                      f"{run['return_step_0']:.1f} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -150,6 +158,9 @@ def main(argv=None) -> None:
     parser.add_argument("--lrs", nargs="+", type=float, default=list(LRS), help=f"step sizes (default {LRS})")
     parser.add_argument("--tasks", type=int, help="held-out tasks (default: the run's eval_tasks)")
     parser.add_argument("--episodes", type=int, help="episodes per task (default: the run's evaluation episodes)")
+    parser.add_argument("--adapt", choices=list(ADAPT), default="run",
+                        help="parameters the step changes: the run's algorithm's (default), the head (ANIL) or all "
+                        "(MAML)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "adaptation_step_sizes",
                         help="output path without suffix (.json and .md are written)")
     args = parser.parse_args(argv)
@@ -162,7 +173,7 @@ def main(argv=None) -> None:
     result = {"command": " ".join(["python", "benchmarks/adaptation_step_sizes.py", *sys.argv[1:]]),
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "lrs": args.lrs, "runs": {}}
     for run_dir in args.runs:
-        result["runs"][_name(run_dir)] = run = measure(run_dir, args.lrs, args.tasks, args.episodes)
+        result["runs"][_name(run_dir)] = run = measure(run_dir, args.lrs, args.tasks, args.episodes, args.adapt)
         print(_name(run_dir), f"iteration {run['iteration']}", f"0 steps {run['return_step_0']:.1f}",
               *(f"lr {lr}: {run['lrs'][str(lr)]['return_step_1']:.1f}" for lr in args.lrs), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -244,3 +244,27 @@ def test_gradient_agreement_is_one_for_the_same_batch_and_below_one_for_independ
     # The same seed reproduces the batch, so each task's gradients coincide; fresh episodes move them.
     assert same == pytest.approx([1.0, 1.0, 1.0], abs=1e-5)
     assert len(independent) == 3 and all(-1.0 <= c < 0.999 for c in independent)
+
+
+def test_adapt_head_on_a_maml_checkpoint_is_anils_step_from_the_same_parameters(tmp_path):
+    import shutil
+
+    sizes = _import_benchmark("adaptation_step_sizes")
+    maml = REPO / "benchmarks" / "results" / "runs" / "nav2d-maml-seed0"
+    as_anil = tmp_path / "nav2d-maml-seed0-as-anil"  # the same checkpoint under a config that says ANIL
+    shutil.copytree(maml, as_anil)
+    config = as_anil / "config.yaml"
+    config.write_text(config.read_text().replace("algo: maml", "algo: anil", 1))
+
+    def measure(run, adapt="run"):
+        return sizes.measure(run, [0.1], tasks=3, episodes=4, adapt=adapt)
+
+    head, anil = measure(maml, "head"), measure(as_anil)
+    assert (head["adapt"], anil["adapt"], anil["algo"]) == ("head", "head", "anil")
+    assert head["lrs"]["0.1"]["per_task"] == pytest.approx(anil["lrs"]["0.1"]["per_task"], abs=1e-6)
+    assert head["gradient_agreement"] == pytest.approx(anil["gradient_agreement"], abs=1e-6)
+    own, whole = measure(maml), measure(maml, "all")
+    assert own["adapt"] == whole["adapt"] == "all"
+    assert own["lrs"]["0.1"]["per_task"] == pytest.approx(whole["lrs"]["0.1"]["per_task"], abs=1e-6)
+    # a step on the head alone is another step: the returns after it differ
+    assert head["lrs"]["0.1"]["per_task"] != pytest.approx(own["lrs"]["0.1"]["per_task"], abs=1e-3)

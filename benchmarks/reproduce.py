@@ -10,8 +10,8 @@ Four subcommands, each safe to re-run (finished work is skipped, interrupted wor
                results in ROOT/baselines/<env>-<kind>-seed<N>.json (plus the PPO model .zip)
     aggregate  read every run directory and baseline result under ROOT and write reproduction.md (table beside
                the papers' numbers, protocol, wall-clock times, what is missing), reproduction.json and plots
-    publish    copy each finished run's checkpoint, config, metrics and eval.json (and the baseline results) to a
-               folder that can be committed, so that `metarl eval <copy>` re-checks any number
+    publish    copy each finished run's checkpoint, kept snapshots, config, metrics and eval.json (and the baseline
+               results) to a folder that can be committed, so that `metarl eval <copy>` re-checks any number
 
 Launch the long part with nohup; stopping it (kill PID, Ctrl-C) saves a checkpoint, and the same command resumes:
 
@@ -1166,10 +1166,14 @@ def cmd_aggregate(args: argparse.Namespace, argv: list[str]) -> int:
 # ================================================================================================================
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    """Copy each finished run's small files (no TensorBoard events), the baseline results and commands.txt to --dest.
+    """Copy each finished run's small files (no TensorBoard events), its kept snapshots, the baseline results and
+    commands.txt to --dest.
 
-    The copies are ordinary run directories: `metarl eval` re-checks them, `aggregate --root DEST` rebuilds the report.
+    The copies are ordinary run directories: `metarl eval` re-checks them (a snapshot with `--checkpoint`),
+    `aggregate --root DEST` rebuilds the report.
     """
+    from metarl.run import KEPT_CHECKPOINTS_DIR
+
     runs = [r for r in collect_runs(args.root) if r.finished]
     args.dest.mkdir(parents=True, exist_ok=True)
     for r in runs:
@@ -1178,6 +1182,11 @@ def cmd_publish(args: argparse.Namespace) -> int:
         for name in PUBLISHED_FILES:
             if (r.path / name).is_file():
                 shutil.copy2(r.path / name, target / name)
+        snapshots = sorted((r.path / KEPT_CHECKPOINTS_DIR).glob("iteration-*.pt"))
+        if snapshots:  # a policy is small: the curve's points stay re-checkable (tens of kB each)
+            (target / KEPT_CHECKPOINTS_DIR).mkdir(exist_ok=True)
+            for path in snapshots:
+                shutil.copy2(path, target / KEPT_CHECKPOINTS_DIR / path.name)
     baselines = args.root / BASELINES_DIR
     copied = 0
     if baselines.is_dir():

@@ -123,7 +123,8 @@ def test_run_is_resumable_and_publishable(reproduce, tmp_path, capsys):
     from metarl.cli import main as metarl_main
 
     root = tmp_path / "grid"
-    args = ["run", "--root", str(root), "--envs", "nav2d", "--algos", "anil", "--seeds", "0", "--set", *TINY]
+    args = ["run", "--root", str(root), "--envs", "nav2d", "--algos", "anil", "--seeds", "0", "--set", *TINY,
+            "keep_checkpoint_every=2"]
     assert reproduce.main(args) == 0
     run_dir = root / "nav2d-anil-seed0"
     evaluation = json.loads((run_dir / "eval.json").read_text())
@@ -154,8 +155,10 @@ def test_run_is_resumable_and_publishable(reproduce, tmp_path, capsys):
     assert published[0] == "python benchmarks/reproduce.py run --root elsewhere"
     assert published[1:] == (root / "commands.txt").read_text().splitlines()
     copy = dest / "nav2d-anil-seed0"
-    assert sorted(p.name for p in copy.iterdir()) == ["checkpoint.pt", "config.yaml", "eval.json", "metrics.jsonl",
-                                                      "timing.json"]
+    assert sorted(p.name for p in copy.iterdir()) == ["checkpoint.pt", "checkpoints", "config.yaml", "eval.json",
+                                                      "metrics.jsonl", "timing.json"]
+    snapshot = copy / "checkpoints" / "iteration-000002.pt"  # the kept snapshot travels with the run
+    assert snapshot.read_bytes() == (run_dir / "checkpoints" / "iteration-000002.pt").read_bytes()
     assert metarl_main(["eval", str(copy), "--tasks", "40", "--steps", "3", "--episodes", "2"]) == 0
     assert json.loads((copy / "eval.json").read_text())["returns"] == evaluation["returns"]
 

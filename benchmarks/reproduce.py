@@ -38,6 +38,7 @@ import argparse
 import contextlib
 import dataclasses
 import datetime as dt
+import filecmp
 import json
 import math
 import os
@@ -1170,14 +1171,20 @@ def cmd_publish(args: argparse.Namespace) -> int:
     commands.txt to --dest.
 
     The copies are ordinary run directories: `metarl eval` re-checks them (a snapshot with `--checkpoint`),
-    `aggregate --root DEST` rebuilds the report.
+    `aggregate --root DEST` rebuilds the report. A run already in DEST with the same final checkpoint is skipped.
     """
     from metarl.run import KEPT_CHECKPOINTS_DIR
 
     runs = [r for r in collect_runs(args.root) if r.finished]
     args.dest.mkdir(parents=True, exist_ok=True)
+    unchanged = 0
     for r in runs:
         target = args.dest / r.name
+        if (target / "checkpoint.pt").is_file() and filecmp.cmp(r.path / "checkpoint.pt", target / "checkpoint.pt",
+                                                                 shallow=False):
+            # Published before: left alone, so that a copy re-evaluated since (eval.json) is not overwritten.
+            unchanged += 1
+            continue
         target.mkdir(exist_ok=True)
         for name in PUBLISHED_FILES:
             if (r.path / name).is_file():
@@ -1202,7 +1209,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
             if (args.dest / COMMANDS_FILE).is_file() else []
         merged = theirs + [line for line in ours if line not in theirs]
         (args.dest / COMMANDS_FILE).write_text("".join(line + "\n" for line in merged), encoding="utf-8")
-    print(f"published {len(runs)} finished run(s) and {copied} baseline file(s) to {args.dest}")
+    print(f"published {len(runs) - unchanged} finished run(s) ({unchanged} already there, left as they are) and "
+          f"{copied} baseline file(s) to {args.dest}")
     if runs:
         r = runs[0]
         print(f"re-check a number with: metarl eval {args.dest / r.name} --tasks {EVAL_TASKS} --steps {EVAL_STEPS} "

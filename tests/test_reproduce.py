@@ -162,6 +162,13 @@ def test_run_is_resumable_and_publishable(reproduce, tmp_path, capsys):
     assert metarl_main(["eval", str(copy), "--tasks", "40", "--steps", "3", "--episodes", "2"]) == 0
     assert json.loads((copy / "eval.json").read_text())["returns"] == evaluation["returns"]
 
+    # publishing again leaves an already published run alone: a re-evaluation made on the copy survives
+    (copy / "eval.json").write_text(json.dumps({**evaluation, "note": "re-evaluated on the copy"}))
+    capsys.readouterr()
+    assert reproduce.main(["publish", "--root", str(root), "--dest", str(dest)]) == 0
+    assert "published 0 finished run(s) (1 already there" in capsys.readouterr().out
+    assert json.loads((copy / "eval.json").read_text())["note"] == "re-evaluated on the copy"
+
 
 def test_a_baseline_stays_valid_when_only_the_meta_update_changes(reproduce):
     """Baselines are never meta-trained: TRPO settings do not invalidate them, the evaluation protocol does."""

@@ -358,15 +358,26 @@ class Progress:
 @contextlib.contextmanager
 def signals_deferred() -> Iterator[None]:
     """Hold Ctrl-C and SIGTERM until the block ends, so an interrupt never lands inside a log or checkpoint write
-    (TensorBoard's writer shares locks with its own thread); a signal that came meanwhile is delivered at the end."""
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+    (TensorBoard's writer shares locks with its own thread); a signal that came meanwhile is delivered at the end.
+
+    The signals are recorded by a handler, not blocked with a signal mask: a mask covers the calling thread only, so
+    a kill(2) lands on another thread (TensorBoard's, torch's) and Python still runs its handler in the main thread
+    at once. Under load that raised KeyboardInterrupt inside the block: the checkpoint fell one iteration behind
+    metrics.jsonl and the run took about two minutes to exit (TensorBoard's writer thread, whose flush interval is
+    120 s)."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    caught: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {signum: signal.signal(signum, lambda signum, frame: caught.append(signum)) for signum in held}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for signum, handler in previous.items():  # None: a handler set outside Python, which we cannot restore
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        if caught:  # delivered again, now to the handlers the caller had (KeyboardInterrupt, or the default action)
+            signal.raise_signal(caught[0])
 
 
 @contextlib.contextmanager

@@ -8,10 +8,12 @@ errors for bad input.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -173,12 +175,14 @@ def test_resume_after_a_real_interrupt_matches_an_uninterrupted_run(straight_run
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.01)
     proc.send_signal(signum)
-    out, err = proc.communicate(timeout=60)
+    out, err = proc.communicate(timeout=120)  # a hang guard: it stops within an iteration (a fraction of a second)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and f"metarl train --resume {run_dir}" in err
 
     done = torch.load(run_dir / "checkpoint.pt", weights_only=True)["trainer"]["iteration"]
     assert 1 <= done <= STRAIGHT_ITERATIONS - 2, "the run was stopped later than the test can compare"
+    logged, _ = read_metrics(run_dir)  # the signal waited for the iteration's log + state update to finish
+    assert logged[-1]["iteration"] == done
     metarl("train", "--resume", str(run_dir), "--iterations", str(done + 2), cwd=tmp_path)
 
     resumed, _ = read_metrics(run_dir)
@@ -186,6 +190,31 @@ def test_resume_after_a_real_interrupt_matches_an_uninterrupted_run(straight_run
     assert [line["iteration"] for line in resumed] == list(range(1, done + 3))  # no duplicates, no gaps
     assert without_timing(resumed) == without_timing(straight[:done + 2])
     assert scalar_steps(run_dir, "returns/post_adaptation") == [line["env_steps"] for line in straight[:done + 2]]
+
+
+
+def test_a_signal_delivered_to_another_thread_still_waits_for_the_deferred_block():
+    """kill(2) may hand SIGINT to any thread; Python then runs its handler in the main thread at once. The block
+    (a log or checkpoint write) must still finish first, and the interrupt come right after it."""
+    from metarl.run import signals_deferred
+
+    inside, finished = threading.Event(), []
+
+    def send() -> None:  # started before the block: another thread, which the main thread's state does not cover
+        inside.wait(10)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    with pytest.raises(KeyboardInterrupt):
+        with signals_deferred():
+            inside.set()
+            sender.join()
+            for _ in range(50):  # bytecode boundaries where a pending Python handler would run
+                time.sleep(0.002)
+            finished.append(True)
+    assert finished == [True]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the caller's handler is back
 
 
 def test_resume_reruns_an_interrupted_final_evaluation(straight_run, tmp_path):

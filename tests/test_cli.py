@@ -175,7 +175,7 @@ def test_resume_after_a_real_interrupt_matches_an_uninterrupted_run(straight_run
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.01)
     proc.send_signal(signum)
-    out, err = proc.communicate(timeout=120)  # a hang guard: it stops within an iteration (a fraction of a second)
+    out, err = proc.communicate(timeout=120)  # a hang guard: it stops within an iteration
     assert proc.returncode == 130, err
     assert "Traceback" not in err and f"metarl train --resume {run_dir}" in err
 
@@ -192,7 +192,6 @@ def test_resume_after_a_real_interrupt_matches_an_uninterrupted_run(straight_run
     assert scalar_steps(run_dir, "returns/post_adaptation") == [line["env_steps"] for line in straight[:done + 2]]
 
 
-
 def test_a_signal_delivered_to_another_thread_still_waits_for_the_deferred_block():
     """kill(2) may hand SIGINT to any thread; Python then runs its handler in the main thread at once. The block
     (a log or checkpoint write) must still finish first, and the interrupt come right after it."""
@@ -200,7 +199,7 @@ def test_a_signal_delivered_to_another_thread_still_waits_for_the_deferred_block
 
     inside, finished = threading.Event(), []
 
-    def send() -> None:  # started before the block: another thread, which the main thread's state does not cover
+    def send() -> None:  # started before the block, so a signal mask set inside it would not cover this thread
         inside.wait(10)
         os.kill(os.getpid(), signal.SIGINT)
 

@@ -1173,14 +1173,14 @@ def cmd_publish(args: argparse.Namespace) -> int:
     The copies are ordinary run directories: `metarl eval` re-checks them (a snapshot with `--checkpoint`),
     `aggregate --root DEST` rebuilds the report. A run already in DEST with the same final checkpoint is skipped.
     """
-    from metarl.run import KEPT_CHECKPOINTS_DIR
+    from metarl.run import CHECKPOINT_FILE, KEPT_CHECKPOINTS_DIR
 
     runs = [r for r in collect_runs(args.root) if r.finished]
     args.dest.mkdir(parents=True, exist_ok=True)
     unchanged = 0
     for r in runs:
         target = args.dest / r.name
-        if (target / "checkpoint.pt").is_file() and filecmp.cmp(r.path / "checkpoint.pt", target / "checkpoint.pt",
+        if (target / CHECKPOINT_FILE).is_file() and filecmp.cmp(r.path / CHECKPOINT_FILE, target / CHECKPOINT_FILE,
                                                                  shallow=False):
             # Published before: left alone, so that a copy re-evaluated since (eval.json) is not overwritten.
             unchanged += 1

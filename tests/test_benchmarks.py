@@ -268,3 +268,45 @@ def test_adapt_head_on_a_maml_checkpoint_is_anils_step_from_the_same_parameters(
     assert own["lrs"]["0.1"]["per_task"] == pytest.approx(whole["lrs"]["0.1"]["per_task"], abs=1e-6)
     # a step on the head alone is another step: the returns after it differ
     assert head["lrs"]["0.1"]["per_task"] != pytest.approx(own["lrs"]["0.1"]["per_task"], abs=1e-3)
+
+
+def test_run_figures_recomputes_windows_sittings_and_per_task_groups_from_a_fake_run(tmp_path):
+    run_figures = _import_benchmark("run_figures")
+    run = tmp_path / "fake-run"
+    run.mkdir()
+    metrics = []
+    for it in range(1, 31):  # training return = iteration, grad norm = iteration / 10, 1 s/it then 3 s/it
+        metrics.append({"iteration": it, "returns/post_adaptation": float(it), "trpo/grad_norm": it / 10,
+                        "time/iteration_s": 1.0 if it <= 12 else 3.0})
+        if it % 10 == 0:  # evaluations are logged as their own lines, as the trainer does
+            metrics.append({"iteration": it, "eval/return_step_0": -it, "eval/return_step_0_std": 1.0,
+                            "eval/return_step_1": it, "eval/return_step_1_std": 1.0})
+    (run / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
+    # The first sitting records to_iteration 0 (as runs killed before the heartbeat did); its end comes from the next.
+    (run / "timing.json").write_text(json.dumps({"wall_s": 7200.0, "sittings": [
+        {"from_iteration": 0, "to_iteration": 0}, {"from_iteration": 12, "to_iteration": 30}]}))
+    per_task = ([{"task": {"direction": 1.0}, "returns": [0.0, r]} for r in (10.0, 30.0)]
+                + [{"task": {"direction": -1.0}, "returns": [0.0, r]} for r in (-5.0, 5.0, 15.0)])
+    (run / "eval.json").write_text(json.dumps({"per_task": per_task}))
+
+    metrics = run_figures.read_metrics(run)
+    assert run_figures.held_out_by_iteration(metrics) == [(10, [-10, 10]), (20, [-20, 20]), (30, [-30, 30])]
+    w = run_figures.window_means(metrics, "returns/post_adaptation", 10)
+    assert w["first"] == pytest.approx(5.5) and w["last"] == pytest.approx(25.5)
+    assert (w["best"], w["best_from"], w["best_to"]) == (pytest.approx(25.5), 21, 30)
+    assert run_figures.window_means(metrics, "trpo/grad_norm", 10)["last"] == pytest.approx(2.55)
+    assert run_figures.window_means(metrics, "trpo/grad_norm", 31) == {}
+    assert run_figures.seconds_by_sitting(metrics, json.loads((run / "timing.json").read_text())) == [
+        (1, 12, 1.0), (13, 30, 3.0)]
+    groups = dict(run_figures.per_task_groups(json.loads((run / "eval.json").read_text())))
+    forward, backward = groups['{"direction": 1.0}'], groups['{"direction": -1.0}']
+    assert forward[:, 1].mean() == 20.0 and forward[:, 1].std() == 10.0  # population std, as the README quotes
+    assert backward[:, 1].tolist() == [-5.0, 5.0, 15.0]
+
+    text = run_figures.report(run, [10])
+    assert "30 training iterations logged, last 30" in text
+    assert "first 5.50, last 25.50, best 25.50 (iterations 21-30)" in text
+    assert "iterations 13-30: 3.0 s/iteration" in text and "wall-clock time in all: 2.00 h" in text
+    assert "  < 0          0         1" in text  # one backward task below zero after one step
+    with pytest.raises(SystemExit):
+        run_figures.main([str(tmp_path / "missing")])

@@ -5,6 +5,7 @@ For every RUN_DIR (a metarl run directory or a published copy under benchmarks/r
 - held-out return after each adaptation step, by evaluation iteration (`eval/return_step_*` in metrics.jsonl);
 - training curves: the mean of `returns/post_adaptation` and `trpo/grad_norm` over the first and last WINDOW
   iterations, and the best WINDOW-iteration block of the training return;
+- TRPO: steps accepted, line-search trials per step (1: the full step), mean KL of the step taken;
 - seconds per iteration by sitting (`time/iteration_s`, split where timing.json says each sitting resumed);
 - per task, grouped by task when held-out tasks repeat (cheetah-dir's two directions): mean, population std,
   minimum and how many end below zero after each step (`per_task` in eval.json, written by `metarl eval`).
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +52,18 @@ def window_means(metrics: list[dict], field: str, window: int) -> dict:
     best = int(np.argmax(blocks))
     return {"first": values[:window].mean(), "last": values[-window:].mean(), "best": blocks[best],
             "best_from": iterations[best], "best_to": iterations[best + window - 1]}
+
+
+def trpo_summary(metrics: list[dict]) -> str:
+    """How often TRPO's step was accepted, how many line-search trials it took, and the mean KL it ended at."""
+    steps = [m for m in metrics if "trpo/line_search_steps" in m]
+    if not steps:
+        return "no TRPO steps logged"
+    trials = Counter(int(m["trpo/line_search_steps"]) for m in steps)
+    accepted = sum(m["trpo/step_accepted"] for m in steps)
+    return (f"TRPO: {accepted:.0f} of {len(steps)} steps accepted; line-search trials "
+            + ", ".join(f"{k}: {trials[k]}" for k in sorted(trials))
+            + f"; mean KL {np.mean([m['trpo/kl'] for m in steps]):.4f}")
 
 
 def seconds_by_sitting(metrics: list[dict], timing: dict) -> list[tuple[int, int, float]]:
@@ -103,7 +117,7 @@ def report(run_dir: Path, windows: list[int]) -> str:
             if w:
                 lines.append(f"{field}, {window}-iteration windows: first {w['first']:.2f}, last {w['last']:.2f}, "
                              f"best {w['best']:.2f} (iterations {w['best_from']}-{w['best_to']})")
-    lines.append("")
+    lines += [trpo_summary(metrics), ""]
 
     for first, last, seconds in seconds_by_sitting(metrics, timing):
         lines.append(f"sitting, iterations {first}-{last}: {seconds:.1f} s/iteration")

@@ -277,7 +277,8 @@ def test_run_figures_recomputes_windows_sittings_and_per_task_groups_from_a_fake
     metrics = []
     for it in range(1, 31):  # training return = iteration, grad norm = iteration / 10, 1 s/it then 3 s/it
         metrics.append({"iteration": it, "returns/post_adaptation": float(it), "trpo/grad_norm": it / 10,
-                        "time/iteration_s": 1.0 if it <= 12 else 3.0})
+                        "time/iteration_s": 1.0 if it <= 12 else 3.0, "trpo/line_search_steps": 1 + (it > 20),
+                        "trpo/step_accepted": 1.0, "trpo/kl": 0.01 if it > 20 else 0.004})
         if it % 10 == 0:  # evaluations are logged as their own lines, as the trainer does
             metrics.append({"iteration": it, "eval/return_step_0": -it, "eval/return_step_0_std": 1.0,
                             "eval/return_step_1": it, "eval/return_step_1_std": 1.0})
@@ -307,6 +308,28 @@ def test_run_figures_recomputes_windows_sittings_and_per_task_groups_from_a_fake
     assert "30 training iterations logged, last 30" in text
     assert "first 5.50, last 25.50, best 25.50 (iterations 21-30)" in text
     assert "iterations 13-30: 3.0 s/iteration" in text and "wall-clock time in all: 2.00 h" in text
+    assert "TRPO: 30 of 30 steps accepted; line-search trials 1: 20, 2: 10; mean KL 0.0060" in text
     assert "  < 0          0         1" in text  # one backward task below zero after one step
     with pytest.raises(SystemExit):
         run_figures.main([str(tmp_path / "missing")])
+
+
+def test_trpo_step_kl_measures_the_quadratic_models_prediction_and_restores_the_line_search(tmp_path):
+    import metarl.metalearner as metalearner
+
+    trpo_step_kl = _import_benchmark("trpo_step_kl")
+    real = metalearner.backtracking_line_search
+    run = REPO / "benchmarks" / "results" / "runs" / "nav2d-anil-seed0"
+    out = tmp_path / "kl"
+    trpo_step_kl.main(["--runs", str(run), "--fractions", "1.0", "0.1", "--out", str(out)])
+    assert metalearner.backtracking_line_search is real
+    result = json.loads(out.with_suffix(".json").read_text())["runs"]["runs/nav2d-anil-seed0"]
+    assert result["kl_before"] == pytest.approx(0.0, abs=1e-7) and result["max_kl"] == 0.01
+    # ANIL's adapted head is smooth in the meta-parameters: the model 0.5 s^T F s holds along the whole step
+    for f in ("1.0", "0.1"):
+        assert 0.8 < result["fractions"][f]["kl_over_model"] < 1.25, result["fractions"][f]
+        assert result["fractions"][f]["loss_change"] < 0  # the step's direction improves the surrogate
+    assert result["accepted_fraction"] in [pytest.approx(0.8 ** k) for k in range(15)]
+    assert "| runs/nav2d-anil-seed0 | 500 |" in out.with_suffix(".md").read_text()
+    with pytest.raises(SystemExit):
+        trpo_step_kl.main(["--runs", str(run), "--fractions", "0", "--out", str(out)])

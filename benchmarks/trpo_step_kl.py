@@ -1,0 +1,123 @@
+"""How well TRPO's quadratic model predicts the KL of its own step, along the step, from a run's checkpoint.
+
+TRPO scales its search direction s so that the quadratic model 0.5 s^T F s equals max_kl; at a fraction f of the
+step the model predicts f^2 max_kl. For each run this samples one meta-batch from the checkpoint (one ordinary
+meta-iteration, its tasks and noise drawn from --seed), computes the step exactly as training does, and evaluates
+the true post-adaptation KL and the surrogate's change at each --fractions f before the line search runs. The
+ratio KL / (f^2 max_kl) is 1 where the model is right; one that grows as f shrinks means the KL has a first-order
+part, which a smooth function with a minimum at f = 0 cannot have: a sign that the adapted parameters are not
+smooth in the meta-parameters (ReLU's kinks inside MAML's inner gradient). Writes OUT.{json,md}.
+
+    python benchmarks/trpo_step_kl.py --runs benchmarks/results/runs/cheetah-dir-maml-seed0 \\
+        benchmarks/results/runs/cheetah-dir-anil-seed0 --out benchmarks/results/trpo_step_kl
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import metarl.metalearner as metalearner
+from metarl.config import load_config
+from metarl.run import load_run
+from metarl.trainer import Trainer
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@contextlib.contextmanager
+def probed_line_search(fractions: list[float], record: dict):
+    """Let trpo_step's line search first evaluate the loss and KL at each fraction of its step, into `record`.
+
+    trpo_step takes its line search from the metalearner module; swapping it for the duration of one step keeps
+    this benchmark from copying the step's computation (the direction, its scaling, the chunked evaluation).
+    """
+    real = metalearner.backtracking_line_search
+
+    def probe(params, step, evaluate, max_kl, **kwargs):
+        loss_before, kl_before = evaluate(params)
+        record.update(max_kl=max_kl, loss_before=loss_before, kl_before=kl_before, fractions={})
+        for f in fractions:
+            candidate = {k: (p.detach() + f * step[k].detach()).requires_grad_(p.requires_grad)
+                         for k, p in params.items()}
+            loss, kl = evaluate(candidate)
+            record["fractions"][str(f)] = {"kl": kl, "loss_change": loss - loss_before,
+                                           "kl_over_model": kl / (f * f * max_kl)}
+        return real(params, step, evaluate, max_kl=max_kl, **kwargs)
+
+    metalearner.backtracking_line_search = probe
+    try:
+        yield
+    finally:
+        metalearner.backtracking_line_search = real
+
+
+def measure(run_dir: Path, checkpoint: Path | None, fractions: list[float], seed: int) -> dict:
+    _, _, ckpt = load_run(run_dir, checkpoint)
+    # One thread each: the figures do not depend on it, and the machine may be training beside this.
+    cfg = load_config(run_dir / "config.yaml", {"sampler_threads": 1, "update_threads": 1})
+    trainer = Trainer(cfg)
+    trainer.load_state_dict(ckpt["trainer"])
+    trainer.rng = np.random.default_rng(seed)  # this meta-batch's tasks and env seeds
+    trainer.noise = torch.Generator().manual_seed(seed)
+    record: dict = {}
+    with probed_line_search(fractions, record):
+        metrics = trainer.step()
+    trainer.close()
+    return {"env": cfg.env, "algo": cfg.algo, "iteration": int(ckpt["trainer"]["iteration"]), **record,
+            "accepted_fraction": metrics["trpo/step_fraction"], "line_search_steps": metrics["trpo/line_search_steps"]}
+
+
+def _markdown(result: dict) -> str:
+    fractions = result["fractions"]
+    lines = [f"`{result['command']}`, {result['date']}: one meta-batch (seed {result['seed']}) from each checkpoint; "
+             "TRPO's step computed as in training, then the true post-adaptation KL at each fraction f of it, "
+             "divided by the quadratic model's prediction f^2 max_kl (1 where the model is right), and the "
+             "surrogate's change (negative is an improvement). `accepted` is the fraction the line search took.", "",
+             "| run | iteration | " + " | ".join(f"f = {f}: KL / model, surrogate change" for f in fractions)
+             + " | accepted |", "| --- | --- |" + " --- |" * (len(fractions) + 1)]
+    for name, run in result["runs"].items():
+        cells = [f"{run['fractions'][str(f)]['kl_over_model']:.2f}, {run['fractions'][str(f)]['loss_change']:.2e}"
+                 for f in fractions]
+        lines.append(f"| {name} | {run['iteration']} | " + " | ".join(cells) + f" | {run['accepted_fraction']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", nargs="+", type=Path, required=True, help="run directories")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="a kept snapshot to read instead of each run's latest checkpoint (one run only)")
+    parser.add_argument("--fractions", nargs="+", type=float, default=[1.0, 0.8, 0.5, 0.1, 0.01])
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "trpo_step_kl",
+                        help="output path without suffix (.json and .md are written)")
+    args = parser.parse_args(argv)
+    bad = [f for f in args.fractions if not 0 < f <= 1]
+    if bad:
+        parser.error(f"--fractions must lie in (0, 1], got {bad}")
+    if args.checkpoint is not None and len(args.runs) != 1:
+        parser.error(f"--checkpoint names one run's snapshot; got {len(args.runs)} runs")
+    torch.set_num_threads(1)
+    result = {"command": " ".join(["python", "benchmarks/trpo_step_kl.py", *(sys.argv[1:] if argv is None else argv)]),
+              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "seed": args.seed,
+              "fractions": args.fractions, "runs": {}}
+    for run_dir in args.runs:
+        name = f"{run_dir.parent.name}/{run_dir.name}"
+        result["runs"][name] = measure(run_dir, args.checkpoint, args.fractions, args.seed)
+        print(name, json.dumps(result["runs"][name]["fractions"]), flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    args.out.with_suffix(".md").write_text(_markdown(result))
+    print(_markdown(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -203,17 +203,24 @@ def test_a_signal_delivered_to_another_thread_still_waits_for_the_deferred_block
         inside.wait(10)
         os.kill(os.getpid(), signal.SIGINT)
 
+    # A shell starts background jobs with SIGINT ignored, and Python then keeps it ignored: give the test the usual
+    # Ctrl-C handler whoever started pytest, and put back what it found.
+    started_with = signal.signal(signal.SIGINT, signal.default_int_handler)
     sender = threading.Thread(target=send)
     sender.start()
-    with pytest.raises(KeyboardInterrupt):
-        with signals_deferred():
-            inside.set()
-            sender.join()
-            for _ in range(50):  # bytecode boundaries where a pending Python handler would run
-                time.sleep(0.002)
-            finished.append(True)
-    assert finished == [True]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the caller's handler is back
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with signals_deferred():
+                inside.set()
+                sender.join()
+                for _ in range(50):  # bytecode boundaries where a pending Python handler would run
+                    time.sleep(0.002)
+                finished.append(True)
+        assert finished == [True]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the caller's handler is back
+    finally:
+        sender.join()
+        signal.signal(signal.SIGINT, started_with)
 
 
 def test_resume_reruns_an_interrupted_final_evaluation(straight_run, tmp_path):

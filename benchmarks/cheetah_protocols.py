@@ -30,6 +30,10 @@ so that all fit in one sitting:
                 TRPO) instead of the first fifth used everywhere else here.
   inner-lr-0.2  fvp-full with an inner step of 0.2 (evaluated with 0.2, then 0.1): twice the MAML paper's step,
                 which a head-only step on cheetah-dir falls short of (benchmarks/adaptation_step_sizes.py).
+  max-kl-0.008  fvp-full with TRPO's max KL 0.008: about the KL of MAML's steps, which the line search cuts back
+                once on cheetah-dir (benchmarks/trpo_step_kl.py), where ANIL's are mostly taken whole at 0.01.
+  head-log-std  fvp-full with the inner step on the head and the log-std (the MAML code's policy keeps its std in
+                a parameter of its own, which MAML adapts; the ANIL paper's "final layer" may or may not hold it).
 Variant families are registered here through the plug-in path (`register_family`), as a user would.
 Each run records its post-adaptation training return per iteration and a final held-out evaluation
 (0..3 steps). Finished runs are kept in the JSON and skipped when the command is run again. Writes
@@ -78,6 +82,8 @@ VARIANTS = {
     # short on cheetah-dir (adaptation_step_sizes.md)
     "inner-lr-0.2": {"frame_skip": 1, "fvp_subsample": 1.0, "inner_lr": 0.2, "eval_first_lr": 0.2,
                      "eval_later_lr": 0.1},
+    "max-kl-0.008": {"frame_skip": 1, "fvp_subsample": 1.0, "max_kl": 0.008},
+    "head-log-std": {"frame_skip": 1, "fvp_subsample": 1.0},
 }
 
 
@@ -160,7 +166,15 @@ class StaleBaselineTrainer(Trainer):
         return Batch(episodes, adv)
 
 
-TRAINERS = {"stale-baseline": StaleBaselineTrainer}
+class HeadAndLogStdTrainer(Trainer):
+    """A Trainer whose inner step adapts the log-std as well as the adapted keys of its algorithm."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.keys = [*self.keys, "log_std"] if "log_std" not in self.keys else self.keys
+
+
+TRAINERS = {"stale-baseline": StaleBaselineTrainer, "head-log-std": HeadAndLogStdTrainer}
 
 
 def register_variants() -> None:
@@ -251,7 +265,8 @@ def _markdown(r: dict) -> str:
     commands = "; ".join(f"`{c}`" for c in r["commands"])
     lines = [f"{commands}, {r.get('date', '')}: cheetah-dir, seed {r['seed']}, {r['iterations']} "
              f"meta-iterations of {r['tasks']} tasks x {r['episodes']} episodes x 200 steps (protocol: 40 x 20), "
-             "TRPO max KL 0.01, fvp_subsample 0.2 (1.0 in fvp-full and inner-lr-0.2), frame skip as in the table. "
+             "TRPO max KL 0.01 (0.008 in max-kl-0.008), fvp_subsample 0.2 (1.0 in fvp-full and the variants "
+             "listed after it in the script), frame skip as in the table. "
              "Training return: mean post-adaptation return of the first and "
              f"last tenth of the iterations. Evaluation: {r['eval_tasks']} held-out tasks x {r['episodes']} "
              "episodes, mean return after 0..3 adaptation steps (step sizes 0.1, then 0.05; 0.2, then 0.1 in "

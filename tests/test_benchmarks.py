@@ -167,6 +167,27 @@ def test_stale_baseline_predicts_each_task_with_the_previous_tasks_fit():
                                expected(second, torch.stack([pooled, w2[0], w2[1]])))
 
 
+def test_head_log_std_variant_adapts_the_head_and_the_log_std_and_nothing_else():
+    import torch
+    from metarl.config import load_config
+    from metarl.metalearner import adapted_values
+    from metarl.policy import meta_params
+    cp = _import_benchmark("cheetah_protocols")
+    cfg = load_config(REPO / "configs" / "cheetah-dir.yaml",
+                      {"meta_batch_size": 2, "episodes_per_task": 2, "horizon": 10, "sampler_threads": 1})
+    trainer = cp.HeadAndLogStdTrainer(cfg)
+    try:
+        assert sorted(trainer.keys) == ["head.bias", "head.weight", "log_std"]
+        params = {k: v.detach() for k, v in meta_params(trainer.policy).items()}
+        tasks = trainer._task_env.sample_tasks(trainer.rng, 2)
+        episodes, _ = trainer._sample(trainer.sampler, params, tasks, 0, trainer.noise)
+        adapted = adapted_values(trainer.policy, params, [trainer._batch(episodes)], trainer.keys, [0.1])
+        changed = {k for k in params if not torch.equal(adapted[k], params[k].expand_as(adapted[k]))}
+        assert changed == {"head.bias", "head.weight", "log_std"}
+    finally:
+        trainer.close()
+
+
 def test_cheetah_protocols_runs_each_variant_at_its_frame_skip_and_resumes(tmp_path):
     out = tmp_path / "protocols"
     cmd = [sys.executable, str(REPO / "benchmarks" / "cheetah_protocols.py"), "--variants", "ours", "frame-skip-1",

@@ -28,8 +28,9 @@ settings, task_chunk, checkpoint_every and keep_checkpoint_every change speed or
 rounding), so a run may be resumed with other values; any other --set must stay as the run was started (a mismatch
 is refused, naming the keys).
 
-Each run/baselines/publish command that finishes or is stopped cleanly is appended to ROOT/commands.txt, which
-`aggregate` prints at the top of the report as the commands behind the numbers.
+Each run/baselines/publish command that finishes or is stopped cleanly is recorded in ROOT/commands.txt, which
+`aggregate` prints at the top of the report as the commands behind the numbers. A command given again moves to the
+end, so the list keeps the order of each command's last invocation (a run resumed after a publish comes before it).
 """
 
 from __future__ import annotations
@@ -139,14 +140,12 @@ def command_line(argv: list[str]) -> str:
 
 
 def record_command(root: Path, argv: list[str]) -> None:
-    """Append this invocation to ROOT/commands.txt (once per distinct command), for the report's provenance."""
+    """Record this invocation last in ROOT/commands.txt (each distinct command once), for the report's provenance."""
     root.mkdir(parents=True, exist_ok=True)
     path = root / COMMANDS_FILE
     line = command_line(argv)
     known = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
-    if line not in known:
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(line + "\n")
+    path.write_text("".join(f"{k}\n" for k in [*(k for k in known if k != line), line]), encoding="utf-8")
 
 
 @contextlib.contextmanager
@@ -1166,7 +1165,7 @@ def cmd_aggregate(args: argparse.Namespace, argv: list[str]) -> int:
 # publish: copy finished runs somewhere committable
 # ================================================================================================================
 
-def cmd_publish(args: argparse.Namespace) -> int:
+def cmd_publish(args: argparse.Namespace, argv: list[str]) -> int:
     """Copy each finished run's small files (no TensorBoard events), its kept snapshots, the baseline results and
     commands.txt to --dest.
 
@@ -1202,13 +1201,17 @@ def cmd_publish(args: argparse.Namespace) -> int:
             if path.suffix in (".json", ".zip") and not path.name.endswith(".tmp"):
                 shutil.copy2(path, args.dest / BASELINES_DIR / path.name)
                 copied += 1
-    if (args.root / COMMANDS_FILE).is_file():  # the provenance, so `aggregate --root DEST` can print it too
-        # Merged, not copied: DEST may hold runs published from another root (an earlier sitting, another machine).
-        ours = (args.root / COMMANDS_FILE).read_text(encoding="utf-8").splitlines()
-        theirs = (args.dest / COMMANDS_FILE).read_text(encoding="utf-8").splitlines() \
-            if (args.dest / COMMANDS_FILE).is_file() else []
-        merged = theirs + [line for line in ours if line not in theirs]
-        (args.dest / COMMANDS_FILE).write_text("".join(line + "\n" for line in merged), encoding="utf-8")
+    # The provenance, so `aggregate --root DEST` can print it too. Merged, not copied: DEST may hold runs published
+    # from another root (an earlier sitting, another machine), whose commands stay first. This root's follow in
+    # its own order, ending with this publish, which must come after the runs it copies.
+    this = command_line(argv)
+    ours = (args.root / COMMANDS_FILE).read_text(encoding="utf-8").splitlines() \
+        if (args.root / COMMANDS_FILE).is_file() else []
+    ours = [line for line in ours if line != this] + [this]
+    theirs = (args.dest / COMMANDS_FILE).read_text(encoding="utf-8").splitlines() \
+        if (args.dest / COMMANDS_FILE).is_file() else []
+    merged = [line for line in theirs if line not in ours] + ours
+    (args.dest / COMMANDS_FILE).write_text("".join(line + "\n" for line in merged), encoding="utf-8")
     print(f"published {len(runs) - unchanged} finished run(s) ({unchanged} already there, left as they are) and "
           f"{copied} baseline file(s) to {args.dest}")
     if runs:
@@ -1318,8 +1321,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         check_args(args)
-        commands = {"run": cmd_run, "baselines": cmd_baselines, "publish": cmd_publish, "_cell": cmd_cell,
-                    "aggregate": lambda a: cmd_aggregate(a, argv)}
+        commands = {"run": cmd_run, "baselines": cmd_baselines, "publish": lambda a: cmd_publish(a, argv),
+                    "_cell": cmd_cell, "aggregate": lambda a: cmd_aggregate(a, argv)}
         code = commands[args.command](args)
         # Provenance for the report: commands that did their work, or were stopped cleanly and resume as is.
         if args.command in ("run", "baselines", "publish") and code in (0, 130):

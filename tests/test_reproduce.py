@@ -148,12 +148,17 @@ def test_run_is_resumable_and_publishable(reproduce, tmp_path, capsys):
     dest = tmp_path / "published"
     dest.mkdir()
     (dest / "commands.txt").write_text("python benchmarks/reproduce.py run --root elsewhere\n")
-    assert reproduce.main(["publish", "--root", str(root), "--dest", str(dest)]) == 0
-    # commands published earlier (another root, another machine) are kept, this root's are added once
-    assert reproduce.main(["publish", "--root", str(root), "--dest", str(dest)]) == 0
+    publish = ["publish", "--root", str(root), "--dest", str(dest)]
+    assert reproduce.main(publish) == 0
+    # a run made after a publish is listed before the next publish, which must come after it to copy it
+    later = ["run", "--root", str(root), "--envs", "nav2d", "--algos", "maml", "--seeds", "0"]
+    reproduce.record_command(root, later)
+    assert reproduce.main(publish) == 0
+    # commands published earlier (another root, another machine) are kept first, this root's follow once each
     published = (dest / "commands.txt").read_text().splitlines()
     assert published[0] == "python benchmarks/reproduce.py run --root elsewhere"
     assert published[1:] == (root / "commands.txt").read_text().splitlines()
+    assert published[1:] == [reproduce.command_line(c) for c in (args, later, publish)]
     copy = dest / "nav2d-anil-seed0"
     assert sorted(p.name for p in copy.iterdir()) == ["checkpoint.pt", "checkpoints", "config.yaml", "eval.json",
                                                       "metrics.jsonl", "timing.json"]

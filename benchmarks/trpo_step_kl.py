@@ -6,7 +6,9 @@ meta-iteration, its tasks and noise drawn from --seed), computes the step exactl
 the true post-adaptation KL and the surrogate's change at each --fractions f before the line search runs. The
 ratio KL / (f^2 max_kl) is 1 where the model is right; one that grows as f shrinks means the KL has a first-order
 part, which a smooth function with a minimum at f = 0 cannot have: a sign that the adapted parameters are not
-smooth in the meta-parameters (ReLU's kinks inside MAML's inner gradient). Writes OUT.{json,md}.
+smooth in the meta-parameters (ReLU's kinks inside MAML's inner gradient). --activation softplus or tanh puts a
+smooth activation in place of each ReLU of the loaded policy, same weights, as a check of that reading: it is
+another function than the one trained, so only its ratios mean something, not its returns. Writes OUT.{json,md}.
 
     python benchmarks/trpo_step_kl.py --runs benchmarks/results/runs/cheetah-dir-maml-seed0 \\
         benchmarks/results/runs/cheetah-dir-anil-seed0 --out benchmarks/results/trpo_step_kl
@@ -30,6 +32,14 @@ from metarl.run import load_run
 from metarl.trainer import Trainer
 
 REPO = Path(__file__).resolve().parent.parent
+SMOOTH = {"softplus": torch.nn.Softplus, "tanh": torch.nn.Tanh}
+
+
+def smooth_body(policy: torch.nn.Module, activation: str) -> None:
+    """Replace each ReLU of the policy's body by `activation` (a key of SMOOTH), keeping every weight."""
+    for i, layer in enumerate(policy.body):
+        if isinstance(layer, torch.nn.ReLU):
+            policy.body[i] = SMOOTH[activation]()
 
 
 @contextlib.contextmanager
@@ -59,19 +69,23 @@ def probed_line_search(fractions: list[float], record: dict):
         metalearner.backtracking_line_search = real
 
 
-def measure(run_dir: Path, checkpoint: Path | None, fractions: list[float], seed: int) -> dict:
+def measure(run_dir: Path, checkpoint: Path | None, fractions: list[float], seed: int,
+            activation: str = "relu") -> dict:
     _, _, ckpt = load_run(run_dir, checkpoint)
     # One thread each: the figures do not depend on it, and the machine may be training beside this.
     cfg = load_config(run_dir / "config.yaml", {"sampler_threads": 1, "update_threads": 1})
     trainer = Trainer(cfg)
     trainer.load_state_dict(ckpt["trainer"])
+    if activation != "relu":
+        smooth_body(trainer.policy, activation)
     trainer.rng = np.random.default_rng(seed)  # this meta-batch's tasks and env seeds
     trainer.noise = torch.Generator().manual_seed(seed)
     record: dict = {}
     with probed_line_search(fractions, record):
         metrics = trainer.step()
     trainer.close()
-    return {"env": cfg.env, "algo": cfg.algo, "iteration": int(ckpt["trainer"]["iteration"]), **record,
+    return {"env": cfg.env, "algo": cfg.algo, "iteration": int(ckpt["trainer"]["iteration"]),
+            "activation": activation, **record,
             "accepted_fraction": metrics["trpo/step_fraction"], "line_search_steps": metrics["trpo/line_search_steps"]}
 
 
@@ -97,6 +111,8 @@ def main(argv=None) -> None:
                         help="a kept snapshot to read instead of each run's latest checkpoint (one run only)")
     parser.add_argument("--fractions", nargs="+", type=float, default=[1.0, 0.8, 0.5, 0.1, 0.01])
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--activation", choices=["relu", *SMOOTH], default="relu",
+                        help="the body's activation: relu (as trained) or a smooth one put in its place")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "trpo_step_kl",
                         help="output path without suffix (.json and .md are written)")
     args = parser.parse_args(argv)
@@ -110,8 +126,8 @@ def main(argv=None) -> None:
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "seed": args.seed,
               "fractions": args.fractions, "runs": {}}
     for run_dir in args.runs:
-        name = f"{run_dir.parent.name}/{run_dir.name}"
-        result["runs"][name] = measure(run_dir, args.checkpoint, args.fractions, args.seed)
+        name = f"{run_dir.parent.name}/{run_dir.name}" + (f" ({args.activation})" if args.activation != "relu" else "")
+        result["runs"][name] = measure(run_dir, args.checkpoint, args.fractions, args.seed, args.activation)
         print(name, json.dumps(result["runs"][name]["fractions"]), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")

@@ -354,3 +354,22 @@ def test_trpo_step_kl_measures_the_quadratic_models_prediction_and_restores_the_
     assert "| runs/nav2d-anil-seed0 | 500 |" in out.with_suffix(".md").read_text()
     with pytest.raises(SystemExit):
         trpo_step_kl.main(["--runs", str(run), "--fractions", "0", "--out", str(out)])
+
+
+def test_trpo_step_kl_smooth_activation_replaces_every_relu_and_keeps_the_weights():
+    import torch
+    from metarl.policy import GaussianMLP
+    trpo_step_kl = _import_benchmark("trpo_step_kl")
+    policy = GaussianMLP(3, 2, hidden_sizes=(4, 5), generator=torch.Generator().manual_seed(0))
+    before = {k: v.clone() for k, v in policy.state_dict().items()}
+    obs = torch.linspace(-2, 2, 12).reshape(4, 3)
+    relu_mean = policy(obs)[0]
+    trpo_step_kl.smooth_body(policy, "softplus")
+    assert [type(m).__name__ for m in policy.body] == ["Linear", "Softplus", "Linear", "Softplus"]
+    assert all(torch.equal(v, before[k]) for k, v in policy.state_dict().items())
+    # the same weights through softplus: the mean the layers compute by hand with log(1 + e^x)
+    h = obs
+    for layer in (policy.body[0], policy.body[2]):
+        h = torch.log1p(torch.exp(layer(h)))
+    torch.testing.assert_close(policy(obs)[0], policy.head(h))
+    assert not torch.allclose(policy(obs)[0], relu_mean)

@@ -119,11 +119,15 @@ def baseline_name(env: str, kind: str, seed: int) -> str:
     return f"{env}-{kind}-seed{seed}"
 
 
-def write_json(path: Path, data: dict) -> None:
-    """Write JSON atomically (temp file, then rename): a crash never leaves half a file."""
+def write_atomic(path: Path, text: str) -> None:
+    """Write a file atomically (temp file, then rename): a crash never leaves half a file."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def write_json(path: Path, data: dict) -> None:
+    write_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 def read_json(path: Path) -> dict | None:
@@ -145,7 +149,7 @@ def record_command(root: Path, argv: list[str]) -> None:
     path = root / COMMANDS_FILE
     line = command_line(argv)
     known = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
-    path.write_text("".join(f"{k}\n" for k in [*(k for k in known if k != line), line]), encoding="utf-8")
+    write_atomic(path, "".join(f"{k}\n" for k in [*(k for k in known if k != line), line]))
 
 
 @contextlib.contextmanager
@@ -1211,7 +1215,7 @@ def cmd_publish(args: argparse.Namespace, argv: list[str]) -> int:
     theirs = (args.dest / COMMANDS_FILE).read_text(encoding="utf-8").splitlines() \
         if (args.dest / COMMANDS_FILE).is_file() else []
     merged = [line for line in theirs if line not in ours] + ours
-    (args.dest / COMMANDS_FILE).write_text("".join(line + "\n" for line in merged), encoding="utf-8")
+    write_atomic(args.dest / COMMANDS_FILE, "".join(line + "\n" for line in merged))
     print(f"published {len(runs) - unchanged} finished run(s) ({unchanged} already there, left as they are) and "
           f"{copied} baseline file(s) to {args.dest}")
     if runs:

@@ -143,13 +143,22 @@ def command_line(argv: list[str]) -> str:
     return shlex.join(["python", SCRIPT, *argv])
 
 
-def record_command(root: Path, argv: list[str]) -> None:
-    """Record this invocation last in ROOT/commands.txt (each distinct command once), for the report's provenance."""
-    root.mkdir(parents=True, exist_ok=True)
+def recorded_commands(root: Path) -> list[str]:
+    """The lines of ROOT/commands.txt, none if it does not exist."""
     path = root / COMMANDS_FILE
+    return path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+
+
+def with_command_last(commands: list[str], argv: list[str]) -> list[str]:
+    """`commands` with this invocation moved (or added) to the end: each distinct command once, by last use."""
     line = command_line(argv)
-    known = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
-    write_atomic(path, "".join(f"{k}\n" for k in [*(k for k in known if k != line), line]))
+    return [c for c in commands if c != line] + [line]
+
+
+def record_command(root: Path, argv: list[str]) -> None:
+    """Record this invocation last in ROOT/commands.txt, for the report's provenance."""
+    root.mkdir(parents=True, exist_ok=True)
+    write_atomic(root / COMMANDS_FILE, "".join(f"{c}\n" for c in with_command_last(recorded_commands(root), argv)))
 
 
 @contextlib.contextmanager
@@ -971,9 +980,7 @@ def timing_table(runs: list[RunRecord]) -> list[str]:
 
 def regenerate_commands(root: Path, argv: list[str]) -> list[str]:
     """The recorded run/baselines/publish commands, then this aggregate command."""
-    path = root / COMMANDS_FILE
-    recorded = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
-    return [line for line in recorded if line.strip()] + [command_line(argv)]
+    return [line for line in recorded_commands(root) if line.strip()] + [command_line(argv)]
 
 
 def render_markdown(report: dict) -> str:
@@ -1208,13 +1215,8 @@ def cmd_publish(args: argparse.Namespace, argv: list[str]) -> int:
     # The provenance, so `aggregate --root DEST` can print it too. Merged, not copied: DEST may hold runs published
     # from another root (an earlier sitting, another machine), whose commands stay first. This root's follow in
     # its own order, ending with this publish, which must come after the runs it copies.
-    this = command_line(argv)
-    ours = (args.root / COMMANDS_FILE).read_text(encoding="utf-8").splitlines() \
-        if (args.root / COMMANDS_FILE).is_file() else []
-    ours = [line for line in ours if line != this] + [this]
-    theirs = (args.dest / COMMANDS_FILE).read_text(encoding="utf-8").splitlines() \
-        if (args.dest / COMMANDS_FILE).is_file() else []
-    merged = [line for line in theirs if line not in ours] + ours
+    ours = with_command_last(recorded_commands(args.root), argv)
+    merged = [line for line in recorded_commands(args.dest) if line not in ours] + ours
     write_atomic(args.dest / COMMANDS_FILE, "".join(line + "\n" for line in merged))
     print(f"published {len(runs) - unchanged} finished run(s) ({unchanged} already there, left as they are) and "
           f"{copied} baseline file(s) to {args.dest}")

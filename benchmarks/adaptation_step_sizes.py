@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
-import json
 import sys
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from metarl.files import write_report
 from metarl.policy import adapted_keys, meta_params
 from metarl.run import KEPT_CHECKPOINTS_DIR, load_run
 from metarl.trainer import Trainer
@@ -176,9 +176,7 @@ def main(argv=None) -> None:
         result["runs"][_name(run_dir)] = run = measure(run_dir, args.lrs, args.tasks, args.episodes, args.adapt)
         print(_name(run_dir), f"iteration {run['iteration']}", f"0 steps {run['return_step_0']:.1f}",
               *(f"lr {lr}: {run['lrs'][str(lr)]['return_step_1']:.1f}" for lr in args.lrs), flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(_markdown(result))
+    write_report(args.out, result, _markdown(result))
     print(_markdown(result))
 
 

@@ -62,6 +62,7 @@ from metarl.advantages import (baseline_features, discounted_returns, fit_linear
 from metarl.config import load_config
 from metarl.envs import CheetahDirTask, HalfCheetahBatch, HalfCheetahDirEnv, register_family
 from metarl.envs.half_cheetah import sample_direction_tasks
+from metarl.files import write_json, write_text
 from metarl.metalearner import Batch
 from metarl.trainer import Trainer
 
@@ -244,9 +245,9 @@ def main(argv=None) -> None:
             runs[key] = run(variant, algo, args.seed, args.iterations, args.tasks, args.episodes, args.eval_tasks)
             result["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
             args.out.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(result, indent=2) + "\n")  # after every run: an interrupted sweep resumes
+            write_json(path, result)  # after every run: an interrupted sweep resumes
             print(f"{key}: " + _summary(runs[key]), flush=True)
-    args.out.with_suffix(".md").write_text(_markdown(result))
+    write_text(args.out.with_suffix(".md"), _markdown(result))
     print(_markdown(result))
 
 

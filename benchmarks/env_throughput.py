@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import statistics
@@ -30,6 +29,7 @@ import mujoco
 import numpy as np
 
 import metarl.envs
+from metarl.files import write_json
 
 if "torch" in sys.modules:  # not needed here; if something imported it, keep it from competing for cores
     sys.modules["torch"].set_num_threads(1)
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> dict:
     for name, ratio in ratios.items():
         print(f"{name:<20} {ratio:>12.2f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.out, report)
     print(f"wrote {args.out}")
     return report
 

@@ -13,7 +13,6 @@ The episodes are random numbers: the cost depends on the shapes only. Results: b
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -25,6 +24,7 @@ import torch
 
 from metarl.config import load_config
 from metarl.envs import get_family, make
+from metarl.files import write_report
 from metarl.metalearner import Batch, MetaBatch, adapted_values, meta_gradient_and_fvp
 from metarl.policy import GaussianMLP, adapted_keys, forward, log_prob
 from metarl.sampler import Episodes
@@ -120,8 +120,6 @@ def main(argv=None) -> None:
               "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                           "python": platform.python_version(), "torch": torch.__version__},
               "rows": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     k, t, n = shape
     lines = [f"Fisher-vector products by task chunk, `{command}`, {result['date']}, {os.cpu_count()} CPUs, "
              f"{threads} torch threads, torch {torch.__version__}. {args.env} sizes: {k} tasks x {n} episodes x "
@@ -137,7 +135,7 @@ def main(argv=None) -> None:
             total = r["setup_s"] + (cfg.cg_iters + 1) * r["fvp_s"]
             lines.append(f"| {algo} | {r['task_chunk']} | {r['setup_s']:.2f} | {r['fvp_s']:.2f} | {total:.1f} | "
                          f"{base / total:.2f}x | {r['max_rel_diff']:.1e} |")
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    write_report(args.out, result, "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -11,13 +11,13 @@ x 100 steps), MAML and ANIL, the same seeds for both settings. Writes benchmarks
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
 from pathlib import Path
 
 from metarl.config import load_config
+from metarl.files import write_report
 from metarl.trainer import Trainer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -58,8 +58,6 @@ def main(argv=None) -> None:
     result = {"command": " ".join(["python", "benchmarks/fvp_subsample.py", *sys.argv[1:]]),
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "env": "nav2d",
               "iterations": args.iterations, "seeds": args.seeds, "runs": runs}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [f"`{result['command']}` ({result['date']}): nav2d, paper protocol, {args.iterations} meta-iterations, "
              f"seeds {args.seeds}; mean over seeds.", "",
              "| algo | fvp_subsample | post-adaptation return, last 10 iterations | held-out return after 1 step "
@@ -70,7 +68,7 @@ def main(argv=None) -> None:
             lines.append(f"| {algo} | {fraction} | {statistics.mean(statistics.mean(r['post_adaptation'][-10:]) for r in rs):.2f} "
                          f"| {statistics.mean(r['eval']['return_step_1'] for r in rs):.2f} | "
                          f"{statistics.mean(r['update_s_median'] for r in rs):.2f} |")
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    write_report(args.out, result, "\n".join(lines) + "\n")
     print("\n".join(lines))
     plot(runs, args, args.out.with_suffix(".png"))
 

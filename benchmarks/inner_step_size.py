@@ -14,7 +14,6 @@ Writes benchmarks/results/inner_step_size.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 
 from metarl.config import load_config
+from metarl.files import write_report
 from metarl.metalearner import adapted_values
 from metarl.policy import forward, kl_divergence, meta_params
 from metarl.run import load_run
@@ -79,9 +79,7 @@ def main(argv=None) -> None:
         name = run_dir.name if run_dir.resolve().parent == DEFAULT_RUNS else f"{run_dir.parent.name}/{run_dir.name}"
         result["runs"][name] = measure(run_dir, args.tasks, args.seed)
         print(name, _row(result["runs"][name]), flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(_markdown(result))
+    write_report(args.out, result, _markdown(result))
     print(_markdown(result))
 
 

@@ -10,7 +10,6 @@ Runs `--iterations` meta-iterations per (env, algo) at the reference batch sizes
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -20,6 +19,7 @@ from pathlib import Path
 import torch
 
 from metarl.config import load_config
+from metarl.files import write_report
 from metarl.trainer import Trainer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -63,8 +63,6 @@ def main(argv=None) -> None:
                           "cpus": __import__("os").cpu_count(), "python": platform.python_version(),
                           "torch": torch.__version__},
               "overrides": overrides, "rows": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [f"Seconds per meta-iteration (median of {args.iterations}), `python benchmarks/{result['command']}`, "
              f"{result['date']}, {result['machine']['cpus']} CPUs, torch {torch.__version__}.", "",
              "| env | algo | tasks x episodes x horizon | sampling | inner loop | TRPO | total | sampler steps/s |",
@@ -73,7 +71,7 @@ def main(argv=None) -> None:
         lines.append(f"| {r['env']} | {r['algo']} | {r['tasks']} x {r['episodes_per_task']} x {r['horizon']} | "
                      f"{r['sampling_s']:.2f} | {r['adaptation_s']:.2f} | {r['update_s']:.2f} | {r['iteration_s']:.2f} | "
                      f"{r['env_steps_per_s']:.0f} |")
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    write_report(args.out, result, "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

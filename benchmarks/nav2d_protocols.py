@@ -33,6 +33,7 @@ from gymnasium.vector.utils import batch_space
 from metarl.config import load_config
 from metarl.envs import Navigation2DBatch, Navigation2DEnv, register_family
 from metarl.envs.navigation import MAX_ACTION
+from metarl.files import write_json, write_text
 from metarl.trainer import Trainer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -113,11 +114,11 @@ def main(argv=None) -> None:
             runs[key] = run(variant, algo, args.seed, args.iterations, args.eval_tasks)
             result["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
             args.out.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(result, indent=2) + "\n")  # after every run: an interrupted sweep resumes
+            write_json(path, result)  # after every run: an interrupted sweep resumes
             e = runs[key]["eval"]
             print(f"{key}: " + "  ".join(f"{s} steps {e[f'return_step_{s}']:.2f}" for s in range(4))
                   + f"  ({runs[key]['minutes']:.1f} min)", flush=True)
-    args.out.with_suffix(".md").write_text(_markdown(result))
+    write_text(args.out.with_suffix(".md"), _markdown(result))
     print(_markdown(result))
 
 

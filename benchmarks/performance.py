@@ -176,9 +176,8 @@ def main(argv=None) -> None:
         print(f"   {axis}: {line}  (in brackets: time per unit relative to the smallest; 1.00 = linear)", flush=True)
     result["scaling"] = scaling
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(_markdown(result))
+    from metarl.files import write_report
+    write_report(args.out, result, _markdown(result))
     print(_markdown(result))
 
 

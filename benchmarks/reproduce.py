@@ -57,6 +57,8 @@ from typing import Iterator
 
 import numpy as np
 
+from metarl.files import write_json, write_text
+
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = "benchmarks/reproduce.py"
 
@@ -119,17 +121,6 @@ def baseline_name(env: str, kind: str, seed: int) -> str:
     return f"{env}-{kind}-seed{seed}"
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write a file atomically (temp file, then rename): a crash never leaves half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def write_json(path: Path, data: dict) -> None:
-    write_atomic(path, json.dumps(data, indent=2) + "\n")
-
-
 def read_json(path: Path) -> dict | None:
     """The JSON object in `path`, or None if the file is missing or unreadable."""
     try:
@@ -158,7 +149,7 @@ def with_command_last(commands: list[str], argv: list[str]) -> list[str]:
 def record_command(root: Path, argv: list[str]) -> None:
     """Record this invocation last in ROOT/commands.txt, for the report's provenance."""
     root.mkdir(parents=True, exist_ok=True)
-    write_atomic(root / COMMANDS_FILE, "".join(f"{c}\n" for c in with_command_last(recorded_commands(root), argv)))
+    write_text(root / COMMANDS_FILE, "".join(f"{c}\n" for c in with_command_last(recorded_commands(root), argv)))
 
 
 @contextlib.contextmanager
@@ -1163,7 +1154,7 @@ def cmd_aggregate(args: argparse.Namespace, argv: list[str]) -> int:
         env_cells = report["cells"].get(env, {})
         report["plots"][env] = {"adaptation": plot_adaptation(env, env_cells, args.out),
                                 "curves": plot_curves(env, report["_runs"], args.out)}
-    (args.out / "reproduction.md").write_text(render_markdown(report), encoding="utf-8")
+    write_text(args.out / "reproduction.md", render_markdown(report))
     public = {k: v for k, v in report.items() if not k.startswith("_")}
     write_json(args.out / "reproduction.json", json.loads(json.dumps(public, default=str)))
     plots = sum(bool(name) for env_plots in report["plots"].values() for name in env_plots.values())
@@ -1217,7 +1208,7 @@ def cmd_publish(args: argparse.Namespace, argv: list[str]) -> int:
     # its own order, ending with this publish, which must come after the runs it copies.
     ours = with_command_last(recorded_commands(args.root), argv)
     merged = [line for line in recorded_commands(args.dest) if line not in ours] + ours
-    write_atomic(args.dest / COMMANDS_FILE, "".join(line + "\n" for line in merged))
+    write_text(args.dest / COMMANDS_FILE, "".join(line + "\n" for line in merged))
     print(f"published {len(runs) - unchanged} finished run(s) ({unchanged} already there, left as they are) and "
           f"{copied} baseline file(s) to {args.dest}")
     if runs:

@@ -28,6 +28,7 @@ import torch
 
 import metarl.metalearner as metalearner
 from metarl.config import load_config
+from metarl.files import write_report
 from metarl.run import load_run
 from metarl.trainer import Trainer
 
@@ -129,9 +130,7 @@ def main(argv=None) -> None:
         name = f"{run_dir.parent.name}/{run_dir.name}" + (f" ({args.activation})" if args.activation != "relu" else "")
         result["runs"][name] = measure(run_dir, args.checkpoint, args.fractions, args.seed, args.activation)
         print(name, json.dumps(result["runs"][name]["fractions"]), flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(_markdown(result))
+    write_report(args.out, result, _markdown(result))
     print(_markdown(result))
 
 

@@ -21,6 +21,8 @@ from typing import Any, Callable
 
 import yaml
 
+from metarl.files import write_text
+
 __all__ = [
     "Config",
     "ConfigError",
@@ -375,9 +377,7 @@ def save_config(cfg: Config, path: str | os.PathLike) -> None:
         lines.append(line)
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    os.replace(tmp, p)  # atomic: a crash never leaves a half-written config
+    write_text(p, "\n".join(lines) + "\n")
 
 
 def _help_text(f: dataclasses.Field) -> str:

@@ -30,6 +30,7 @@ from typing import Any, Iterator
 
 from metarl.config import Config, config_to_dict, env_kwargs, load_config, save_config
 from metarl.envs import ContractError, get_family, make
+from metarl.files import replaced_atomically, write_json, write_text
 
 CONFIG_FILE = "config.yaml"
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -145,13 +146,11 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = 
 # -- checkpoints ----------------------------------------------------------------------------------------------
 
 def save_checkpoint(run_dir: Path, trainer_state: dict, last_eval: int) -> None:
-    """Write checkpoint.pt atomically (temp file in the same folder, then os.replace): never half-written."""
+    """Write checkpoint.pt atomically: never half-written."""
     import torch
 
-    path = run_dir / CHECKPOINT_FILE
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"format": CHECKPOINT_FORMAT, "trainer": trainer_state, "last_eval_iteration": last_eval}, tmp)
-    os.replace(tmp, path)
+    with replaced_atomically(run_dir / CHECKPOINT_FILE) as tmp:
+        torch.save({"format": CHECKPOINT_FORMAT, "trainer": trainer_state, "last_eval_iteration": last_eval}, tmp)
 
 
 def keep_checkpoint(run_dir: Path, iteration: int) -> Path:
@@ -162,9 +161,8 @@ def keep_checkpoint(run_dir: Path, iteration: int) -> Path:
     folder = run_dir / KEPT_CHECKPOINTS_DIR
     folder.mkdir(exist_ok=True)
     path = folder / f"iteration-{iteration:06d}.pt"
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.copyfile(run_dir / CHECKPOINT_FILE, tmp)
-    os.replace(tmp, path)
+    with replaced_atomically(path) as tmp:
+        shutil.copyfile(run_dir / CHECKPOINT_FILE, tmp)
     return path
 
 
@@ -257,9 +255,7 @@ def truncate_metrics(path: Path, iteration: int, last_eval: int) -> None:
         is_eval = any(k.startswith("eval/") for k in record)
         if it < iteration or (it == iteration and (not is_eval or last_eval >= iteration)):
             kept.append(line)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, "".join(line + "\n" for line in kept))
 
 
 # -- logging --------------------------------------------------------------------------------------------------
@@ -516,10 +512,8 @@ def evaluate_run(run_dir: str | os.PathLike, tasks: int | None = None, steps: in
                          "env_steps": trainer.env_steps, "horizon": trainer.horizon, "tasks": tasks,
                          "steps": steps, "episodes": episodes, "eval_seed": cfg.eval_seed, "returns": returns,
                          "per_task": per_task})
-    tmp = out.with_name(out.name + ".tmp")
     try:
-        tmp.write_text(json.dumps(report.data, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, out)
+        write_json(out, report.data)
     except OSError as exc:
         raise RunError(f"cannot write the evaluation report to {out}: {exc.strerror or exc}") from exc
     return report

@@ -199,6 +199,17 @@ def test_ppo_task_mixture_env_takes_the_configs_frame_skip(reproduce):
     assert model.get_env().envs[0].unwrapped.dt == pytest.approx(0.05)
 
 
+def test_ppo_progress_reports_steps_and_training_return(reproduce, capsys):
+    cfg = load_config(CONFIGS / "nav2d.yaml")
+    model = reproduce.ppo_model(cfg, seed=0, steps=64, n_envs=1)  # rollouts of 64 steps; nav2d episodes last 100
+    model.learn(total_timesteps=256, callback=reproduce.ppo_progress(256, reports=4))
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("PPO env steps")]
+    assert [line.split()[3] for line in lines] == ["64/256", "128/256", "192/256", "256/256"]
+    assert "return       none" in lines[0]  # no episode has ended after 64 steps
+    finished = [info["r"] for info in model.ep_info_buffer]
+    assert len(finished) == 2 and f"return {sum(finished) / 2:10.2f}" in lines[-1]
+
+
 # -- PPO actor -> GaussianMLP --------------------------------------------------------------------------------------
 
 def test_ppo_actor_copy_gives_the_same_action_means(reproduce):

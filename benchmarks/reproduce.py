@@ -555,9 +555,16 @@ def ppo_model(cfg, seed: int, steps: int, n_envs: int):
                policy_kwargs=ppo_policy_kwargs(cfg), seed=seed, device="cpu", verbose=0)
 
 
+def ppo_training_return(model) -> float | None:
+    """Mean return of PPO's last training episodes (SB3 keeps the last 100), None before the first one ends."""
+    episodes = [info["r"] for info in model.ep_info_buffer]
+    return float(np.mean(episodes)) if episodes else None
+
+
 def ppo_progress(total: int, reports: int = 10):
     """An SB3 callback that prints PPO's progress about `reports` times over `total` env steps: steps done, the mean
-    return of the last 100 training episodes and steps/s (a 1M-step run takes about half an hour here)."""
+    return of the last 100 training episodes and steps/s (a 1M-step run took 7 to 34 minutes here, depending on
+    what else was running)."""
     from stable_baselines3.common.callbacks import BaseCallback
 
     every = max(1, total // reports)
@@ -573,8 +580,8 @@ def ppo_progress(total: int, reports: int = 10):
             if self.num_timesteps < self.next_report:
                 return
             self.next_report = (self.num_timesteps // every + 1) * every
-            episodes = [info["r"] for info in self.model.ep_info_buffer]
-            recent = f"{np.mean(episodes):10.2f}" if episodes else "      none"
+            mean = ppo_training_return(self.model)
+            recent = "      none" if mean is None else f"{mean:10.2f}"
             rate = self.num_timesteps / max(time.perf_counter() - self.start, 1e-9)
             print(f"PPO env steps {self.num_timesteps:>10,}/{total:,}  training episode return {recent}  "
                   f"{rate:8,.0f} steps/s", flush=True)
@@ -656,10 +663,9 @@ def pretrained_state(cfg, root: Path, seed: int, steps: int, n_envs: int) -> tup
         print(f"== {cfg.env} pretrained seed {seed}: PPO for {steps:,} env steps on {n_envs} envs", flush=True)
         start = time.perf_counter()
         model.learn(total_timesteps=steps, callback=ppo_progress(steps))
-        episodes = [info["r"] for info in model.ep_info_buffer]
         facts = {"steps": steps, "n_envs": n_envs, "n_steps": model.n_steps, "batch_size": model.batch_size,
                  "timesteps_done": int(model.num_timesteps), "train_s": time.perf_counter() - start,
-                 "final_train_return": float(np.mean(episodes)) if episodes else None,
+                 "final_train_return": ppo_training_return(model),
                  "policy_kwargs": {"net_arch": list(cfg.hidden_sizes), "activation_fn": "ReLU",
                                    "log_std_init": cfg.init_log_std},
                  "hyperparameters": "stable-baselines3 PPO defaults (lr 3e-4, 10 epochs, clip 0.2, GAE 0.95)",

@@ -881,7 +881,7 @@ def missing_cells(runs: list[RunRecord], baselines: list[dict], envs, algos, see
 def run_problem(r: RunRecord | None, full: int | None) -> str | None:
     """Why a run does not count as a finished full-protocol result, or None if it does."""
     if r is None:
-        return "not started"
+        return "no run directory (not started, or kept elsewhere until it finishes)"
     if not r.finished:
         if r.iterations_done < r.cfg.iterations:
             return f"interrupted at iteration {r.iterations_done}/{r.cfg.iterations} (re-run `{SCRIPT} run` to resume)"

@@ -94,7 +94,7 @@ def test_aggregate_table_matches_the_eval_files(reproduce, tmp_path):
     assert report["cells"]["nav2d"]["maml"]["seeds"] == [0, 1]  # the interrupted seed 2 is not averaged in
     missing = "\n".join(report["missing"])
     assert "nav2d-maml-seed2: interrupted at iteration 120/500" in missing
-    assert "nav2d-anil-seed2: not started" in missing
+    assert "nav2d-anil-seed2: no run directory" in missing
     assert "nav2d-pretrained-seed0: not run" in missing and "nav2d-random-init-seed0" not in missing
     assert "## Missing" in md and "nav2d-maml-seed2" in md
     assert "python benchmarks/reproduce.py aggregate --root" in md  # the regenerating command, at the top

@@ -8,7 +8,7 @@ Three measurements, in one process, stepping random actions (actions drawn befor
   naive    gymnasium SyncVectorEnv of `naive_envs` gymnasium.make("HalfCheetah-v5") for horizon steps.
 Each is run --repeats times; the table and the JSON report the median rate (every repeat is kept in the JSON).
 
-    python benchmarks/env_throughput.py                 # full sizes, writes benchmarks/results/env_throughput.json
+    python benchmarks/env_throughput.py                 # full sizes, writes benchmarks/results/speed/env_throughput.json
     python benchmarks/env_throughput.py --quick --out /tmp/x.json   # small sizes, a smoke test
 """
 
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=3, help="runs of each measurement; the median is reported")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="num_threads of the batched form")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "env_throughput.json")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "speed" / "env_throughput.json")
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error("--repeats must be >= 1")

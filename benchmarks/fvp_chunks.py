@@ -4,7 +4,7 @@ At the sizes of an env's paper config (cheetah-dir: 40 tasks x 20 episodes x 200
 and action sizes, the 100-100 policy), for MAML and ANIL, one inner step: seconds to build the meta-gradient and
 the Fisher's graphs (`meta_gradient_and_fvp`) and seconds per Fisher-vector product, for each chunk size, each
 timed in turn in this process; and the largest difference of the products from the whole-batch one (float rounding).
-The episodes are random numbers: the cost depends on the shapes only. Results: benchmarks/results/fvp_chunks.{json,md}
+The episodes are random numbers: the cost depends on the shapes only. Results: benchmarks/results/speed/fvp_chunks.{json,md}
 
     python benchmarks/fvp_chunks.py                  # cheetah-dir, chunks 40 (whole batch), 4, 2, 1
     python benchmarks/fvp_chunks.py --quick          # tiny sizes, a smoke test of the script
@@ -77,7 +77,7 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: the config's update_threads)")
     parser.add_argument("--quick", action="store_true", help="4 tasks x 2 episodes x 20 steps, chunks 4 2 1")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "fvp_chunks",
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "speed" / "fvp_chunks",
                         help="output path without suffix (.json and .md are written)")
     args = parser.parse_args(argv)
 

@@ -46,7 +46,7 @@ def main(argv=None) -> None:
     parser.add_argument("--algos", nargs="+", default=["maml", "anil"], help="algorithms to time")
     parser.add_argument("--iterations", type=int, default=3, help="timed iterations per case (median reported)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides, e.g. cg_iters=5")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "iteration_time",
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "speed" / "iteration_time",
                         help="output path without suffix (.json and .md are written)")
     args = parser.parse_args(argv)
     from metarl.config import parse_overrides

@@ -9,7 +9,7 @@ One run measures, in this order and on this machine:
      MAML and ANIL, each in its own process (which also reports its peak memory), against the time raw mj_step
      needs for the same 320,000 env steps;
   3. scaling of the iteration time with the meta-batch size (10, 20, 40, 80 tasks) and the horizon (50..400).
-Results go to benchmarks/results/performance.{json,md}.
+Results go to benchmarks/results/speed/performance.{json,md}.
 
     python benchmarks/performance.py            # everything, a few minutes
     python benchmarks/performance.py --quick    # tiny sizes, a smoke test of the script
@@ -99,7 +99,8 @@ def iteration_in_subprocess(algo: str, overrides: list[str], iterations: int) ->
     code = ("import json, statistics, sys;"
             "from metarl.config import load_config, parse_overrides;"
             "from metarl.trainer import Trainer;"
-            f"cfg = load_config({str(REPO / 'configs' / 'cheetah-dir.yaml')!r}, parse_overrides(sys.argv[1:]));"
+            "from metarl.run import preset_path;"
+            "cfg = load_config(preset_path('cheetah-dir'), parse_overrides(sys.argv[1:]));"
             "t = Trainer(cfg); t.step();"
             f"runs = [t.step() for _ in range({iterations})];"
             "keys = [k for k in runs[0] if k.startswith('time/')];"
@@ -123,11 +124,13 @@ def main(argv=None) -> None:
                         "(median reported)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="config overrides for the meta-iteration runs (e.g. fvp_subsample=1.0)")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "performance",
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "speed" / "performance",
                         help="output path without suffix (.json and .md are written)")
     args = parser.parse_args(argv)
     tasks, episodes, horizon = (4, 2, 20) if args.quick else (40, 20, 200)
-    sizes = ["meta_batch_size=4", "episodes_per_task=2", "horizon=20"] if args.quick else []
+    # --quick: tiny sizes and one thread each, so that the smoke test costs seconds
+    quick_sizes = ["hidden_sizes=[8]", "sampler_threads=1", "update_threads=1", "cg_iters=2"]
+    sizes = ["meta_batch_size=4", "episodes_per_task=2", "horizon=20", *quick_sizes] if args.quick else []
     result = {"command": " ".join(["python", "benchmarks/performance.py", *sys.argv[1:]]),
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "quick": args.quick,
               "machine": _machine(), "load_average_at_start": os.getloadavg()[0]}
@@ -164,11 +167,12 @@ def main(argv=None) -> None:
     print("3. scaling (ANIL) ...", flush=True)
     scale_eps, scale_h = ("episodes_per_task=2", [10, 20]) if args.quick else ("episodes_per_task=5", [50, 100, 200, 400])
     scaling = {"meta_batch_size": {}, "horizon": {}}
+    quick = quick_sizes if args.quick else []
     for k in ([2, 4] if args.quick else [10, 20, 40, 80]):
-        m = iteration_in_subprocess("anil", [scale_eps, f"meta_batch_size={k}", "horizon=50", *args.set], 1)
+        m = iteration_in_subprocess("anil", [scale_eps, f"meta_batch_size={k}", "horizon=50", *quick, *args.set], 1)
         scaling["meta_batch_size"][k] = m["time/iteration_s"]
     for h in scale_h:
-        m = iteration_in_subprocess("anil", [scale_eps, "meta_batch_size=10", f"horizon={h}", *args.set], 1)
+        m = iteration_in_subprocess("anil", [scale_eps, "meta_batch_size=10", f"horizon={h}", *quick, *args.set], 1)
         scaling["horizon"][h] = m["time/iteration_s"]
     for axis, times in scaling.items():
         first_k, first_t = next(iter(times.items()))

@@ -204,18 +204,10 @@ def last_iteration(metrics_path: Path) -> int:
 
 
 def read_metrics(path: Path) -> list[dict]:
-    """metrics.jsonl as a list of dicts; lines that are not JSON objects with an iteration are skipped."""
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict) and isinstance(record.get("iteration"), int):
-            records.append(record)
-    return records
+    """metrics.jsonl at `path` as a list of dicts (metarl.run's reader: lines cut short by a crash are skipped)."""
+    from metarl.run import read_metrics as read_run_metrics
+
+    return read_run_metrics(path.parent)
 
 
 # ================================================================================================================

@@ -1,7 +1,8 @@
 """Task families: distributions of gymnasium tasks for meta-RL, and the registry that names them.
 
-Built in: `cheetah-dir`, `cheetah-vel`, `nav2d`. Users add their own with `register_family(...)`, or name a class
-as `module:Class` wherever a family name is accepted. Families know nothing of learning.
+Built in: `cheetah-dir`, `cheetah-vel`, `nav2d`. Users add their own with `register_family(...)`, or, wherever a
+family name is accepted, name a class as `module:Class` or give the gymnasium id of an env that honours the task
+contract. Families know nothing of learning.
 """
 
 from __future__ import annotations
@@ -14,25 +15,26 @@ from typing import Callable
 import gymnasium
 from gymnasium.vector import AutoresetMode, SyncVectorEnv, VectorEnv
 
-from metarl.envs.contract import ContractError, check_family
+from metarl.envs.contract import ContractError, check_family, valid_horizon
 from metarl.envs.half_cheetah import (CheetahDirTask, CheetahVelTask, HalfCheetahBatch, HalfCheetahDirEnv,
                                       HalfCheetahVelEnv)
 from metarl.envs.navigation import Nav2DTask, Navigation2DBatch, Navigation2DEnv
 
-__all__ = ["Family", "ContractError", "check_family", "register_family", "families", "get_family", "make",
-           "make_batched", "CheetahDirTask", "CheetahVelTask", "Nav2DTask", "HalfCheetahDirEnv", "HalfCheetahVelEnv",
-           "Navigation2DEnv", "HalfCheetahBatch", "Navigation2DBatch"]
+__all__ = ["Family", "ContractError", "check_family", "register_family", "families", "get_family",
+           "resolve_horizon", "make", "make_batched", "CheetahDirTask", "CheetahVelTask", "Nav2DTask",
+           "HalfCheetahDirEnv", "HalfCheetahVelEnv", "Navigation2DEnv", "HalfCheetahBatch", "Navigation2DBatch"]
 
 
 @dataclass(frozen=True)
 class Family:
-    """A registered task family: its names, its env class, and how to build its batched form."""
+    """A registered task family: its names, its env class, its own horizon and how to build its batched form."""
 
     name: str
     gym_id: str
     env_cls: type
     description: str
-    horizon: int
+    # Steps per episode: the class's `horizon`, else its gymnasium time limit; None: the config must give one.
+    horizon: int | None
     # make_batched(num_envs, num_threads=..., max_episode_steps=...) -> VectorEnv; None: a SyncVectorEnv of envs.
     batched: Callable[..., VectorEnv] | None = None
 
@@ -48,16 +50,48 @@ def register_family(name: str, env_cls: type, *, description: str | None = None,
     `env_cls` must honour the task contract (see `metarl.envs.contract`); with `check=True` it is exercised now
     and a `ContractError` names the part it breaks. `batched(num_envs, num_threads=..., max_episode_steps=...)`
     is an optional natively batched form; without it the sampler steps a `SyncVectorEnv` of single envs.
+    The family's horizon is `env_cls.horizon`, else the time limit gymnasium has for it (None if neither).
     """
     if check:
         check_family(env_cls, name)
     gym_id = gym_id or f"metarl/{env_cls.__name__}-v0"
     description = description or (env_cls.__doc__ or name).strip().splitlines()[0]
-    family = Family(name, gym_id, env_cls, description, env_cls.horizon, batched)
+    horizon = getattr(env_cls, "horizon", None)
+    if horizon is None:
+        horizon = _registered_time_limit(env_cls, gym_id)
+    family = Family(name, gym_id, env_cls, description, horizon, batched)
     if gym_id not in gymnasium.registry:
-        gymnasium.register(id=gym_id, entry_point=env_cls, max_episode_steps=env_cls.horizon)
+        gymnasium.register(id=gym_id, entry_point=env_cls, max_episode_steps=horizon)
     _REGISTRY[name] = family
     return family
+
+
+def _registered_time_limit(env_cls: type, gym_id: str) -> int | None:
+    """The time limit gymnasium has for `env_cls`: that of `gym_id`, else the one all ids whose entry point is
+    `env_cls` agree on; None if there is none (or they disagree)."""
+    spec = gymnasium.registry.get(gym_id)
+    if spec is not None and valid_horizon(spec.max_episode_steps):
+        return spec.max_episode_steps
+    path = f"{env_cls.__module__}:{env_cls.__qualname__}"
+    limits = {s.max_episode_steps for s in gymnasium.registry.values()
+              if s.entry_point in (env_cls, path) and valid_horizon(s.max_episode_steps)}
+    return limits.pop() if len(limits) == 1 else None
+
+
+def resolve_horizon(family: Family | str, configured: int | None = None) -> int:
+    """Steps per episode for `family` (a Family or any name get_family takes): `configured` (the config's
+    `horizon`) if given, else the family class's `horizon`, else its gymnasium time limit; ContractError if none."""
+    if isinstance(family, str):
+        family = get_family(family)
+    if configured is not None:
+        if not valid_horizon(configured):
+            raise ValueError(f"horizon must be an int >= 1 (steps per episode), got {configured!r}")
+        return configured
+    if family.horizon is not None:
+        return family.horizon
+    raise ContractError(f"task family {family.name!r} has no horizon (steps per episode): pass --set horizon=N "
+                        "(config key `horizon`), give the class an int attribute `horizon`, or register it with "
+                        "gymnasium.register(..., max_episode_steps=N)")
 
 
 def families() -> dict[str, str]:
@@ -66,7 +100,11 @@ def families() -> dict[str, str]:
 
 
 def get_family(name: str) -> Family:
-    """Look up a family by short name, gymnasium id, or `module:Class` (imported and registered on first use)."""
+    """Look up a family by short name, gymnasium id, or `module:Class` (imported and registered on first use).
+
+    A gymnasium id (also `module:id`, the module imported first so that it registers the id) whose env honours
+    the task contract is registered as a family under its id on first use; one whose env does not is refused.
+    """
     if not isinstance(name, str):
         raise ValueError(f"a task family name must be a string, got {name!r}")
     if name in _REGISTRY:
@@ -74,19 +112,81 @@ def get_family(name: str) -> Family:
     for family in _REGISTRY.values():
         if name in (family.gym_id, family.gym_id.removeprefix("metarl/"), f"metarl:{family.gym_id}"):
             return family
-    if ":" in name and not name.startswith("metarl:"):
+    module_name, _, rest = name.partition(":") if ":" in name else ("", "", name)
+    if module_name and rest.isidentifier():
         return register_family(name, _import_class(name), check=True)
+    if module_name:
+        _import_module(name, module_name)  # `module:ns/Name-v0`: the module registers the id when imported
+    family = _gymnasium_family(rest)
+    if family is not None:
+        return family
     known = ", ".join(f"{n} ({f.gym_id})" for n, f in _REGISTRY.items())
-    raise ValueError(f"unknown task family {name!r}; known families: {known}; "
+    raise ValueError(f"unknown task family {name!r}: not a registered family, a registered gymnasium id or "
+                     f"module:Class{_gymnasium_hint(rest)}; known families: {known}; "
                      "or name your own as module:Class")
+
+
+# What a gymnasium env needs to be a task family, for the error that refuses one (metarl.envs.contract in short).
+_CONTRACT_SUMMARY = ("a task family is a gymnasium.Env whose env.unwrapped has sample_tasks(rng, n) returning "
+                     "n frozen-dataclass tasks, takes its task from reset(options={'task': task}) and keeps it "
+                     "on a plain reset(), exposes it as env.task, puts 'task' and every 'reward_<name>' term in "
+                     "step's info, and raises ValueError for a bad task (see metarl.envs.contract)")
+
+
+def _gymnasium_family(gym_id: str) -> Family | None:
+    """The family for a gymnasium id, registered under the id on first use; None if gymnasium has no such id."""
+    spec = gymnasium.registry.get(gym_id)
+    if spec is None:
+        return None
+    if spec.id in _REGISTRY:
+        return _REGISTRY[spec.id]
+    entry_point = spec.entry_point
+    try:
+        env_cls = (gymnasium.envs.registration.load_env_creator(entry_point) if isinstance(entry_point, str)
+                   else entry_point)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ValueError(f"gymnasium id {gym_id!r}: cannot load its entry point {entry_point!r} ({exc})") from exc
+    refused = f"gymnasium env {gym_id!r} ({_entry_point_name(entry_point)}) exists but is not a metarl task family"
+    if isinstance(env_cls, type) and not callable(getattr(env_cls, "sample_tasks", None)):
+        # Refused without building it (a MuJoCo or Atari env is slow to build, and may print while it loads).
+        raise ContractError(f"{refused} (it has no method sample_tasks(rng, n)): {_CONTRACT_SUMMARY}")
+    try:
+        return register_family(spec.id, env_cls, gym_id=spec.id, check=True)
+    except ContractError as exc:
+        detail = str(exc).partition("breaks the task contract, ")[2] or str(exc)
+        raise ContractError(f"{refused} ({detail}): {_CONTRACT_SUMMARY}") from None
+    except TypeError as exc:  # e.g. a constructor that needs arguments: the checker builds the env with none
+        raise ContractError(f"{refused} (checking it raised {exc!r}; it must build with no arguments): "
+                            f"{_CONTRACT_SUMMARY}") from None
+
+
+def _entry_point_name(entry_point) -> str:
+    if isinstance(entry_point, str):
+        return entry_point
+    return f"{getattr(entry_point, '__module__', '?')}:{getattr(entry_point, '__qualname__', entry_point)}"
+
+
+def _gymnasium_hint(gym_id: str) -> str:
+    """gymnasium's own advice when `gym_id` names a registered env at a version it does not have, else ''."""
+    try:
+        gymnasium.spec(gym_id)
+    except (gymnasium.error.VersionNotFound, gymnasium.error.DeprecatedEnv) as exc:
+        return f" (gymnasium: {exc})"
+    except gymnasium.error.Error:
+        pass
+    return ""
+
+
+def _import_module(spec: str, module_name: str):
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"task family {spec!r}: cannot import module {module_name!r} ({exc})") from exc
 
 
 def _import_class(spec: str) -> type:
     module_name, _, class_name = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ValueError(f"task family {spec!r}: cannot import module {module_name!r} ({exc})") from exc
+    module = _import_module(spec, module_name)
     cls = getattr(module, class_name, None)
     if cls is None:
         raise ValueError(f"task family {spec!r}: module {module_name!r} has no attribute {class_name!r}")
@@ -110,7 +210,7 @@ def make_batched(name: str, num_envs: int, *, num_threads: int = 1, max_episode_
     `env_kwargs` go to each copy's constructor, or to the batched form, which must take the same keywords.
     """
     family = get_family(name)
-    steps = max_episode_steps or family.horizon
+    steps = resolve_horizon(family, max_episode_steps)
     with _constructor_arguments(family, env_kwargs):
         if family.batched is not None:
             return family.batched(num_envs, num_threads=num_threads, max_episode_steps=steps, **env_kwargs)

@@ -1,7 +1,9 @@
 """The task contract every family honours, and a checker that says which part a family breaks.
 
 The contract (what the sampler, the trainer and users rely on):
-1. the family is a `gymnasium.Env` subclass with an int class attribute `horizon` >= 1;
+1. the family is a `gymnasium.Env` subclass with a horizon (steps per episode): the config's `horizon`, else an
+   int class attribute `horizon` >= 1, else the time limit (`max_episode_steps`) it is registered with in
+   gymnasium (see `metarl.envs.resolve_horizon`); a `horizon` attribute, when present, must be an int >= 1;
 2. `env.unwrapped.sample_tasks(rng, n)` returns `n` tasks, frozen dataclasses, that depend only on `rng`;
 3. `env.reset(seed=..., options={"task": task})` sets the task, `env.unwrapped.task` reads it, and
    `reset()` without options keeps it;
@@ -30,15 +32,21 @@ def check_family(env_cls: type, name: str | None = None, steps: int = 3) -> None
 
     if not (isinstance(env_cls, type) and issubclass(env_cls, gymnasium.Env)):
         raise fail("gymnasium.Env", f"{env_cls!r} is not a subclass of gymnasium.Env")
-    horizon = getattr(env_cls, "horizon", None)
-    if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1:
-        raise fail("horizon", f"class attribute `horizon` must be an int >= 1 (steps per episode), got {horizon!r}")
+    # No `horizon` attribute is fine (the config or a gymnasium time limit can give one); a wrong one is not.
+    if hasattr(env_cls, "horizon") and not valid_horizon(env_cls.horizon):
+        raise fail("horizon", f"class attribute `horizon` must be an int >= 1 (steps per episode), "
+                              f"got {env_cls.horizon!r}")
     env = env_cls()
     try:
         _check_tasks(env, fail)
         _check_reset_and_step(env, fail, steps)
     finally:
         env.close()
+
+
+def valid_horizon(horizon) -> bool:
+    """Whether `horizon` is a usable number of steps per episode: an int >= 1 (a bool is not)."""
+    return isinstance(horizon, int) and not isinstance(horizon, bool) and horizon >= 1
 
 
 def _check_tasks(env, fail) -> None:

@@ -23,7 +23,7 @@ from gymnasium.vector.utils import batch_space
 
 from metarl.envs.vector import TaskVectorEnv
 
-CTRL_COST_WEIGHT = 0.05  # reference: reward = ... - 0.05 * sum(a^2)
+CTRL_COST_WEIGHT = 0.05  # reference: reward = ... - 0.05 * sum(a^2), a clipped to the action space [-1, 1]^6
 HORIZON = 200
 
 
@@ -144,6 +144,12 @@ class _TaskCheetah(HalfCheetahEnv):
         return obs, info
 
     def step(self, action):
+        # Clipped to the action space first, as rllab and the MAML code do: MuJoCo clamps the control for the
+        # physics anyway (ctrllimited), but the control cost would otherwise charge the unclipped action.
+        # A wrongly shaped action goes through unclipped, to gymnasium's own shape error.
+        action = np.asarray(action, dtype=np.float64)
+        if action.shape == self.action_space.shape:
+            action = np.clip(action, self.action_space.low, self.action_space.high)
         obs, reward, terminated, truncated, info = super().step(action)
         info["task"] = self._task
         return obs, reward, terminated, truncated, info
@@ -160,8 +166,9 @@ class HalfCheetahDirEnv(_TaskCheetah):
     """HalfCheetah-Direction: run forwards or backwards (MAML paper, sec. 5.3).
 
     Tasks: `CheetahDirTask(direction)`, direction in {-1, +1} with probability 1/2 each.
-    Reward: `d * v_x - 0.05 * sum(a^2)` with `v_x = (x_after - x_before) / dt`, dt = 0.05 (5 frames of 0.01 s);
-    `info` holds `reward_forward` (d * v_x) and `reward_ctrl` (-0.05 * sum(a^2)), which sum to the reward.
+    Reward: `d * v_x - 0.05 * sum(a^2)` with `a` the action clipped to the action space [-1, 1]^6 (as rllab and the
+    MAML code) and `v_x = (x_after - x_before) / dt`, dt = 0.05 (5 frames of 0.01 s); `info` holds
+    `reward_forward` (d * v_x) and `reward_ctrl` (-0.05 * sum(a^2)), which sum to the reward.
     Observation, action space, reset noise: gymnasium HalfCheetah-v5. Episode end: never terminates; time limit 200.
     """
 
@@ -176,8 +183,9 @@ class HalfCheetahVelEnv(_TaskCheetah):
     """HalfCheetah-Velocity: run at a goal velocity (MAML paper, sec. 5.3).
 
     Tasks: `CheetahVelTask(velocity)`, velocity uniform on [0, 2] (ProMP used [0, 3]; we follow MAML).
-    Reward: `-|v_x - g| - 0.05 * sum(a^2)` with `v_x = (x_after - x_before) / dt`; `info` holds `reward_forward`
-    (-|v_x - g|) and `reward_ctrl`, which sum to the reward.
+    Reward: `-|v_x - g| - 0.05 * sum(a^2)` with `a` the action clipped to the action space [-1, 1]^6 and
+    `v_x = (x_after - x_before) / dt`; `info` holds `reward_forward` (-|v_x - g|) and `reward_ctrl`, which sum to
+    the reward.
     Observation, action space, reset noise: gymnasium HalfCheetah-v5. Episode end: never terminates; time limit 200.
     """
 
@@ -198,6 +206,7 @@ class HalfCheetahBatch(TaskVectorEnv):
     env), amplified over an episode as any round-off is by the chaotic dynamics. Results do not depend on
     `num_threads`. Tasks are set per copy with `set_attr("task", tasks)`; `reset(seed=s)` seeds copy i with s + i,
     as gymnasium's vector envs do. Copies never terminate; `truncated` turns True at the family's horizon.
+    Actions are clipped to the action space before the simulator and the control cost, as in the single env.
     `frame_skip` is HalfCheetah-v5's 5 by default; the single env takes the same keyword (gymnasium's).
     """
 
@@ -289,6 +298,8 @@ class HalfCheetahBatch(TaskVectorEnv):
         actions = np.asarray(actions, dtype=np.float64)
         if actions.shape != (self.num_envs, self.model.nu):
             raise ValueError(f"actions must have shape {(self.num_envs, self.model.nu)}, got {actions.shape}")
+        # As the single env: the control cost charges the clipped action (MuJoCo clamps the physics anyway).
+        actions = np.clip(actions, self.single_action_space.low, self.single_action_space.high)
         x_before = self.qpos[:, 0].copy()
         self._ctrl[:] = actions[:, None, :]
         try:

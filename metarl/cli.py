@@ -64,8 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(commands)
     commands.add_parser("envs", help="list the registered task families",
                         description="List the registered task families with a one-line description each. "
-                        "Any of them, a gymnasium id, or your own family as module:Class can be passed "
-                        "to `metarl train --env`.")
+                        "Any of them, the gymnasium id of an env that honours the task contract, or your own "
+                        "family as module:Class can be passed to `metarl train --env`.")
     return parser
 
 
@@ -84,14 +84,14 @@ def _add_train(commands) -> None:
         "Ctrl-C (or SIGTERM) saves a checkpoint of the last completed iteration; resume with --resume.\n"
         "List every config key for --set with `metarl train --help-config`.")
     p.add_argument("--env", metavar="NAME",
-                   help="task family: a built-in name (see `metarl envs`), a gymnasium id, or module:Class "
-                   "(default: the --config file's env)")
+                   help="task family: a registered short name (see `metarl envs`), the gymnasium id of an env "
+                   "that honours the task contract, or module:Class (default: the --config file's env)")
     p.add_argument("--algo", choices=ALGOS, default=None,
                    help="anil adapts only the policy head in the inner loop, maml adapts every parameter "
                    "(default: the config file's, else anil)")
     p.add_argument("--config", metavar="FILE",
-                   help="YAML config file (default: configs/<env>.yaml for a built-in env, else the "
-                   "built-in defaults)")
+                   help="YAML config file, or the name of an installed preset (cheetah-dir, cheetah-vel, nav2d, "
+                   "quickstart) (default: the built-in family's preset; for your own family, the Config defaults)")
     p.add_argument("--seed", type=int, metavar="N",
                    help="seed of policy init, task sampling and environment noise (default: the config's, else 0)")
     p.add_argument("--iterations", type=int, metavar="N",

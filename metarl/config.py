@@ -87,8 +87,8 @@ def _field(default: Any, help: str, allowed: Constraint | None = None) -> Any:
 class Config:
     """All settings of a meta-training run; validated on construction."""
 
-    env: str = _field("cheetah-dir", "task family: a registered short name (cheetah-dir, "
-                      "cheetah-vel, nav2d), a gymnasium id, or module:Class")
+    env: str = _field("cheetah-dir", "task family: a registered short name (see `metarl envs`), "
+                      "the gymnasium id of an env that honours the task contract, or module:Class")
     algo: str = _field("anil", "'anil' adapts only the policy head in the inner loop, "
                        "'maml' adapts every parameter (log-std included)", _one_of(*ALGOS))
     seed: int = _field(0, "seed of policy init, task sampling and environment noise")
@@ -97,7 +97,8 @@ class Config:
     episodes_per_task: int = _field(20, "episodes per task per adaptation step and for the "
                                     "post-adaptation batch", _at_least(1))
     horizon: int | None = _field(None, "steps per episode; null = the family's own horizon "
-                                 "(200 cheetah, 100 nav2d)", _at_least(1))
+                                 "(200 cheetah, 100 nav2d; a user's family: its class attribute `horizon`, "
+                                 "else its gymnasium max_episode_steps)", _at_least(1))
     frame_skip: int | None = _field(None, "simulator steps per env step, for families that take it "
                                     "(cheetah: 5 = gymnasium's HalfCheetah-v5, 1 = the MAML code's rllab "
                                     "cheetah); null = the family's own", _at_least(1))
@@ -145,9 +146,10 @@ class Config:
     torch_threads: int = _field(1, "torch intra-op threads while sampling (the simulator's threads "
                                 "use the cores then)", _at_least(1))
     update_threads: int = _field(1, "torch intra-op threads for the inner loop and the TRPO "
-                                 "update, while the simulator is idle (2 is faster on an idle 2-core "
-                                 "machine, slower when other processes are busy)",
-                                 _at_least(1))
+                                 "update, while the simulator is idle (the presets use 2)", _at_least(1))
+    adaptive_update_threads: bool = _field(True, "use fewer update threads than update_threads while other "
+                                           "processes keep a core busy (two threads beside a busy process are "
+                                           "several times slower than one; docs/performance.md)")
 
     def __post_init__(self) -> None:
         # Normalise in place (int -> float for float fields, tuple -> list) and reject

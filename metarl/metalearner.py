@@ -225,12 +225,14 @@ def _flat(parts, like) -> torch.Tensor:
 
 def trpo_step(policy: GaussianMLP, meta: MetaBatch, keys: list[str], lrs: list[float], *, first_order: bool,
               max_kl: float, cg_iters: int, cg_damping: float, ls_max_steps: int,
-              ls_backtrack_ratio: float, fvp_subsample: float = 1.0, task_chunk: int = 4) -> dict:
+              ls_backtrack_ratio: float, fvp_subsample: float = 1.0, task_chunk: int = 4,
+              line_search=backtracking_line_search) -> dict:
     """One TRPO update of the policy's meta-parameters (Schulman et al. 2015), in place; returns metrics.
 
     Meta-gradient and Fisher-vector products both go through the inner step. The search direction solves
     F x = -g by conjugate gradient; the step is scaled to the KL bound and backtracked until the surrogate
-    improves within it, else the parameters are restored.
+    improves within it, else the parameters are restored. `line_search` has `backtracking_line_search`'s
+    signature (a study may pass a wrapper that probes the step).
     """
     params = {k: p.detach().requires_grad_(True) for k, p in policy.named_parameters()}
     loss, g, fvp = meta_gradient_and_fvp(policy, params, meta, keys, lrs, first_order,
@@ -262,7 +264,7 @@ def trpo_step(policy: GaussianMLP, meta: MetaBatch, keys: list[str], lrs: list[f
                 kl_c += float(kl_k.detach()) * share
         return loss_c, kl_c
 
-    new_params, info = backtracking_line_search(old, full_step, evaluate, max_kl=max_kl, max_steps=ls_max_steps,
+    new_params, info = line_search(old, full_step, evaluate, max_kl=max_kl, max_steps=ls_max_steps,
                                                 backtrack_ratio=ls_backtrack_ratio)
     with torch.no_grad():
         for name, p in policy.named_parameters():

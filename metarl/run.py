@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from metarl.config import Config, config_to_dict, env_kwargs, load_config, save_config
-from metarl.envs import ContractError, get_family, make
+from metarl.envs import ContractError, get_family, make, resolve_horizon
 from metarl.files import replaced_atomically, write_json, write_text
 
 CONFIG_FILE = "config.yaml"
@@ -38,7 +38,8 @@ KEPT_CHECKPOINTS_DIR = "checkpoints"  # snapshots kept every keep_checkpoint_eve
 METRICS_FILE = "metrics.jsonl"
 EVAL_FILE = "eval.json"
 CHECKPOINT_FORMAT = 1
-CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
+# Built-in families whose protocol preset ships with the package (metarl.configs): a missing one is an error.
+PRESET_FAMILIES = ("cheetah-dir", "cheetah-vel", "nav2d")
 TRAINER_KEYS = ("policy", "rng", "noise", "iteration", "env_steps")
 
 
@@ -67,10 +68,35 @@ def check_env(name: str) -> str:
         raise RunError(f"{exc}. List the built-in families with `metarl envs`.") from None
 
 
+def presets_dir() -> Path:
+    """The installed presets folder (metarl.configs: configs/ of a checkout, or site-packages/metarl/configs)."""
+    from importlib.resources import files
+
+    return Path(str(files("metarl.configs")))
+
+
+def preset_path(name: str) -> Path:
+    """The installed preset NAME.yaml (a built-in family's protocol, or quickstart); RunError if it is missing."""
+    path = presets_dir() / f"{name}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in presets_dir().glob("*.yaml"))) or "none"
+        raise RunError(f"preset {name!r} is not installed ({path} is missing; installed presets: {known}); "
+                       "reinstall metarl (`pip install .`) or pass --config FILE")
+    return path
+
+
 def default_config_file(env: str) -> Path | None:
-    """The repository's configs/<family>.yaml for a built-in family, or None (then Config defaults apply)."""
-    path = CONFIGS_DIR / f"{check_env(env)}.yaml"
-    return path if path.is_file() else None
+    """The protocol preset of a built-in family (never silently skipped); None for a user's family (Config
+    defaults apply, with --set on top)."""
+    name = check_env(env)
+    return preset_path(name) if name in PRESET_FAMILIES else None
+
+
+def config_file_path(config_file: str) -> str | Path:
+    """--config: a YAML file, or the name of an installed preset (`--config quickstart`)."""
+    if Path(config_file).is_file() or "/" in config_file or config_file.endswith((".yaml", ".yml")):
+        return config_file
+    return preset_path(config_file)
 
 
 def resolve_config(env: str | None, config_file: str | None, overrides: dict, flags: dict) -> Config:
@@ -82,8 +108,14 @@ def resolve_config(env: str | None, config_file: str | None, overrides: dict, fl
         if config_file is None:
             config_file = default_config_file(env)
     given = {k: v for k, v in flags.items() if v is not None}
+    if config_file is not None:
+        config_file = config_file_path(str(config_file))
     cfg = load_config(config_file, {**overrides, **given})
     check_env(cfg.env)  # a config file may name the env: check it before creating anything
+    try:  # a family without a horizon of its own needs --set horizon=N: said before creating anything too
+        resolve_horizon(cfg.env, cfg.horizon)
+    except ContractError as exc:
+        raise RunError(str(exc)) from None
     kwargs = env_kwargs(cfg)
     if kwargs:  # settings the family may not take (frame_skip): also checked before creating anything
         try:
@@ -143,6 +175,28 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = 
     return path, cfg, load_checkpoint(path, checkpoint)
 
 
+def load_trainer(run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = None,
+                 overrides: dict | None = None):
+    """A Trainer restored from a run directory's latest checkpoint (or `checkpoint`, a kept snapshot).
+
+    `overrides` change bookkeeping keys of the saved config for this process only (threads, batch sizes of a study);
+    the run directory is never written. The caller closes the trainer. This is what `metarl eval` and the studies in
+    benchmarks/studies/ start from.
+    """
+    from metarl.trainer import Trainer
+
+    path, cfg, ckpt = load_run(run_dir, checkpoint)
+    if overrides:
+        cfg = load_config(path / CONFIG_FILE, overrides)
+    trainer = Trainer(cfg)
+    try:
+        _restore(trainer, ckpt, path)
+    except BaseException:
+        trainer.close()
+        raise
+    return trainer
+
+
 # -- checkpoints ----------------------------------------------------------------------------------------------
 
 def save_checkpoint(run_dir: Path, trainer_state: dict, last_eval: int) -> None:
@@ -164,6 +218,16 @@ def keep_checkpoint(run_dir: Path, iteration: int) -> Path:
     with replaced_atomically(path) as tmp:
         shutil.copyfile(run_dir / CHECKPOINT_FILE, tmp)
     return path
+
+
+def kept_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
+    """The run's kept snapshots (checkpoints/iteration-NNNNNN.pt), oldest first; none if it kept none."""
+    return sorted((Path(run_dir) / KEPT_CHECKPOINTS_DIR).glob("iteration-*.pt"))
+
+
+def checkpoint_iteration(ckpt: dict) -> int:
+    """The last completed iteration a checkpoint (from load_checkpoint or load_run) holds."""
+    return int(ckpt["trainer"]["iteration"])
 
 
 def load_checkpoint(run_dir: Path, file: str | os.PathLike | None = None) -> dict:
@@ -239,6 +303,23 @@ def prepare_resume(run_dir: str | os.PathLike, iterations: int | None = None) ->
         cfg = load_config(path / CONFIG_FILE, {"iterations": iterations})
         save_config(cfg, path / CONFIG_FILE)
     return path, cfg, ckpt
+
+
+def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
+    """RUN_DIR/metrics.jsonl as a list of records; lines that are not JSON objects with an integer iteration (one
+    cut short by a crash) are skipped; empty if the file does not exist yet."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("iteration"), int):
+            records.append(record)
+    return records
 
 
 def truncate_metrics(path: Path, iteration: int, last_eval: int) -> None:
@@ -490,9 +571,7 @@ def evaluate_run(run_dir: str | os.PathLike, tasks: int | None = None, steps: in
                  checkpoint: str | os.PathLike | None = None) -> EvalReport:
     """Evaluate a run's latest checkpoint (or `checkpoint`, a kept snapshot) on held-out tasks and write the report
     to `out` (default: RUN_DIR/eval.json, or beside `checkpoint` as its name with .eval.json)."""
-    from metarl.trainer import Trainer
-
-    path, cfg, ckpt = load_run(run_dir, checkpoint)
+    path, cfg, _ = load_run(run_dir, checkpoint)  # checked before anything is created
     out = Path(out) if out is not None else default_eval_path(path, checkpoint)
     try:  # before evaluating, so a bad --out fails at once
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -501,9 +580,8 @@ def evaluate_run(run_dir: str | os.PathLike, tasks: int | None = None, steps: in
     tasks = tasks or cfg.eval_tasks
     steps = cfg.eval_steps if steps is None else steps
     episodes = episodes or cfg.eval_episodes_per_task
-    trainer = Trainer(cfg)
+    trainer = load_trainer(path, checkpoint)
     try:
-        _restore(trainer, ckpt, path)
         returns = trainer.evaluate(num_tasks=tasks, steps=steps, episodes_per_task=episodes, per_task=True)
         per_task = returns.pop("per_task")
     finally:

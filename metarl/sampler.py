@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from metarl.envs import get_family, make_batched
+from metarl.envs import make_batched, resolve_horizon
 
 
 @dataclass
@@ -46,7 +46,7 @@ class Sampler:
         self.num_tasks, self.episodes_per_task = num_tasks, episodes_per_task
         self.env = make_batched(env, num_tasks * episodes_per_task, num_threads=num_threads,
                                 max_episode_steps=horizon, **(env_kwargs or {}))
-        self.horizon = horizon or get_family(env).horizon
+        self.horizon = resolve_horizon(env, horizon)
         space = self.env.single_action_space
         self.obs_dim = int(np.prod(self.env.single_observation_space.shape))
         self.act_dim = int(np.prod(space.shape))

@@ -15,10 +15,42 @@ import torch
 
 from metarl.advantages import fitted_advantages
 from metarl.config import Config, env_kwargs
-from metarl.envs import get_family, make
+from metarl.envs import get_family, make, resolve_horizon
 from metarl.metalearner import Batch, MetaBatch, adapted_values, trpo_step
+from metarl.optim import backtracking_line_search
 from metarl.policy import GaussianMLP, Params, adapted_keys, forward, log_prob, meta_params, sample_actions
 from metarl.sampler import Episodes, Sampler
+from metarl.threads import UpdateThreads
+
+
+# Every scalar `Trainer.step` returns (TensorBoard tag and metrics.jsonl key) with its meaning; docs/ generate the
+# tag table from this, and a test checks it against what step() really returns.
+METRICS = {
+    "returns/pre_adaptation": "mean episode return of the meta-batch's tasks with the meta-parameters (before the "
+                              "inner step)",
+    "returns/post_adaptation": "the same after `inner_steps` inner steps: what meta-training maximises",
+    "trpo/surrogate_before": "TRPO surrogate loss (minus importance-weighted advantage) before the update",
+    "trpo/surrogate_after": "the surrogate loss after the update (of the accepted step, else the same as before)",
+    "trpo/kl": "mean KL between the post-adaptation policies before and after the update (bounded by `max_kl`)",
+    "trpo/line_search_steps": "backtracking steps tried (1: the full step was taken)",
+    "trpo/step_accepted": "1 if a step was accepted, 0 if the parameters were restored",
+    "trpo/grad_norm": "norm of the meta-gradient (through the inner step)",
+    "trpo/step_fraction": "fraction of the full natural-gradient step taken (0 when rejected)",
+    "time/sampling_s": "wall time spent sampling episodes (all inner steps and the post-adaptation batch)",
+    "time/sampling_policy_s": "the part of sampling spent in the policy (actions for every step)",
+    "time/sampling_env_s": "the part of sampling spent stepping the simulator",
+    "time/adaptation_s": "wall time of the baselines, advantages and inner steps",
+    "time/update_s": "wall time of the TRPO meta-update",
+    "time/iteration_s": "wall time of the whole meta-iteration",
+    "time/env_steps_per_s": "sampler throughput (env steps per second of sampling)",
+    "threads/update": "torch threads the inner loop and update ran on: `update_threads`, fewer while other processes "
+                      "kept a core busy (`adaptive_update_threads`)",
+}
+EVAL_METRICS = {
+    "eval/return_step_K": "mean return on held-out tasks after K adaptation steps (every `eval_every` iterations); "
+                          "K = 0 is the no-inner-loop return (the RL analogue of the ANIL paper's NIL)",
+    "eval/return_step_K_std": "its standard deviation over the held-out tasks",
+}
 
 
 class Trainer:
@@ -27,10 +59,10 @@ class Trainer:
     def __init__(self, cfg: Config):
         self.cfg = cfg
         family = get_family(cfg.env)
-        self.horizon = cfg.horizon or family.horizon
+        self.horizon = resolve_horizon(family, cfg.horizon)
         self.env_kwargs = env_kwargs(cfg)
-        self.sampler = Sampler(cfg.env, cfg.meta_batch_size, cfg.episodes_per_task, self.horizon,
-                               cfg.sampler_threads, self.env_kwargs)
+        self._samplers: dict[tuple[int, int], Sampler] = {}
+        self.sampler = self._sampler(cfg.meta_batch_size, cfg.episodes_per_task)  # the training batches'
         self._task_env = make(cfg.env, **self.env_kwargs).unwrapped  # only to sample tasks
         # Independent streams for tasks/env seeds, action noise and initialisation, all from cfg.seed.
         tasks_seq, noise_seq, init_seq = np.random.SeedSequence(cfg.seed).spawn(3)
@@ -40,19 +72,61 @@ class Trainer:
         self.policy = GaussianMLP(self.sampler.obs_dim, self.sampler.act_dim, cfg.hidden_sizes, cfg.init_log_std,
                                   generator=init)
         self.keys = adapted_keys(self.policy, cfg.algo)
+        # The update's threads: update_threads, fewer while other processes keep a core busy (metarl.threads).
+        self.thread_budget = UpdateThreads(cfg.update_threads, cfg.adaptive_update_threads)
+        self._threads = cfg.update_threads
         self.iteration = 0
         self.env_steps = 0
-        self._eval_samplers: dict[tuple[int, int], Sampler] = {}
+        # The line search trpo_step uses; a study may wrap it to probe the step (benchmarks/studies/trpo_step_kl.py).
+        self.line_search = backtracking_line_search
 
-    # -- sampling and adaptation -------------------------------------------------------------------------------
-    def _sample(self, sampler: Sampler, params: Params, tasks: list, seed: int, noise: torch.Generator):
+    # -- the public seams: what a study or a command needs from a trainer ------------------------------------
+    def meta_parameters(self) -> Params:
+        """The policy's current meta-parameters as a detached parameter dict (the inner loop's starting point)."""
+        return {k: v.detach() for k, v in meta_params(self.policy).items()}
+
+    def sample_tasks(self, n: int, rng: np.random.Generator) -> list:
+        """`n` tasks of the run's family drawn with `rng` alone (the family's own distribution)."""
+        return self._task_env.sample_tasks(rng, n)
+
+    def collect(self, params: Params, tasks: list, seed: int, noise: torch.Generator | None = None,
+                episodes_per_task: int | None = None) -> tuple[Episodes, dict]:
+        """Episodes of `tasks` acted by the policy with `params` (shared or per-task), env copies seeded from `seed`.
+
+        `noise` draws the action noise (default: the training stream); `episodes_per_task` defaults to the config's.
+        Returns the episodes and the sampler's timings ({"policy_s", "env_s", "env_steps"}).
+        """
+        sampler = self._sampler(len(tasks), episodes_per_task or self.cfg.episodes_per_task)
         # Explicit thread counts: while the simulator's threads hold the cores, torch gets `torch_threads`
         # (more would oversubscribe a 2-core machine and slow small ops 10-20x); the update gets `update_threads`.
         torch.set_num_threads(self.cfg.torch_threads)
         try:
-            return sampler.sample(self._actor(params, noise), tasks, seed)
+            return sampler.sample(self._actor(params, self.noise if noise is None else noise), tasks, seed)
         finally:
-            torch.set_num_threads(self.cfg.update_threads)
+            torch.set_num_threads(self._threads)
+
+    def batch(self, episodes: Episodes) -> Batch:
+        """Episodes with their advantages (linear feature baseline, GAE), as the inner step and TRPO use them."""
+        cfg = self.cfg
+        adv = fitted_advantages(episodes.observations, episodes.rewards, episodes.mask, cfg.gamma, cfg.gae_lambda,
+                                reg=cfg.baseline_reg, normalize_advantages=cfg.normalize_advantages)
+        return Batch(episodes, adv)
+
+    def adapt(self, params: Params, batch: Batch, lr: float, keys: list[str] | None = None) -> Params:
+        """One inner step of size `lr` per task on `keys` (default: the algorithm's adapted keys); no graph kept."""
+        return adapted_values(self.policy, params, [batch], self.keys if keys is None else keys, [lr])
+
+    def reseed(self, seed: int) -> None:
+        """Restart the task/env-seed and action-noise streams from `seed` (to replay one chosen meta-batch)."""
+        self.rng = np.random.default_rng(seed)
+        self.noise = torch.Generator().manual_seed(seed)
+
+    def _sampler(self, num_tasks: int, episodes_per_task: int) -> Sampler:
+        key = (num_tasks, episodes_per_task)
+        if key not in self._samplers:
+            self._samplers[key] = Sampler(self.cfg.env, num_tasks, episodes_per_task, self.horizon,
+                                          self.cfg.sampler_threads, self.env_kwargs)
+        return self._samplers[key]
 
     def _actor(self, params: Params, generator: torch.Generator):
         def act(obs: torch.Tensor) -> torch.Tensor:
@@ -60,24 +134,19 @@ class Trainer:
             return sample_actions(mean, log_std, generator)
         return act
 
-    def _batch(self, episodes: Episodes) -> Batch:
-        cfg = self.cfg
-        adv = fitted_advantages(episodes.observations, episodes.rewards, episodes.mask, cfg.gamma, cfg.gae_lambda,
-                                reg=cfg.baseline_reg, normalize_advantages=cfg.normalize_advantages)
-        return Batch(episodes, adv)
-
     # -- one meta-iteration ----------------------------------------------------------------------------------
     def step(self) -> dict:
         """Run one meta-iteration; return its metrics."""
         cfg, start = self.cfg, time.perf_counter()
-        tasks = self._task_env.sample_tasks(self.rng, cfg.meta_batch_size)
-        params = {k: v.detach() for k, v in meta_params(self.policy).items()}
+        self._threads = self.thread_budget.now()  # for this iteration's inner loop and update
+        tasks = self.sample_tasks(cfg.meta_batch_size, self.rng)
+        params = self.meta_parameters()
         inner, sample_s, adapt_s, policy_s, env_s, steps = [], 0.0, 0.0, 0.0, 0.0, 0
         for _ in range(cfg.inner_steps + 1):
             t0 = time.perf_counter()
-            episodes, timing = self._sample(self.sampler, params, tasks, self._env_seed(), self.noise)
+            episodes, timing = self.collect(params, tasks, self._env_seed())
             t1 = time.perf_counter()
-            batch = self._batch(episodes)
+            batch = self.batch(episodes)
             sample_s += t1 - t0
             policy_s += timing["policy_s"]
             env_s += timing["env_s"]
@@ -87,7 +156,7 @@ class Trainer:
                 adapt_s += time.perf_counter() - t1
                 break
             inner.append(batch)
-            params = adapted_values(self.policy, params, [batch], self.keys, [cfg.inner_lr])
+            params = self.adapt(params, batch, cfg.inner_lr)
             adapt_s += time.perf_counter() - t1
         t2 = time.perf_counter()
         with torch.no_grad():
@@ -98,7 +167,7 @@ class Trainer:
                            first_order=cfg.first_order, max_kl=cfg.max_kl, cg_iters=cfg.cg_iters,
                            cg_damping=cfg.cg_damping, ls_max_steps=cfg.ls_max_steps,
                            ls_backtrack_ratio=cfg.ls_backtrack_ratio, fvp_subsample=cfg.fvp_subsample,
-                           task_chunk=cfg.task_chunk)
+                           task_chunk=cfg.task_chunk, line_search=self.line_search)
         update_s = time.perf_counter() - t2
         self.iteration += 1
         self.env_steps += steps
@@ -116,6 +185,7 @@ class Trainer:
             "time/update_s": update_s,
             "time/iteration_s": total,
             "time/env_steps_per_s": steps / max(sample_s, 1e-9),
+            "threads/update": self._threads,
         }
 
     def _env_seed(self) -> int:
@@ -123,38 +193,40 @@ class Trainer:
 
     # -- held-out evaluation ---------------------------------------------------------------------------------
     def evaluate(self, num_tasks: int | None = None, steps: int | None = None,
-                 episodes_per_task: int | None = None, per_task: bool = False) -> dict:
+                 episodes_per_task: int | None = None, per_task: bool = False, keys: list[str] | None = None,
+                 lrs: list[float] | None = None) -> dict:
         """Return after 0..steps adaptation steps on held-out tasks, mean and std over tasks.
 
         Test tasks, env seeds and action noise come from `eval_seed` alone, so evaluation is the same for every
-        checkpoint and never disturbs the training streams. Step sizes: eval_first_lr, then eval_later_lr (MAML).
-        The 0-step return is the no-inner-loop analogue of the ANIL paper's NIL. With `per_task`, the result also
-        holds "per_task": each task's fields and its mean return after each step (a mean hides which tasks fail).
+        checkpoint and never disturbs the training streams. Step sizes: `lrs[i]` for step i, by default eval_first_lr
+        then eval_later_lr (MAML); `keys`: the adapted parameters, by default the algorithm's (a MAML-trained policy
+        evaluated ANIL-style passes the head's keys). The 0-step return is the no-inner-loop analogue of the ANIL
+        paper's NIL. With `per_task`, the result also holds "per_task": each task's fields and its mean return after
+        each step (a mean hides which tasks fail).
         """
         cfg = self.cfg
         num_tasks = num_tasks or cfg.eval_tasks
         steps = cfg.eval_steps if steps is None else steps
         episodes_per_task = episodes_per_task or cfg.eval_episodes_per_task
-        key = (num_tasks, episodes_per_task)
-        if key not in self._eval_samplers:
-            self._eval_samplers[key] = Sampler(cfg.env, num_tasks, episodes_per_task, self.horizon,
-                                               cfg.sampler_threads, self.env_kwargs)
-        sampler = self._eval_samplers[key]
+        if lrs is None:
+            lrs = [cfg.eval_first_lr] + [cfg.eval_later_lr] * max(steps - 1, 0)
+        if len(lrs) < steps:
+            raise ValueError(f"evaluate: {steps} adaptation steps need {steps} step sizes, got lrs={lrs!r}")
         rng = np.random.default_rng(cfg.eval_seed)
-        tasks = self._task_env.sample_tasks(rng, num_tasks)
+        tasks = self.sample_tasks(num_tasks, rng)
         noise = torch.Generator().manual_seed(cfg.eval_seed)
-        params = {k: v.detach() for k, v in meta_params(self.policy).items()}
+        num_envs = self._sampler(num_tasks, episodes_per_task).env.num_envs
+        params = self.meta_parameters()
         result, by_step = {}, []
         for step in range(steps + 1):
-            seed = int(rng.integers(0, 2**31 - 1 - sampler.env.num_envs))
-            episodes, _ = self._sample(sampler, params, tasks, seed, noise)
+            seed = int(rng.integers(0, 2**31 - 1 - num_envs))
+            episodes, _ = self.collect(params, tasks, seed, noise, episodes_per_task)
             returns = episodes.episode_returns().mean(1)  # [tasks]
             by_step.append(returns.tolist())
             result[f"return_step_{step}"] = float(returns.mean())
             result[f"return_step_{step}_std"] = float(returns.std(unbiased=False))
             if step < steps:
-                lr = cfg.eval_first_lr if step == 0 else cfg.eval_later_lr
-                params = adapted_values(self.policy, params, [self._batch(episodes)], self.keys, [lr])
+                params = self.adapt(params, self.batch(episodes), lrs[step], keys)
         if per_task:
             result["per_task"] = [{"task": _jsonable(dataclasses.asdict(task)),
                                    "returns": [step_returns[i] for step_returns in by_step]}
@@ -175,8 +247,7 @@ class Trainer:
         self.env_steps = int(state["env_steps"])
 
     def close(self) -> None:
-        self.sampler.close()
-        for sampler in self._eval_samplers.values():
+        for sampler in self._samplers.values():
             sampler.close()
 
 

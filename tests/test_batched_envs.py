@@ -37,15 +37,16 @@ def _batched_and_singles(name, num_threads=1):
 ROUND_OFF = dict(rtol=0, atol=1e-9)
 
 
+@pytest.mark.parametrize("bound", [1.0, 3.0], ids=["in-range", "out-of-range"])
 @pytest.mark.parametrize("num_threads", [1, 2])
 @pytest.mark.parametrize("name", ["cheetah-dir", "cheetah-vel"])
-def test_batched_cheetah_equals_single_envs_up_to_round_off(name, num_threads):
+def test_batched_cheetah_equals_single_envs_up_to_round_off(name, num_threads, bound):
     batch, singles = _batched_and_singles(name, num_threads)
     assert isinstance(batch, HalfCheetahBatch) and batch.num_threads == num_threads
     rng = np.random.default_rng(0)
     for t in range(10):
-        # float32, as a policy gives (and as batch.action_space.sample() would)
-        actions = rng.uniform(-1.0, 1.0, (COPIES, 6)).astype(np.float32)
+        # float32, as a policy gives (and as batch.action_space.sample() would); bound 3: mostly outside [-1, 1]
+        actions = rng.uniform(-bound, bound, (COPIES, 6)).astype(np.float32)
         obs, rewards, terminated, truncated, info = batch.step(actions)
         results = [env.step(actions[i]) for i, env in enumerate(singles)]
         single_obs = np.stack([r[0] for r in results])
@@ -61,8 +62,26 @@ def test_batched_cheetah_equals_single_envs_up_to_round_off(name, num_threads):
         np.testing.assert_allclose(info["x_velocity"], (batch.qpos[:, 0] - (info["x_position"] - info["x_velocity"]
                                                                              * batch.dt)) / batch.dt, atol=1e-9)
         np.testing.assert_allclose(rewards, info["reward_forward"] + info["reward_ctrl"], rtol=1e-12)
-        np.testing.assert_allclose(info["reward_ctrl"], -0.05 * np.square(actions.astype(np.float64)).sum(1),
-                                   rtol=1e-12)
+        clipped = np.clip(actions.astype(np.float64), -1.0, 1.0)  # the cost charges the clipped action
+        np.testing.assert_allclose(info["reward_ctrl"], -0.05 * np.square(clipped).sum(1), rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["cheetah-dir", "cheetah-vel"])
+def test_batched_cheetah_charges_the_control_cost_on_the_action_clipped_to_the_action_space(name):
+    # Copies 0-2 step at 3x the bound (or a mix of in- and out-of-range), copies 3-5 at its clipped value.
+    batch = envs.make_batched(name, COPIES)
+    assert np.all(batch.single_action_space.low == -1.0) and np.all(batch.single_action_space.high == 1.0)
+    batch.set_attr("task", MIXED_TASKS[name][:3] * 2)
+    batch.reset(seed=[SEED, SEED + 1, SEED + 2] * 2)
+    mixed = np.array([3.0, -3.0, 0.5, -0.25, 7.0, -1.0])
+    outside = np.stack([np.full(6, 3.0), np.full(6, -3.0), mixed])
+    actions = np.concatenate([outside, np.clip(outside, -1.0, 1.0)]).astype(np.float32)
+    for _ in range(3):
+        obs, rewards, _, _, info = batch.step(actions)
+        np.testing.assert_array_equal(obs[:3], obs[3:])
+        np.testing.assert_array_equal(rewards[:3], rewards[3:])
+        np.testing.assert_array_equal(info["reward_ctrl"][:3], info["reward_ctrl"][3:])
+        np.testing.assert_allclose(info["reward_ctrl"][:2], -0.05 * 6, rtol=1e-12)
 
 
 @pytest.mark.parametrize("name", ["cheetah-dir", "cheetah-vel"])

@@ -334,3 +334,96 @@ def test_corrupt_checkpoint_gives_one_line_error(tmp_path, content, expected, co
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0] and "checkpoint.pt" in lines[0], proc.stderr
+
+
+def test_env_accepts_what_its_help_says_and_refuses_a_gymnasium_env_that_is_not_a_task_family(capsys, tmp_path):
+    from metarl.cli import build_parser, main
+    from metarl.config import config_help
+    from metarl.envs import get_family
+
+    accepted = ("a registered short name (see `metarl envs`), the gymnasium id of an env that honours the task "
+                "contract, or module:Class")
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    env_help = next(a.help for a in train._actions if a.dest == "env")
+    assert accepted in " ".join(env_help.split())
+    assert accepted in next(text for name, _, _, text in config_help() if name == "env")
+    for name in ("cheetah-dir", "cheetah-vel", "nav2d"):
+        assert get_family(get_family(name).gym_id).name == name
+    # a plain gymnasium env is not a task family: one line naming it and what the contract needs, nothing created
+    assert main(["train", "--env", "Pendulum-v1", "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("metarl: error: "), err
+    assert "'Pendulum-v1'" in err[0] and "exists but is not a metarl task family" in err[0]
+    assert "sample_tasks(rng, n)" in err[0] and not (tmp_path / "run").exists()
+
+
+# A user's task family without a `horizon` class attribute: the horizon comes from --set horizon=N.
+NO_HORIZON_FAMILY = """
+import dataclasses
+
+import gymnasium
+import numpy as np
+from gymnasium.spaces import Box
+
+
+@dataclasses.dataclass(frozen=True)
+class Goal:
+    value: float
+
+
+class PointEnv(gymnasium.Env):
+    \"\"\"A point on a line moved towards a goal in [-1, 1]; no horizon of its own.\"\"\"
+
+    observation_space = Box(-np.inf, np.inf, (1,), np.float32)
+    action_space = Box(-1.0, 1.0, (1,), np.float32)
+
+    def __init__(self):
+        self._task, self._x = Goal(0.0), 0.0
+
+    def sample_tasks(self, rng, n):
+        return [Goal(float(v)) for v in rng.uniform(-1.0, 1.0, n)]
+
+    @property
+    def task(self):
+        return self._task
+
+    @task.setter
+    def task(self, task):
+        if not isinstance(task, Goal) or not -1.0 <= task.value <= 1.0:
+            raise ValueError(f"point: bad task {task!r}; allowed: Goal(value) with value in [-1, 1]")
+        self._task = task
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        if options and "task" in options:
+            self.task = options["task"]
+        self._x = 0.0
+        return np.array([self._x], dtype=np.float32), {"task": self._task}
+
+    def step(self, action):
+        self._x += 0.1 * float(np.clip(action[0], -1.0, 1.0))
+        reward = -abs(self._x - self._task.value)
+        return np.array([self._x], dtype=np.float32), reward, False, False, {"task": self._task, "reward_dist": reward}
+"""
+TINY_USER_RUN = ["--iterations", "1", "--set", "meta_batch_size=2", "episodes_per_task=2", "eval_tasks=2",
+                 "eval_steps=1", "eval_episodes_per_task=2", "hidden_sizes=[8]", "sampler_threads=1",
+                 "update_threads=1"]
+
+
+def test_train_takes_the_horizon_from_set_for_a_family_without_one(tmp_path):
+    (tmp_path / "point_tasks.py").write_text(NO_HORIZON_FAMILY)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    base = [sys.executable, "-m", "metarl.cli", "train", "--env", "point_tasks:PointEnv"]
+    # without one: a one-line error saying how to give one, and nothing created
+    proc = subprocess.run([*base, "--run-dir", str(tmp_path / "refused"), *TINY_USER_RUN], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert "'point_tasks:PointEnv' has no horizon" in lines[0] and "--set horizon=N" in lines[0]
+    assert not (tmp_path / "refused").exists()
+    proc = subprocess.run([*base, "--run-dir", str(tmp_path / "run"), *TINY_USER_RUN, "horizon=5"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "horizon: 5" in (tmp_path / "run" / "config.yaml").read_text()
+    iterations, evals = read_metrics(tmp_path / "run")
+    assert [line["iteration"] for line in iterations] == [1] and evals

@@ -110,6 +110,29 @@ def test_cheetah_vel_reward_is_minus_velocity_error_minus_ctrl(goal):
         assert info["task"] == task
 
 
+@pytest.mark.parametrize("name", ["cheetah-dir", "cheetah-vel"])
+def test_cheetah_charges_the_control_cost_on_the_action_clipped_to_the_action_space(name):
+    # As rllab and the MAML code: 3.0 costs what the bound 1.0 costs, and moves the cheetah as 1.0 does.
+    outside, bound = envs.make(name), envs.make(name)
+    low, high = outside.action_space.low, outside.action_space.high
+    assert np.all(low == -1.0) and np.all(high == 1.0) and low.shape == (6,)
+    for env in (outside, bound):
+        env.reset(seed=2, options={"task": TASKS[name][0]})
+    mixed = np.array([3.0, -3.0, 0.5, -0.25, 7.0, -1.0])
+    plan = [(np.full(6, 3.0), np.full(6, 1.0)), (np.full(6, -3.0, dtype=np.float32), np.full(6, -1.0)),
+            (mixed, np.clip(mixed, -1.0, 1.0))]
+    for action, clipped in plan:
+        obs, reward, _, _, info = outside.step(action)
+        obs_bound, reward_bound, _, _, info_bound = bound.step(clipped)
+        np.testing.assert_array_equal(obs, obs_bound)
+        assert reward == reward_bound
+        assert info["reward_ctrl"] == info_bound["reward_ctrl"] == pytest.approx(-CTRL * float(np.sum(clipped ** 2)),
+                                                                                  rel=1e-12)
+    assert -CTRL * 6 == pytest.approx(outside.step(np.full(6, 3.0))[4]["reward_ctrl"], rel=1e-12)
+    with pytest.raises(ValueError):  # a wrongly shaped action is still refused, not broadcast by the clip
+        outside.step(np.array(3.0))
+
+
 def test_nav2d_starts_at_origin_and_rewards_minus_distance_after_clipped_move():
     env = envs.make("nav2d")
     goal = np.array([0.3, -0.2])
@@ -336,7 +359,8 @@ def test_module_class_naming_an_unknown_module_or_class_raises_value_error():
 
 def test_docs_show_the_example_verbatim():
     code = (REPO / "examples" / "goal_cheetah.py").read_text()
-    assert f"```python\n{code}```" in (REPO / "README.md").read_text(), "the README's example differs from the file"
+    page = (REPO / "docs" / "task-families.md").read_text()
+    assert f"```python\n{code.strip()}\n```" in page, "docs/task-families.md's example differs from the file"
 
 
 # ---------------------------------------------------------------------------------------------- broken families
@@ -347,7 +371,7 @@ class _Goal:
 
 
 class _TinyBase(gymnasium.Env):
-    """A scalar position moved by the action towards a goal in [-1, 1]; honours the contract but for `horizon`."""
+    """A scalar position moved by the action towards a goal in [-1, 1]; honours the contract, has no `horizon`."""
 
     observation_space = Box(-np.inf, np.inf, (1,), np.float64)
     action_space = Box(-1.0, 1.0, (1,), np.float64)
@@ -390,6 +414,18 @@ class _Tiny(_TinyBase):
 
 class _NoHorizon(_TinyBase):
     pass
+
+
+class _ZeroHorizon(_TinyBase):
+    horizon = 0
+
+
+class _BoolHorizon(_TinyBase):
+    horizon = True
+
+
+class _FloatHorizon(_TinyBase):
+    horizon = 10.0
 
 
 class _GlobalRng(_Tiny):
@@ -437,7 +473,8 @@ def test_a_family_honouring_the_contract_passes():
 
 
 @pytest.mark.parametrize("env_cls, part", [
-    (_NoHorizon, "horizon"), (_GlobalRng, "sample_tasks"), (_MutableTasks, "sample_tasks"),
+    (_ZeroHorizon, "horizon"), (_BoolHorizon, "horizon"), (_FloatHorizon, "horizon"),
+    (_GlobalRng, "sample_tasks"), (_MutableTasks, "sample_tasks"),
     (_ForgetsTask, "task"), (_NoTaskInInfo, "info"), (_TermsDontSum, "info"), (_AcceptsBadTask, "bad task"),
 ])
 def test_a_family_breaking_the_contract_gets_an_error_naming_the_part(env_cls, part):
@@ -446,3 +483,82 @@ def test_a_family_breaking_the_contract_gets_an_error_naming_the_part(env_cls, p
     with pytest.raises(ContractError, match=f"part '{part}'"):
         envs.register_family("broken", env_cls)
     assert "broken" not in envs.families()
+
+
+# ---------------------------------------------------------------------------------------------- horizon
+
+def test_horizon_comes_from_the_config_then_the_class_attribute_then_the_gymnasium_time_limit():
+    # the class attribute, unless the config gives one; it beats a gymnasium time limit
+    gymnasium.register("metarltest/TinyLimited-v0", entry_point=_Tiny, max_episode_steps=50)
+    tiny = envs.register_family("tiny", _Tiny, gym_id="metarltest/TinyLimited-v0")
+    assert tiny.horizon == 10 and envs.resolve_horizon(tiny) == 10 and envs.resolve_horizon("tiny", 7) == 7
+    # no attribute: the time limit of its gymnasium id, or of the one id registered for the class
+    gymnasium.register("metarltest/NoHorizon-v0", entry_point=_NoHorizon, max_episode_steps=25)
+    by_id = envs.register_family("by-id", _NoHorizon, gym_id="metarltest/NoHorizon-v0")
+    by_class = envs.register_family("by-class", _NoHorizon)
+    assert by_id.horizon == by_class.horizon == 25
+    assert envs.resolve_horizon("by-class") == 25 and envs.resolve_horizon("by-class", 3) == 3
+    assert envs.make("by-class").spec.max_episode_steps == 25
+    with pytest.raises(ValueError, match="horizon must be an int >= 1.*got 0"):
+        envs.resolve_horizon("tiny", 0)
+
+
+def test_a_family_without_any_horizon_registers_and_needs_one_from_the_config():
+    family = envs.register_family("no-horizon", _NoHorizon)  # the contract holds: the horizon can come later
+    assert family.horizon is None
+    with pytest.raises(ContractError) as caught:
+        envs.resolve_horizon("no-horizon")
+    message = str(caught.value)
+    assert "\n" not in message
+    for text in ("'no-horizon'", "--set horizon=N", "attribute `horizon`", "max_episode_steps"):
+        assert text in message
+    with pytest.raises(ContractError, match="'no-horizon' has no horizon"):
+        envs.make_batched("no-horizon", 2)
+    assert envs.resolve_horizon("no-horizon", 4) == 4
+    vec = envs.make_batched("no-horizon", 2, max_episode_steps=4)
+    vec.set_attr("task", [_Goal(0.5), _Goal(-0.5)])
+    vec.reset(seed=0)
+    truncations = [bool(vec.step(np.zeros((2, 1)))[3].all()) for _ in range(4)]
+    assert truncations == [False, False, False, True]
+
+
+# ---------------------------------------------------------------------------------------------- gymnasium ids
+
+def test_a_task_family_registered_with_gymnasium_resolves_by_its_id():
+    gymnasium.register("metarltest/Tiny-v0", entry_point=f"{__name__}:_NoHorizon", max_episode_steps=15)
+    family = envs.get_family("metarltest/Tiny-v0")
+    assert (family.name, family.gym_id, family.env_cls, family.horizon) == \
+        ("metarltest/Tiny-v0", "metarltest/Tiny-v0", _NoHorizon, 15)
+    assert "metarltest/Tiny-v0" in envs.families() and envs.get_family("metarltest/Tiny-v0") is family
+    env = envs.make("metarltest/Tiny-v0")
+    env.reset(seed=0, options={"task": _Goal(0.5)})
+    assert env.step(np.array([0.25]))[4] == {"task": _Goal(0.5), "reward_dist": -0.25}
+    assert envs.resolve_horizon("metarltest/Tiny-v0") == 15
+
+
+def test_module_colon_gymnasium_id_imports_the_module_that_registers_it(tmp_path, monkeypatch):
+    (tmp_path / "registers_tiny.py").write_text(
+        "import gymnasium\n"
+        f"gymnasium.register('metarltest/Imported-v0', entry_point='{__name__}:_NoHorizon', max_episode_steps=8)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "registers_tiny", raising=False)
+    assert "metarltest/Imported-v0" not in gymnasium.registry
+    family = envs.get_family("registers_tiny:metarltest/Imported-v0")
+    assert family.name == "metarltest/Imported-v0" and family.env_cls is _NoHorizon and family.horizon == 8
+    assert envs.get_family("registers_tiny:metarltest/Imported-v0") is family
+
+
+def test_a_gymnasium_env_that_is_not_a_task_family_is_refused_in_one_line_naming_it():
+    with pytest.raises(ContractError) as caught:
+        envs.get_family("Pendulum-v1")
+    message = str(caught.value)
+    assert "\n" not in message
+    for text in ("'Pendulum-v1'", "exists but is not a metarl task family", "sample_tasks(rng, n)",
+                 "reset(options={'task': task})"):
+        assert text in message
+    assert "Pendulum-v1" not in envs.families()
+    gymnasium.register("metarltest/Broken-v0", entry_point=_TermsDontSum)  # has sample_tasks: the full check runs
+    with pytest.raises(ContractError, match=r"'metarltest/Broken-v0'.*not a metarl task family.*part 'info'"):
+        envs.get_family("metarltest/Broken-v0")
+    with pytest.raises(ValueError, match=r"unknown task family 'Pendulum-v0'.*Pendulum-v1"):  # gymnasium's hint
+        envs.get_family("Pendulum-v0")

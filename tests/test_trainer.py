@@ -1,5 +1,7 @@
 """The trainer end to end on nav2d: repeatable from a seed, and it learns (MAML and ANIL)."""
 
+import re
+
 import pytest
 
 from metarl.config import Config, ConfigError
@@ -60,10 +62,10 @@ def test_unknown_config_key_is_named():
 @pytest.mark.parametrize("frame_skip, dt", [(None, 0.05), (1, 0.01), (5, 0.05)])
 def test_frame_skip_reaches_the_training_and_evaluation_envs(frame_skip, dt):
     trainer = Trainer(Config(env="cheetah-dir", frame_skip=frame_skip, meta_batch_size=2, episodes_per_task=1,
-                             horizon=3, eval_tasks=2, eval_episodes_per_task=1, eval_steps=0, sampler_threads=1,
+                             horizon=3, eval_tasks=3, eval_episodes_per_task=1, eval_steps=0, sampler_threads=1,
                              hidden_sizes=[8]))
     trainer.evaluate()
-    samplers = [trainer.sampler, *trainer._eval_samplers.values()]
+    samplers = list(trainer._samplers.values())  # the training batches' and the evaluation's (3 tasks)
     assert [s.env.dt for s in samplers] == [pytest.approx(dt)] * 2
     assert trainer.step()["env_steps"] == 2 * 1 * 3 * 2  # tasks x episodes x horizon x (inner + post batch)
     trainer.close()
@@ -72,3 +74,36 @@ def test_frame_skip_reaches_the_training_and_evaluation_envs(frame_skip, dt):
 def test_frame_skip_on_a_family_without_one_is_a_clear_error():
     with pytest.raises(ValueError, match="'nav2d' does not take frame_skip"):
         Trainer(Config(frame_skip=1, **SMALL))
+
+
+def test_the_documented_metrics_are_exactly_what_a_step_and_an_evaluation_log():
+    from metarl.trainer import EVAL_METRICS, METRICS
+
+    trainer = Trainer(Config(**{**SMALL, "meta_batch_size": 2, "episodes_per_task": 2, "eval_tasks": 2,
+                                "eval_episodes_per_task": 2, "hidden_sizes": [8]}))
+    try:
+        logged = {k for k in trainer.step() if "/" in k}  # what RunLog writes (keys with a '/')
+        evaluated = {re.sub(r"_\d+", "_K", f"eval/{k}") for k in trainer.evaluate()}
+    finally:
+        trainer.close()
+    assert logged == set(METRICS)
+    assert evaluated == set(EVAL_METRICS)
+
+
+def test_evaluate_with_chosen_keys_and_step_sizes():
+    from metarl.policy import adapted_keys
+
+    trainer = Trainer(Config(**{**SMALL, "algo": "maml", "meta_batch_size": 2, "episodes_per_task": 2,
+                                "eval_tasks": 3, "eval_episodes_per_task": 3, "hidden_sizes": [8]}))
+    try:
+        own = trainer.evaluate(steps=1)
+        same = trainer.evaluate(steps=1, keys=trainer.keys, lrs=[trainer.cfg.eval_first_lr])
+        head = trainer.evaluate(steps=1, keys=adapted_keys(trainer.policy, "anil"))
+        longer = trainer.evaluate(steps=1, lrs=[4 * trainer.cfg.eval_first_lr])
+        with pytest.raises(ValueError, match="2 adaptation steps need 2 step sizes"):
+            trainer.evaluate(steps=2, lrs=[0.1])
+    finally:
+        trainer.close()
+    assert same == own  # the defaults are the algorithm's keys and the config's step sizes
+    assert head["return_step_0"] == own["return_step_0"] == longer["return_step_0"]  # same tasks, seeds, noise
+    assert head["return_step_1"] != own["return_step_1"] != longer["return_step_1"]

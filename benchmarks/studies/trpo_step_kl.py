@@ -10,14 +10,13 @@ smooth in the meta-parameters (ReLU's kinks inside MAML's inner gradient). --act
 smooth activation in place of each ReLU of the loaded policy, same weights, as a check of that reading: it is
 another function than the one trained, so only its ratios mean something, not its returns. Writes OUT.{json,md}.
 
-    python benchmarks/trpo_step_kl.py --runs benchmarks/results/runs/cheetah-dir-maml-seed0 \\
-        benchmarks/results/runs/cheetah-dir-anil-seed0 --out benchmarks/results/trpo_step_kl
+    python benchmarks/studies/trpo_step_kl.py --runs benchmarks/results/runs/cheetah-dir-maml-seed0 \\
+        benchmarks/results/runs/cheetah-dir-anil-seed0 --out benchmarks/results/studies/trpo_step_kl
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 import time
@@ -26,13 +25,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import metarl.metalearner as metalearner
-from metarl.config import load_config
 from metarl.files import write_report
-from metarl.run import load_run
-from metarl.trainer import Trainer
+from metarl.optim import backtracking_line_search
+from metarl.run import load_trainer
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SMOOTH = {"softplus": torch.nn.Softplus, "tanh": torch.nn.Tanh}
 
 
@@ -43,14 +40,11 @@ def smooth_body(policy: torch.nn.Module, activation: str) -> None:
             policy.body[i] = SMOOTH[activation]()
 
 
-@contextlib.contextmanager
-def probed_line_search(fractions: list[float], record: dict):
-    """Let trpo_step's line search first evaluate the loss and KL at each fraction of its step, into `record`.
-
-    trpo_step takes its line search from the metalearner module; swapping it for the duration of one step keeps
-    this benchmark from copying the step's computation (the direction, its scaling, the chunked evaluation).
+def probed_line_search(fractions: list[float], record: dict, real=backtracking_line_search):
+    """A line search that first evaluates the loss and KL at each fraction of its step, into `record`, then runs
+    `real`. Passed to the trainer (`Trainer.line_search`), it keeps this study from copying the step's computation
+    (the direction, its scaling, the chunked evaluation).
     """
-    real = metalearner.backtracking_line_search
 
     def probe(params, step, evaluate, max_kl, **kwargs):
         loss_before, kl_before = evaluate(params)
@@ -63,29 +57,24 @@ def probed_line_search(fractions: list[float], record: dict):
                                            "kl_over_model": kl / (f * f * max_kl)}
         return real(params, step, evaluate, max_kl=max_kl, **kwargs)
 
-    metalearner.backtracking_line_search = probe
-    try:
-        yield
-    finally:
-        metalearner.backtracking_line_search = real
+    return probe
 
 
 def measure(run_dir: Path, checkpoint: Path | None, fractions: list[float], seed: int,
             activation: str = "relu") -> dict:
-    _, _, ckpt = load_run(run_dir, checkpoint)
     # One thread each: the figures do not depend on it, and the machine may be training beside this.
-    cfg = load_config(run_dir / "config.yaml", {"sampler_threads": 1, "update_threads": 1})
-    trainer = Trainer(cfg)
-    trainer.load_state_dict(ckpt["trainer"])
+    trainer = load_trainer(run_dir, checkpoint, {"sampler_threads": 1, "update_threads": 1})
+    cfg = trainer.cfg
     if activation != "relu":
         smooth_body(trainer.policy, activation)
-    trainer.rng = np.random.default_rng(seed)  # this meta-batch's tasks and env seeds
-    trainer.noise = torch.Generator().manual_seed(seed)
+    trainer.reseed(seed)  # this meta-batch's tasks, env seeds and noise
     record: dict = {}
-    with probed_line_search(fractions, record):
+    trainer.line_search = probed_line_search(fractions, record)
+    try:
         metrics = trainer.step()
-    trainer.close()
-    return {"env": cfg.env, "algo": cfg.algo, "iteration": int(ckpt["trainer"]["iteration"]),
+    finally:
+        trainer.close()
+    return {"env": cfg.env, "algo": cfg.algo, "iteration": trainer.iteration - 1,
             "activation": activation, **record,
             "accepted_fraction": metrics["trpo/step_fraction"], "line_search_steps": metrics["trpo/line_search_steps"]}
 
@@ -114,7 +103,7 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--activation", choices=["relu", *SMOOTH], default="relu",
                         help="the body's activation: relu (as trained) or a smooth one put in its place")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "trpo_step_kl",
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "studies" / "trpo_step_kl",
                         help="output path without suffix (.json and .md are written)")
     args = parser.parse_args(argv)
     bad = [f for f in args.fractions if not 0 < f <= 1]
@@ -123,7 +112,7 @@ def main(argv=None) -> None:
     if args.checkpoint is not None and len(args.runs) != 1:
         parser.error(f"--checkpoint names one run's snapshot; got {len(args.runs)} runs")
     torch.set_num_threads(1)
-    result = {"command": " ".join(["python", "benchmarks/trpo_step_kl.py", *(sys.argv[1:] if argv is None else argv)]),
+    result = {"command": " ".join(["python", "benchmarks/studies/trpo_step_kl.py", *(sys.argv[1:] if argv is None else argv)]),
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "seed": args.seed,
               "fractions": args.fractions, "runs": {}}
     for run_dir in args.runs:

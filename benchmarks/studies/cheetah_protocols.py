@@ -29,18 +29,18 @@ so that all fit in one sitting:
   fvp-full      frame skip 1, Fisher-vector products on every episode (fvp_subsample 1.0, as the MAML code's
                 TRPO) instead of the first fifth used everywhere else here.
   inner-lr-0.2  fvp-full with an inner step of 0.2 (evaluated with 0.2, then 0.1): twice the MAML paper's step,
-                which a head-only step on cheetah-dir falls short of (benchmarks/adaptation_step_sizes.py).
+                which a head-only step on cheetah-dir falls short of (benchmarks/studies/adaptation_step_sizes.py).
   max-kl-0.008  fvp-full with TRPO's max KL 0.008: about the KL of MAML's steps, which the line search cuts back
-                once on cheetah-dir (benchmarks/trpo_step_kl.py), where ANIL's are mostly taken whole at 0.01.
+                once on cheetah-dir (benchmarks/studies/trpo_step_kl.py), where ANIL's are mostly taken whole at 0.01.
   head-log-std  fvp-full with the inner step on the head and the log-std (the MAML code's policy keeps its std in
                 a parameter of its own, which MAML adapts; the ANIL paper's "final layer" may or may not hold it).
 Variant families are registered here through the plug-in path (`register_family`), as a user would.
 Each run records its post-adaptation training return per iteration and a final held-out evaluation
 (0..3 steps). Finished runs are kept in the JSON and skipped when the command is run again. Writes
-benchmarks/results/cheetah_protocols.{json,md}.
+benchmarks/results/studies/cheetah_protocols.{json,md}.
 
-    python benchmarks/cheetah_protocols.py                   # ANIL, seed 0, 80 iterations, 20 tasks x 10 episodes
-    python benchmarks/cheetah_protocols.py --iterations 2 --tasks 2 --episodes 2 --eval-tasks 2 --out /tmp/x
+    python benchmarks/studies/cheetah_protocols.py                   # ANIL, seed 0, 80 iterations, 20 tasks x 10 episodes
+    python benchmarks/studies/cheetah_protocols.py --iterations 2 --tasks 2 --episodes 2 --eval-tasks 2 --out /tmp/x
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ from metarl.files import write_json, write_text
 from metarl.metalearner import Batch
 from metarl.trainer import Trainer
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SCALE = 10.0
 SCALED_ENV, XPOS_ENV, FORWARD_ENV = "cheetah-dir-scaled-10", "cheetah-dir-x-position", "cheetah-dir-forward-only"
 VARIANTS = {
@@ -146,7 +146,7 @@ class StaleBaselineTrainer(Trainer):
         super().__init__(cfg)
         self._pooled = None  # the fit on every episode of the previous batch; rllab's baseline starts at zero
 
-    def _batch(self, episodes) -> Batch:
+    def batch(self, episodes) -> Batch:
         cfg = self.cfg
         with torch.no_grad():
             obs, rewards, mask = episodes.observations, episodes.rewards, episodes.mask  # (K, T, N, ...)
@@ -219,7 +219,7 @@ def main(argv=None) -> None:
     parser.add_argument("--episodes", type=int, default=10, help="episodes per task and step (default 10; "
                         "protocol 20), also in evaluation")
     parser.add_argument("--eval-tasks", type=int, default=20, help="held-out tasks (default 20; protocol 40)")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "cheetah_protocols",
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "studies" / "cheetah_protocols",
                         help="output path without suffix (.json and .md are written)")
     args = parser.parse_args(argv)
     register_variants()
@@ -231,7 +231,7 @@ def main(argv=None) -> None:
         raise SystemExit(f"{path} holds runs of another scale ({ {k: result.get(k) for k in scale} }); "
                          f"pass those or another --out")
     # Every command that added runs, in order: together they regenerate the file.
-    command = " ".join(["python", "benchmarks/cheetah_protocols.py", *sys.argv[1:]])
+    command = " ".join(["python", "benchmarks/studies/cheetah_protocols.py", *sys.argv[1:]])
     commands = result.get("commands") or ([result["command"]] if "command" in result else [])
     result.pop("command", None)
     result.update({"commands": commands + [command] * (command not in commands), **scale})

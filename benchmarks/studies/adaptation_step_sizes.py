@@ -12,16 +12,15 @@ Same held-out tasks, episodes and noise as `metarl eval` (the run's eval_seed): 
 ANIL, or the reverse), to tell what the meta-trained parameters give from what the step is allowed to change.
 Writes OUT.json and OUT.md.
 
-    python benchmarks/adaptation_step_sizes.py --runs benchmarks/results/runs/cheetah-dir-anil-seed0
-    python benchmarks/adaptation_step_sizes.py --runs RUN --lrs 0.05 0.1 --tasks 4 --episodes 2 --out /tmp/x
-    python benchmarks/adaptation_step_sizes.py --runs RUN/checkpoints/iteration-0000{50,100}.pt --lrs 0.1
-    python benchmarks/adaptation_step_sizes.py --runs MAML_RUN --lrs 0.1 --adapt head --out /tmp/maml-as-anil
+    python benchmarks/studies/adaptation_step_sizes.py --runs benchmarks/results/runs/cheetah-dir-anil-seed0
+    python benchmarks/studies/adaptation_step_sizes.py --runs RUN --lrs 0.05 0.1 --tasks 4 --episodes 2 --out /tmp/x
+    python benchmarks/studies/adaptation_step_sizes.py --runs RUN/checkpoints/iteration-0000{50,100}.pt --lrs 0.1
+    python benchmarks/studies/adaptation_step_sizes.py --runs MAML_RUN --lrs 0.1 --adapt head --out /tmp/maml-as-anil
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import itertools
 import sys
 import time
@@ -31,11 +30,11 @@ import numpy as np
 import torch
 
 from metarl.files import write_report
-from metarl.policy import adapted_keys, meta_params
-from metarl.run import KEPT_CHECKPOINTS_DIR, load_run
+from metarl.policy import adapted_keys
+from metarl.run import KEPT_CHECKPOINTS_DIR, load_trainer
 from metarl.trainer import Trainer
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 LRS = (0.025, 0.05, 0.1, 0.2, 0.4)
 AGREEMENT_SEEDS = (1, 2, 3, 4)  # env and noise seeds of the batches whose inner gradients are compared
 ADAPT = {"run": None, "head": "anil", "all": "maml"}  # --adapt: whose inner-loop parameters the step changes
@@ -43,18 +42,12 @@ ADAPT = {"run": None, "head": "anil", "all": "maml"}  # --adapt: whose inner-loo
 
 def head_input_sq_norm(trainer: Trainer, tasks: int, episodes: int) -> float:
     """Mean over visited states of ||body(obs)||^2, on held-out tasks with the meta-parameters (before adapting)."""
-    from metarl.sampler import Sampler
-
     cfg = trainer.cfg
-    sampler = Sampler(cfg.env, tasks, episodes, trainer.horizon, cfg.sampler_threads, trainer.env_kwargs)
-    try:
-        rng = np.random.default_rng(cfg.eval_seed)
-        task_list = trainer._task_env.sample_tasks(rng, tasks)
-        params = {k: v.detach() for k, v in meta_params(trainer.policy).items()}
-        seed = int(rng.integers(0, 2**31 - 1 - sampler.env.num_envs))  # the seed evaluate() draws for step 0
-        episodes, _ = trainer._sample(sampler, params, task_list, seed, torch.Generator().manual_seed(cfg.eval_seed))
-    finally:
-        sampler.close()
+    rng = np.random.default_rng(cfg.eval_seed)
+    task_list = trainer.sample_tasks(tasks, rng)
+    seed = int(rng.integers(0, 2**31 - 1 - tasks * episodes))  # the seed evaluate() draws for step 0
+    episodes, _ = trainer.collect(trainer.meta_parameters(), task_list, seed,
+                                  torch.Generator().manual_seed(cfg.eval_seed), episodes)
     with torch.no_grad():
         sq = trainer.policy.body(episodes.observations).pow(2).sum(-1)  # [tasks, T, episodes]
     return float((sq * episodes.mask).sum() / episodes.mask.sum())
@@ -67,24 +60,19 @@ def gradient_agreement(trainer: Trainer, tasks: int, episodes: int, seeds: tuple
     every pair of batches is compared and each task's cosines are averaged (one pair is a noisy estimate).
     """
     from metarl.metalearner import inner_loss
-    from metarl.sampler import Sampler
     if len(seeds) < 2:
         raise ValueError(f"gradient_agreement needs at least two seeds to compare batches, got {seeds!r}")
     cfg = trainer.cfg
-    task_list = trainer._task_env.sample_tasks(np.random.default_rng(cfg.eval_seed), tasks)
-    params = {k: v.detach() for k, v in meta_params(trainer.policy).items()}
-    sampler = Sampler(cfg.env, tasks, episodes, trainer.horizon, cfg.sampler_threads, trainer.env_kwargs)
+    task_list = trainer.sample_tasks(tasks, np.random.default_rng(cfg.eval_seed))
+    params = trainer.meta_parameters()
     grads = []
-    try:
-        for seed in seeds:
-            batch = trainer._batch(trainer._sample(sampler, params, task_list, seed,
-                                                   torch.Generator().manual_seed(seed))[0])
-            per_task = {k: params[k].expand(tasks, *params[k].shape).clone().requires_grad_() for k in trainer.keys}
-            loss = inner_loss(trainer.policy, {**params, **per_task}, batch).sum()  # task i's loss -> copy i only
-            g = torch.autograd.grad(loss, list(per_task.values()))
-            grads.append(torch.cat([x.reshape(tasks, -1) for x in g], dim=1))  # (tasks, adapted parameters)
-    finally:
-        sampler.close()
+    for seed in seeds:
+        batch = trainer.batch(trainer.collect(params, task_list, seed, torch.Generator().manual_seed(seed),
+                                              episodes)[0])
+        per_task = {k: params[k].expand(tasks, *params[k].shape).clone().requires_grad_() for k in trainer.keys}
+        loss = inner_loss(trainer.policy, {**params, **per_task}, batch).sum()  # task i's loss -> copy i only
+        g = torch.autograd.grad(loss, list(per_task.values()))
+        grads.append(torch.cat([x.reshape(tasks, -1) for x in g], dim=1))  # (tasks, adapted parameters)
     cosines = [torch.nn.functional.cosine_similarity(grads[i], grads[j], dim=1)
                for i, j in itertools.combinations(range(len(seeds)), 2)]
     return torch.stack(cosines).mean(0).tolist()
@@ -98,14 +86,14 @@ def split_run(path: Path) -> tuple[Path, Path | None]:
 
 
 def measure(path: Path, lrs, tasks: int | None, episodes: int | None, adapt: str = "run") -> dict:
-    _, cfg, ckpt = load_run(*split_run(path))
+    trainer = load_trainer(*split_run(path))
+    cfg = trainer.cfg
     tasks, episodes = tasks or cfg.eval_tasks, episodes or cfg.eval_episodes_per_task
-    trainer = Trainer(cfg)
     try:
-        trainer.load_state_dict(ckpt["trainer"])
         # MAML and ANIL differ only in these keys, so this is the other algorithm's step from the same parameters
         step_algo = ADAPT[adapt] or cfg.algo
-        trainer.keys = adapted_keys(trainer.policy, step_algo)
+        keys = adapted_keys(trainer.policy, step_algo)
+        trainer.keys = keys  # the gradient agreement is measured on the keys the step changes
         out = {"env": cfg.env, "algo": cfg.algo, "seed": cfg.seed, "iteration": trainer.iteration,
                "adapt": "head" if step_algo == "anil" else "all",
                "protocol_lr": cfg.eval_first_lr, "tasks": tasks, "episodes": episodes,
@@ -113,14 +101,13 @@ def measure(path: Path, lrs, tasks: int | None, episodes: int | None, adapt: str
                "gradient_agreement": float(np.mean(gradient_agreement(trainer, tasks, episodes, AGREEMENT_SEEDS))),
                "lrs": {}}
         for lr in lrs:
-            trainer.cfg = dataclasses.replace(cfg, eval_first_lr=lr)  # evaluate() reads its step size from cfg
-            result = trainer.evaluate(num_tasks=tasks, steps=1, episodes_per_task=episodes, per_task=True)
+            result = trainer.evaluate(num_tasks=tasks, steps=1, episodes_per_task=episodes, per_task=True, keys=keys,
+                                      lrs=[lr])
             out["return_step_0"] = result["return_step_0"]  # the same for every lr: same seed, no step yet
             out["lrs"][str(lr)] = {"return_step_1": result["return_step_1"],
                                    "return_step_1_std": result["return_step_1_std"],
                                    "per_task": [t["returns"][1] for t in result["per_task"]]}
     finally:
-        trainer.cfg = cfg
         trainer.close()
     return out
 
@@ -161,7 +148,7 @@ def main(argv=None) -> None:
     parser.add_argument("--adapt", choices=list(ADAPT), default="run",
                         help="parameters the step changes: the run's algorithm's (default), the head (ANIL) or all "
                         "(MAML)")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "adaptation_step_sizes",
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "studies" / "adaptation_step_sizes",
                         help="output path without suffix (.json and .md are written)")
     args = parser.parse_args(argv)
     for flag, value in (("--tasks", args.tasks), ("--episodes", args.episodes)):
@@ -170,7 +157,7 @@ def main(argv=None) -> None:
     if bad := [lr for lr in args.lrs if not lr > 0]:
         parser.error(f"--lrs must be positive, got {bad}")
     torch.set_num_threads(1)
-    result = {"command": " ".join(["python", "benchmarks/adaptation_step_sizes.py", *sys.argv[1:]]),
+    result = {"command": " ".join(["python", "benchmarks/studies/adaptation_step_sizes.py", *sys.argv[1:]]),
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "lrs": args.lrs, "runs": {}}
     for run_dir in args.runs:
         result["runs"][_name(run_dir)] = run = measure(run_dir, args.lrs, args.tasks, args.episodes, args.adapt)

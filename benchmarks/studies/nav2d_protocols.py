@@ -12,10 +12,10 @@ protocol's held-out tasks (40 tasks x 40 episodes, 0..3 steps):
                 path, as `nav2d-unit-actions`), step sizes as ours;
   maml-code     unit actions and the MAML code's step sizes (0.5; evaluation 0.5 then 0.25).
 Finished runs are kept in the JSON and skipped when the command is run again. Writes
-benchmarks/results/nav2d_protocols.{json,md}.
+benchmarks/results/studies/nav2d_protocols.{json,md}.
 
-    python benchmarks/nav2d_protocols.py                  # 100 iterations (as maml_trpo_point.py), seed 0
-    python benchmarks/nav2d_protocols.py --iterations 2 --eval-tasks 4 --out /tmp/x   # a smoke test
+    python benchmarks/studies/nav2d_protocols.py                  # 100 iterations (as maml_trpo_point.py), seed 0
+    python benchmarks/studies/nav2d_protocols.py --iterations 2 --eval-tasks 4 --out /tmp/x   # a smoke test
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from metarl.envs.navigation import MAX_ACTION
 from metarl.files import write_json, write_text
 from metarl.trainer import Trainer
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 UNIT_ENV = "nav2d-unit-actions"
 VARIANTS = {
     "ours": {},
@@ -92,7 +92,7 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--algos", nargs="+", default=["anil", "maml"], choices=["anil", "maml"])
     parser.add_argument("--eval-tasks", type=int, default=40, help="held-out tasks (default 40, the protocol)")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "nav2d_protocols",
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "studies" / "nav2d_protocols",
                         help="output path without suffix (.json and .md are written)")
     args = parser.parse_args(argv)
     register_family(UNIT_ENV, UnitActionNavigation2DEnv, batched=lambda n, **kw: UnitActionNavigation2DBatch(n, **kw),
@@ -102,7 +102,7 @@ def main(argv=None) -> None:
     if result.get("iterations") not in (None, args.iterations) or result.get("seed") not in (None, args.seed):
         raise SystemExit(f"{path} holds runs of {result['iterations']} iterations, seed {result['seed']}; "
                          f"pass those or another --out")
-    result.update({"command": " ".join(["python", "benchmarks/nav2d_protocols.py", *sys.argv[1:]]),
+    result.update({"command": " ".join(["python", "benchmarks/studies/nav2d_protocols.py", *sys.argv[1:]]),
                    "iterations": args.iterations, "seed": args.seed})
     runs = result.setdefault("runs", {})
     for algo in args.algos:

@@ -5,10 +5,10 @@ For each published run (default: every run under benchmarks/results/runs), load 
 size (and larger ones, for scale) and report, per task and averaged: the mean KL(pi_before || pi_after) over the
 visited states and the mean |mu_after - mu_before| / sigma. A meta-trained policy that adapts well is one whose
 single step changes behaviour a lot (nav2d); a small shift means adaptation cannot change what the policy does.
-Writes benchmarks/results/inner_step_size.{json,md}.
+Writes benchmarks/results/studies/inner_step_size.{json,md}.
 
-    python benchmarks/inner_step_size.py
-    python benchmarks/inner_step_size.py --runs benchmarks/results/runs/nav2d-anil-seed0 --tasks 2 --out /tmp/x
+    python benchmarks/studies/inner_step_size.py
+    python benchmarks/studies/inner_step_size.py --runs benchmarks/results/runs/nav2d-anil-seed0 --tasks 2 --out /tmp/x
 """
 
 from __future__ import annotations
@@ -21,40 +21,33 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from metarl.config import load_config
 from metarl.files import write_report
-from metarl.metalearner import adapted_values
-from metarl.policy import forward, kl_divergence, meta_params
-from metarl.run import load_run
-from metarl.trainer import Trainer
+from metarl.policy import forward, kl_divergence
+from metarl.run import CHECKPOINT_FILE, load_trainer
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DEFAULT_RUNS = REPO / "benchmarks" / "results" / "runs"
 LRS = (0.1, 0.5, 1.0)
 
 
 def measure(run_dir: Path, tasks: int, seed: int) -> dict:
-    _, saved, ckpt = load_run(run_dir)
-    # the trainer's sampler then holds `tasks` x the protocol's evaluation episodes
-    cfg = load_config(run_dir / "config.yaml", {"meta_batch_size": tasks,
-                                                 "episodes_per_task": saved.eval_episodes_per_task})
-    trainer = Trainer(cfg)
-    trainer.load_state_dict(ckpt["trainer"])
-    task_list = trainer._task_env.sample_tasks(np.random.default_rng(seed), tasks)
-    params = {k: v.detach() for k, v in meta_params(trainer.policy).items()}
-    episodes, _ = trainer._sample(trainer.sampler, params, task_list, seed, torch.Generator().manual_seed(seed))
-    batch = trainer._batch(episodes)
+    trainer = load_trainer(run_dir)
+    cfg, episodes_per_task = trainer.cfg, trainer.cfg.eval_episodes_per_task
+    task_list = trainer.sample_tasks(tasks, np.random.default_rng(seed))
+    params = trainer.meta_parameters()
+    episodes, _ = trainer.collect(params, task_list, seed, torch.Generator().manual_seed(seed), episodes_per_task)
+    batch = trainer.batch(episodes)
     before_mean, before_log_std = forward(trainer.policy, params, episodes.observations)
     out = {"env": cfg.env, "algo": cfg.algo, "tasks": [str(t) for t in task_list],
            "return_before": episodes.episode_returns().mean(1).tolist(), "steps": {}}
     mask = episodes.mask
     for lr in LRS:
-        adapted = adapted_values(trainer.policy, params, [batch], trainer.keys, [lr])
+        adapted = trainer.adapt(params, batch, lr)
         mean, log_std = forward(trainer.policy, adapted, episodes.observations)
         kl = (kl_divergence(before_mean, before_log_std, mean, log_std) * mask).sum((1, 2)) / mask.sum((1, 2))
         shift = ((mean - before_mean).abs() / before_log_std.exp()).mean(-1)
         shift = (shift * mask).sum((1, 2)) / mask.sum((1, 2))
-        after, _ = trainer._sample(trainer.sampler, adapted, task_list, seed + 1, torch.Generator().manual_seed(seed))
+        after, _ = trainer.collect(adapted, task_list, seed + 1, torch.Generator().manual_seed(seed), episodes_per_task)
         out["steps"][str(lr)] = {"kl": kl.tolist(), "mean_shift_in_std": shift.tolist(),
                                  "return_after": after.episode_returns().mean(1).tolist()}
     trainer.close()
@@ -65,14 +58,14 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", nargs="+", type=Path,
                         default=sorted(p for p in DEFAULT_RUNS.iterdir()
-                                       if (p / "checkpoint.pt").is_file()))
+                                       if (p / CHECKPOINT_FILE).is_file()))
     parser.add_argument("--tasks", type=int, default=8, help="tasks per run (default 8)")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "inner_step_size",
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "studies" / "inner_step_size",
                         help="output path without suffix (.json and .md are written)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    result = {"command": " ".join(["python", "benchmarks/inner_step_size.py", *sys.argv[1:]]),
+    result = {"command": " ".join(["python", "benchmarks/studies/inner_step_size.py", *sys.argv[1:]]),
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "seed": args.seed, "runs": {}}
     for run_dir in args.runs:
         # a run outside benchmarks/results/runs is named with its folder (runs-frame-skip-5/cheetah-dir-anil-seed0)

@@ -10,7 +10,7 @@ For every RUN_DIR (a metarl run directory or a published copy under benchmarks/r
 - per task, grouped by task when held-out tasks repeat (cheetah-dir's two directions): mean, population std,
   minimum and how many end below zero after each step (`per_task` in eval.json, written by `metarl eval`).
 
-    python benchmarks/run_figures.py benchmarks/results/runs/cheetah-dir-*-seed0 --window 10 25
+    python benchmarks/studies/run_figures.py benchmarks/results/runs/cheetah-dir-*-seed0 --window 10 25
 """
 
 from __future__ import annotations
@@ -22,13 +22,17 @@ from pathlib import Path
 
 import numpy as np
 
+from metarl import run
+from metarl.run import EVAL_FILE, METRICS_FILE
+
+TIMING_FILE = "timing.json"  # per-sitting timing, written by benchmarks/reproduce.py's grid runner
+
 
 def read_metrics(run_dir: Path) -> list[dict]:
-    """One dict per logged iteration, in file order."""
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        raise SystemExit(f"run_figures: no metrics.jsonl in {run_dir}")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """One dict per logged iteration, in file order (metarl.run's reader)."""
+    if not (run_dir / METRICS_FILE).is_file():
+        raise SystemExit(f"run_figures: no {METRICS_FILE} in {run_dir}")
+    return run.read_metrics(run_dir)
 
 
 def held_out_by_iteration(metrics: list[dict]) -> list[tuple[int, list[float]]]:
@@ -97,7 +101,7 @@ def per_task_groups(evaluation: dict) -> list[tuple[str, np.ndarray]]:
 
 def report(run_dir: Path, windows: list[int]) -> str:
     metrics = read_metrics(run_dir)
-    timing_path, eval_path = run_dir / "timing.json", run_dir / "eval.json"
+    timing_path, eval_path = run_dir / TIMING_FILE, run_dir / EVAL_FILE
     timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
     evaluation = json.loads(eval_path.read_text()) if eval_path.is_file() else {}
     trained = sorted({m["iteration"] for m in metrics if "returns/post_adaptation" in m})

@@ -2,10 +2,10 @@
 
 The subsample only changes the conjugate-gradient direction (the gradient and the line search always use the
 whole batch); this script shows what that does to learning. nav2d at the paper protocol (20 tasks x 20 episodes
-x 100 steps), MAML and ANIL, the same seeds for both settings. Writes benchmarks/results/fvp_subsample.{json,md,png}.
+x 100 steps), MAML and ANIL, the same seeds for both settings. Writes benchmarks/results/studies/fvp_subsample.{json,md,png}.
 
-    python benchmarks/fvp_subsample.py                       # 60 iterations, seeds 0 and 1
-    python benchmarks/fvp_subsample.py --iterations 5 --seeds 0 --out /tmp/x   # a smoke test
+    python benchmarks/studies/fvp_subsample.py                       # 60 iterations, seeds 0 and 1
+    python benchmarks/studies/fvp_subsample.py --iterations 5 --seeds 0 --out /tmp/x   # a smoke test
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from metarl.config import load_config
 from metarl.files import write_report
 from metarl.trainer import Trainer
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def curve(algo: str, fraction: float, seed: int, iterations: int) -> dict:
@@ -42,7 +42,7 @@ def main(argv=None) -> None:
     parser.add_argument("--iterations", type=int, default=60, help="meta-iterations per run")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="seeds (each run for both settings)")
     parser.add_argument("--fractions", type=float, nargs="+", default=[1.0, 0.2], help="fvp_subsample values")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "fvp_subsample",
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "studies" / "fvp_subsample",
                         help="output path without suffix (.json, .md and .png are written)")
     args = parser.parse_args(argv)
     runs = {}
@@ -55,7 +55,7 @@ def main(argv=None) -> None:
                 print(f"{key}: last-10 post-adaptation {statistics.mean(r['post_adaptation'][-10:]):.2f}, "
                       f"held-out after 1 step {r['eval']['return_step_1']:.2f}, TRPO {r['update_s_median']:.2f}s",
                       flush=True)
-    result = {"command": " ".join(["python", "benchmarks/fvp_subsample.py", *sys.argv[1:]]),
+    result = {"command": " ".join(["python", "benchmarks/studies/fvp_subsample.py", *sys.argv[1:]]),
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "env": "nav2d",
               "iterations": args.iterations, "seeds": args.seeds, "runs": runs}
     lines = [f"`{result['command']}` ({result['date']}): nav2d, paper protocol, {args.iterations} meta-iterations, "

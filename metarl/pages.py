@@ -1,0 +1,199 @@
+"""The generated sections of README.md and docs/: every table of results, timings, config keys and metrics.
+
+A page marks a generated section with two lines,
+
+    <!-- BEGIN generated: NAME -->
+    ...
+    <!-- END generated: NAME -->
+
+where NAME is a generator below (`config-keys`, `metrics`, `families`, `headline`, `status`) or `include PATH`, the
+content of a file written by a command (a report of `metarl report`, a benchmark's or a study's .md). Nothing
+between the markers is typed by hand: `python -m metarl.pages` rewrites every section from its source, and
+`python -m metarl.pages --check` (run by the test suite) fails when one is out of date.
+
+    python -m metarl.pages            # regenerate README.md and docs/*.md in place
+    python -m metarl.pages --check    # list stale sections, exit 1 if any
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Callable
+
+REPO = Path(__file__).resolve().parent.parent
+GRID_REPORT = Path("benchmarks/results/reproduction/reproduction.json")
+SECTION = re.compile(r"(<!-- BEGIN generated: (?P<name>[^>]+?) -->\n)(?P<body>.*?)(<!-- END generated: (?P=name) -->)",
+                     re.S)
+ALGOS = ("anil", "maml")
+CODE_LANGUAGES = {".py": "python", ".yaml": "yaml", ".sh": "bash"}
+FAMILY_TITLES = {"cheetah-dir": "HalfCheetah-Direction", "cheetah-vel": "HalfCheetah-Velocity",
+                 "nav2d": "2D-Navigation"}
+
+
+def pages(root: Path = REPO) -> list[Path]:
+    """The pages that may hold generated sections: the README, docs/**/*.md and benchmarks/results/README.md."""
+    found = [root / "README.md", *sorted((root / "docs").rglob("*.md")), root / "benchmarks" / "results" / "README.md"]
+    return [p for p in found if p.is_file()]
+
+
+# -- generators -----------------------------------------------------------------------------------------------
+
+def config_keys(root: Path) -> str:
+    """Every config key with its type, default and meaning, from Config itself."""
+    from metarl.config import config_help
+
+    rows = ["| key | type | default | meaning |", "| --- | --- | --- | --- |"]
+    rows += [f"| `{name}` | {type_name} | {default} | {text} |" for name, type_name, default, text in config_help()]
+    return "\n".join(rows)
+
+
+def metrics(root: Path) -> str:
+    """Every TensorBoard tag / metrics.jsonl key the trainer writes, from metarl.trainer.METRICS."""
+    from metarl.trainer import EVAL_METRICS, METRICS
+
+    rows = ["| tag | meaning |", "| --- | --- |"]
+    rows += [f"| `{tag}` | {text} |" for tag, text in {**METRICS, **EVAL_METRICS}.items()]
+    return "\n".join(rows)
+
+
+def _docstring_field(cls: type, field: str) -> str:
+    """The text after `field:` in a class docstring, up to the end of its sentence (e.g. the reward's formula)."""
+    doc = " ".join(line.strip() for line in (cls.__doc__ or "").splitlines())
+    found = re.search(rf"{field}:\s*(.+?)(?:\.\s|\.$| with )", doc)
+    text = re.sub(r"\s+\([^()]*\)", "", found.group(1)).split(";")[0] if found else ""  # asides dropped
+    return text.strip().replace("|", "\\|")  # a table cell: escape the pipes of |x| and ||x||
+
+
+def families(root: Path) -> str:
+    """The built-in task families, from the registry and each env class's docstring (Tasks:, Reward:)."""
+    from metarl.envs import get_family
+
+    rows = ["| name | gymnasium id | tasks | reward | horizon |", "| --- | --- | --- | --- | --- |"]
+    for name in FAMILY_TITLES:
+        family = get_family(name)
+        rows.append(f"| `{name}` | `{family.gym_id}` | {_docstring_field(family.env_cls, 'Tasks')} | "
+                    f"{_docstring_field(family.env_cls, 'Reward')} | {family.horizon} |")
+    return "\n".join(rows)
+
+
+def _grid(root: Path) -> dict:
+    return json.loads((root / GRID_REPORT).read_text(encoding="utf-8"))
+
+
+def _cell(report: dict, env: str, algo: str) -> dict | None:
+    return report["cells"].get(env, {}).get(algo)
+
+
+def _met(report: dict, env: str, algo: str) -> bool | None:
+    """Whether our mean return after one step reaches the ANIL paper's mean for the cell (higher is better)."""
+    cell, paper = _cell(report, env, algo), report["references"]["anil_paper_table2"][algo].get(env)
+    if cell is None or paper is None:
+        return None
+    return cell["mean"]["return_step_1"] >= paper[0]
+
+
+def headline(root: Path) -> str:
+    """Return after one adaptation step, ours against the papers, per family and algorithm (from the grid report)."""
+    report = _grid(root)
+    refs = report["references"]
+    rows = ["| family | method | ours: return after 1 step (seeds) | ANIL paper, Table 2 | reached | "
+            "MAML paper's result files |", "| --- | --- | --- | --- | --- | --- |"]
+    for env in report["envs"]:
+        for algo in ALGOS:
+            cell = _cell(report, env, algo)
+            paper = refs["anil_paper_table2"][algo].get(env)
+            ours = (f"{cell['mean']['return_step_1']:.1f} ± {cell['std']['return_step_1']:.1f} ({len(cell['seeds'])})"
+                    if cell else "not run")
+            met = {True: "yes", False: "**no**", None: "-"}[_met(report, env, algo)]
+            files = refs["maml_paper_curves"].get(env) if algo == "maml" else None
+            rows.append(f"| {FAMILY_TITLES.get(env, env)} | {algo.upper()} | {ours} | "
+                        f"{f'{paper[0]:.1f} ± {paper[1]:.1f}' if paper else '-'} | {met} | "
+                        f"{f'{files[1]:.1f}' if files else ''} |")
+    return "\n".join(rows) + f"\n\nMean ± std over seeds of each seed's mean over the held-out tasks; " \
+                             f"{refs['anil_paper_table2_note']}. MAML result files: {refs['maml_paper_curves_note']}."
+
+
+def status(root: Path) -> str:
+    """One line: how many of the paper's cells the grid reaches, and which it does not."""
+    report = _grid(root)
+    verdicts = {(env, algo): _met(report, env, algo) for env in report["envs"] for algo in ALGOS}
+    judged = {k: v for k, v in verdicts.items() if v is not None}
+    short = [f"{FAMILY_TITLES.get(env, env)} {algo.upper()}" for (env, algo), v in judged.items() if not v]
+    missing = report.get("missing") or []
+    line = (f"**Status:** {sum(judged.values())} of {len(judged)} cells of the ANIL paper's table reached after one "
+            f"adaptation step; not reached: {', '.join(short) if short else 'none'}")
+    return line + (f"; missing runs: {', '.join(missing)}." if missing else ".")
+
+
+def include(root: Path, path: str, page: Path) -> str:
+    """The content of a generated file (a report or a benchmark's table), its own title line dropped, and a link
+    to it relative to `page`."""
+    text = (root / path).read_text(encoding="utf-8").strip("\n")
+    depth = len(page.resolve().relative_to(root.resolve()).parts) - 1
+    link = f"[`{path}`]({'../' * depth}{path})"
+    if not path.endswith(".md"):  # source code (a tested example): shown whole, as a code block
+        return f"```{CODE_LANGUAGES.get(Path(path).suffix, '')}\n{text}\n```\n\n<sub>The file {link}.</sub>"
+    lines = text.splitlines()
+    if lines and lines[0].startswith("# "):
+        lines = lines[1:]
+    return "\n".join(lines).strip("\n") + f"\n\n<sub>Generated file: {link}.</sub>"
+
+
+GENERATORS: dict[str, Callable[[Path], str]] = {"config-keys": config_keys, "metrics": metrics,
+                                                "families": families, "headline": headline, "status": status}
+
+
+def render(name: str, root: Path, page: Path) -> str:
+    """The body of the section NAME as it should read on `page`."""
+    if name.startswith("include "):
+        return include(root, name.removeprefix("include ").strip(), page)
+    if name not in GENERATORS:
+        raise ValueError(f"{page}: unknown generated section {name!r}; known: {', '.join(GENERATORS)}, include PATH")
+    return GENERATORS[name](root)
+
+
+def refresh(text: str, root: Path, page: Path) -> str:
+    """`text` with every generated section rewritten from its source."""
+    def one(match: re.Match) -> str:
+        return f"{match.group(1)}{render(match.group('name'), root, page).rstrip()}\n{match.group(4)}"
+
+    return SECTION.sub(one, text)
+
+
+def stale_sections(root: Path = REPO) -> list[str]:
+    """'page: section' for every generated section that differs from what its source gives now."""
+    stale = []
+    for page in pages(root):
+        text = page.read_text(encoding="utf-8")
+        for match in SECTION.finditer(text):
+            want = render(match.group("name"), root, page).rstrip() + "\n"
+            if match.group("body") != want:
+                stale.append(f"{page.relative_to(root)}: {match.group('name')}")
+    return stale
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m metarl.pages", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true", help="only list stale sections; exit 1 if any")
+    args = parser.parse_args(argv)
+    if args.check:
+        stale = stale_sections()
+        for line in stale:
+            print(f"stale: {line}")
+        return 1 if stale else 0
+    for page in pages():
+        text = page.read_text(encoding="utf-8")
+        new = refresh(text, REPO, page)
+        if new != text:
+            page.write_text(new, encoding="utf-8")
+            print(f"regenerated {page.relative_to(REPO)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

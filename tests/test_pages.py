@@ -1,0 +1,82 @@
+"""The pages stay honest: generated sections match their sources, no hand-typed figure outside them, a short README."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from metarl import pages
+
+REPO = Path(__file__).resolve().parents[1]
+# A figure typed by hand: a decimal number or a ± outside generated sections, code blocks and inline code.
+# Section numbers of citations (sec. 5.3, appendix A.2) are not figures.
+FIGURE = re.compile(r"(?<![\w.\-])[-+]?\d+\.\d+(?![\w.])|±")
+CITATION = re.compile(r"(sec\.|section|appendix|alg\.)\s*$", re.I)
+
+
+def _prose(text: str) -> str:
+    """`text` without generated sections, fenced code blocks, inline code and HTML comments."""
+    text = pages.SECTION.sub("", text)
+    text = re.sub(r"```.*?```", "", text, flags=re.S)
+    text = re.sub(r"`[^`\n]*`", "", text)
+    return re.sub(r"<!--.*?-->", "", text, flags=re.S)
+
+
+def hand_typed_figures(text: str) -> list[str]:
+    prose = _prose(text)
+    return [m.group(0) for m in FIGURE.finditer(prose) if not CITATION.search(prose[max(0, m.start() - 12):m.start()])]
+
+
+def test_every_generated_section_is_current():
+    stale = pages.stale_sections()
+    assert stale == [], f"regenerate with `python -m metarl.pages`: {stale}"
+
+
+def test_no_page_has_a_hand_typed_figure_outside_its_generated_sections():
+    found = {str(p.relative_to(REPO)): hand_typed_figures(p.read_text(encoding="utf-8")) for p in pages.pages()}
+    assert {page: figs for page, figs in found.items() if figs} == {}
+
+
+def test_the_figure_check_catches_a_typed_number_and_spares_generated_ones():
+    typed = "ANIL reaches 155.6 after one step.\n"
+    generated = "<!-- BEGIN generated: status -->\nANIL 155.6 ± 76.9\n<!-- END generated: status -->\n"
+    assert hand_typed_figures(typed) == ["155.6"]
+    assert hand_typed_figures(generated + "see `x = 0.1` and Finn et al., sec. 5.3\n") == []
+
+
+def test_the_readme_is_short_and_every_page_it_links_exists():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert len(readme.splitlines()) <= 200
+    links = re.findall(r"\]\(((?:docs|benchmarks)/[^)#]+)\)", readme)
+    assert links and [link for link in links if not (REPO / link).exists()] == []
+
+
+def test_a_stale_section_is_reported_and_refresh_rewrites_it(tmp_path):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "data.md").write_text("# Title\n\n| a |\n| --- |\n| 1.5 |\n")
+    page = tmp_path / "docs" / "page.md"
+    page.write_text("intro\n<!-- BEGIN generated: include data.md -->\nold table\n<!-- END generated: include data.md -->\n")
+    assert pages.stale_sections(tmp_path) == ["docs/page.md: include data.md"]
+    page.write_text(pages.refresh(page.read_text(), tmp_path, page))
+    assert pages.stale_sections(tmp_path) == []
+    body = page.read_text()
+    assert "| 1.5 |" in body and "# Title" not in body and "](../data.md)" in body
+    (tmp_path / "data.md").write_text("| a |\n| --- |\n| 2.5 |\n")  # the source changes: the page is stale again
+    assert pages.stale_sections(tmp_path) == ["docs/page.md: include data.md"]
+
+
+def test_an_unknown_generator_is_an_error_naming_it(tmp_path):
+    page = tmp_path / "README.md"
+    page.write_text("<!-- BEGIN generated: nope -->\n<!-- END generated: nope -->\n")
+    with pytest.raises(ValueError, match="unknown generated section 'nope'"):
+        pages.stale_sections(tmp_path)
+
+
+def test_the_config_table_lists_every_config_key():
+    from metarl.config import Config
+    import dataclasses
+
+    table = pages.config_keys(REPO)
+    assert [f"`{f.name}`" for f in dataclasses.fields(Config)] == re.findall(r"^\| (`\w+`) \|", table, re.M)

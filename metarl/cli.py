@@ -4,8 +4,12 @@
     metarl train --resume runs/nav2d-maml-seed0-20250101-120000
     metarl eval runs/nav2d-maml-seed0-20250101-120000 --tasks 40 --steps 3
     metarl envs
+    metarl sweep --root runs/grid --envs nav2d --seeds 0 1 2 --baselines random-init pretrained
+    metarl report runs/grid --out results/grid
+    metarl publish runs/grid results/grid/runs
 
-Argument parsing and printing only; run directories, checkpoints and logging live in metarl.run.
+Argument parsing and printing only; run directories, checkpoints and logging live in metarl.run, grids of runs in
+metarl.sweep (and metarl.baselines), their reports and publishing in metarl.report.
 Heavy imports (torch, the trainer) happen inside the commands, so --help and argument errors are instant.
 """
 
@@ -62,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_train(commands)
     _add_eval(commands)
+    _add_sweep(commands)
+    _add_report(commands)
+    _add_publish(commands)
     commands.add_parser("envs", help="list the registered task families",
                         description="List the registered task families with a one-line description each. "
                         "Any of them, the gymnasium id of an env that honours the task contract, or your own "
@@ -127,6 +134,84 @@ def _add_eval(commands) -> None:
                    help="evaluate this checkpoint of the run instead of its latest, e.g. a snapshot kept by "
                    "keep_checkpoint_every (RUN_DIR/checkpoints/iteration-000100.pt); the report then goes "
                    "beside it (iteration-000100.eval.json) unless --out says otherwise")
+
+
+def _add_grid_args(p, envs, seeds, kinds, baselines_help: str) -> None:
+    """--envs, --algos, --seeds and --baselines of sweep and report (None when not given: the defaults apply)."""
+    p.add_argument("--envs", nargs="+", metavar="ENV", help=f"task families (default: {' '.join(envs)})")
+    p.add_argument("--algos", nargs="+", choices=ALGOS, metavar="ALGO",
+                   help=f"algorithms, of {', '.join(ALGOS)} (default: {' '.join(ALGOS)})")
+    p.add_argument("--seeds", nargs="+", type=int, metavar="N",
+                   help=f"seeds (default: {' '.join(map(str, seeds))})")
+    p.add_argument("--baselines", nargs="+", choices=kinds, metavar="KIND",
+                   help=f"{baselines_help}, of {', '.join(kinds)}")
+
+
+def _add_sweep(commands) -> None:
+    from metarl import sweep
+    from metarl.baselines import BASELINE_KINDS, PPO_ENVS
+
+    p = commands.add_parser(
+        "sweep", help="meta-train a grid of (env, algo, seed) runs and its baselines, resumably",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Meta-train every (env, algo, seed) cell of a grid with the family's protocol preset (plus "
+        "--set), one run\ndirectory each (ROOT/<env>-<algo>-seed<N>), then evaluate each on the report's protocol "
+        f"(eval.json: {sweep.EVAL_TASKS}\nheld-out tasks, returns after 0..{sweep.EVAL_STEPS} adaptation steps). "
+        "With --baselines, also adapt and evaluate a freshly\ninitialised policy (random-init) and a PPO policy "
+        "pre-trained on the task mixture (pretrained) the same\nway (ROOT/baselines/). Finished work is skipped "
+        "and interrupted work continues: run the same command again.",
+        epilog="examples:\n"
+        "  metarl sweep --root runs/grid                        # 3 envs x 2 algos x 3 seeds, one run at a time\n"
+        "  metarl sweep --root runs/grid --envs nav2d --jobs 2  # two runs at a time, logs in ROOT/logs/\n"
+        "  metarl sweep --root runs/grid --baselines random-init pretrained  # the grid, then both baselines\n"
+        "  metarl sweep --root runs/grid --only-baselines --baselines random-init  # one baseline, no training\n\n"
+        "Ctrl-C (or SIGTERM) saves a checkpoint; the same command resumes. Each command that finished or was\n"
+        "stopped cleanly is recorded in ROOT/commands.txt, which `metarl report` prints as the commands behind the\n"
+        "numbers. A resumed run must get the --set values it started with, except those of speed and disk use\n"
+        f"({', '.join(sweep.BOOKKEEPING_KEYS)}).")
+    p.add_argument("--root", required=True, metavar="ROOT", help="folder holding the grid's run directories")
+    _add_grid_args(p, sweep.ENVS, sweep.SEEDS, BASELINE_KINDS, "after the meta-training runs, also compute these "
+                   "baselines (default: none; with --only-baselines: all)")
+    p.add_argument("--only-baselines", action="store_true",
+                   help="compute the baselines only, training no run (default: train the runs)")
+    p.add_argument("--jobs", type=_positive_int, metavar="N",
+                   help="runs trained at once, in child processes logging to ROOT/logs/ (default 1); with N > 1 "
+                   "each run gets --set sampler_threads=1 update_threads=1 unless you set them")
+    p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="override config keys of the family's preset for every run and baseline (default: none; "
+                   "see `metarl train --help-config`)")
+    p.add_argument("--eval-tasks", type=_positive_int, metavar="N",
+                   help=f"held-out tasks of the final evaluation (default: {sweep.EVAL_TASKS}, the protocol)")
+    p.add_argument("--ppo-steps", type=_positive_int, metavar="N",
+                   help="PPO env steps of the pretrained baseline (default: 1,000,000 for cheetah, 200,000 for nav2d)")
+    p.add_argument("--ppo-envs", type=_positive_int, metavar="N",
+                   help=f"task-mixture envs PPO steps side by side (default: {PPO_ENVS})")
+
+
+def _add_report(commands) -> None:
+    from metarl import sweep
+    from metarl.baselines import BASELINE_KINDS
+
+    p = commands.add_parser(
+        "report", help="write the table, JSON and figures of a sweep's runs",
+        description="Read every run directory and baseline result under ROOT (a `metarl sweep --root` or a "
+        "`metarl publish` destination) and write OUT/report.md (per family, returns after 0..3 adaptation steps "
+        "beside the papers' numbers, the protocol, wall-clock times, what is missing), OUT/report.json and the "
+        "figures (PNG; needs matplotlib: pip install \"metarl[plots]\").")
+    p.add_argument("root", metavar="ROOT", help="folder holding the grid's run directories")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder to write the report and figures to")
+    _add_grid_args(p, sweep.ENVS, sweep.SEEDS, BASELINE_KINDS, "baselines expected in the grid (default: all)")
+
+
+def _add_publish(commands) -> None:
+    p = commands.add_parser(
+        "publish", help="copy a sweep's finished runs to a folder that can be committed",
+        description="Copy each finished run under ROOT (config, final checkpoint, kept snapshots, metrics, "
+        "eval.json, timing; no TensorBoard events), the baseline results and commands.txt to DEST. The copies "
+        "are ordinary run directories (`metarl eval DEST/RUN` re-checks a number) and `metarl report DEST` "
+        "rebuilds the report. A run already in DEST with the same final checkpoint is left as it is.")
+    p.add_argument("root", metavar="ROOT", help="folder holding the grid's run directories")
+    p.add_argument("dest", metavar="DEST", help="destination folder")
 
 
 def _positive_int(text: str) -> int:
@@ -205,7 +290,60 @@ def cmd_envs(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "envs": cmd_envs}
+def _typed(args: argparse.Namespace, options: tuple[str, ...]) -> list[str]:
+    """The given options of `args` back as command-line words, in the order of `options` (for commands.txt)."""
+    words: list[str] = []
+    for flag in options:
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if value is True:
+            words.append(flag)
+        elif isinstance(value, list):
+            words += [flag, *map(str, value)]
+        elif value is not None and value is not False:
+            words += [flag, str(value)]
+    return words
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from metarl import sweep
+
+    argv = ["sweep", "--root", args.root, *_typed(args, ("--envs", "--algos", "--seeds", "--only-baselines",
+                                                         "--baselines", "--jobs", "--eval-tasks", "--ppo-steps",
+                                                         "--ppo-envs"))]
+    argv += ["--set", *args.overrides] if args.overrides else []
+    given = {key: value for key, value in (("envs", args.envs), ("algos", args.algos), ("seeds", args.seeds),
+                                           ("jobs", args.jobs), ("eval_tasks", args.eval_tasks),
+                                           ("ppo_envs", args.ppo_envs)) if value is not None}
+    return sweep.sweep(args.root, overrides=args.overrides, baseline_kinds=args.baselines or (),
+                       only_baselines=args.only_baselines, ppo_steps=args.ppo_steps, command=argv, **given)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from metarl import report
+
+    argv = ["report", args.root, "--out", args.out, *_typed(args, ("--envs", "--algos", "--seeds", "--baselines"))]
+    given = {key: value for key, value in (("envs", args.envs), ("algos", args.algos), ("seeds", args.seeds),
+                                           ("kinds", args.baselines)) if value is not None}
+    result = report.write_report(args.root, args.out, command=argv, **given)
+    out = Path(args.out)
+    print(f"wrote {out / report.REPORT_MD}, {report.REPORT_JSON} and {report.figure_count(result)} figures; "
+          f"{len(result['missing'])} grid cell(s) missing or short of the protocol")
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from metarl import report
+
+    done = report.publish(args.root, args.dest, command=["publish", args.root, args.dest])
+    print(f"published {len(done.copied)} finished run(s) ({len(done.unchanged)} already there, left as they are) "
+          f"and {done.baseline_files} baseline file(s) to {args.dest}")
+    if done.recheck:
+        print(f"re-check a number with: {done.recheck}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "envs": cmd_envs, "sweep": cmd_sweep, "report": cmd_report,
+            "publish": cmd_publish}
 
 
 def _one_line(message: str) -> str:

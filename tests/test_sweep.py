@@ -1,10 +1,10 @@
-"""benchmarks/reproduce.py: the report on a fake grid, a tiny end-to-end `run` (resumable, publishable), and the
-copy of a stable-baselines3 PPO actor into our GaussianMLP."""
+"""metarl.sweep, metarl.report and metarl.baselines: the report on a fake grid, a tiny end-to-end `metarl sweep`
+(resumable, publishable), and the copy of a stable-baselines3 PPO actor into our GaussianMLP."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -12,28 +12,18 @@ import numpy as np
 import pytest
 import torch
 
+from metarl import baselines, sweep
+from metarl.cli import main as metarl_main
 from metarl.config import load_config, save_config
+from metarl.run import CHECKPOINT_FILE, CONFIG_FILE, EVAL_FILE, KEPT_CHECKPOINTS_DIR, METRICS_FILE, presets_dir
 
-REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "benchmarks" / "reproduce.py"
-CONFIGS = REPO / "configs"
+CONFIGS = presets_dir()
 # One thread each: two torch threads on a busy 2-core machine make tiny updates seconds slower.
 TINY = ["meta_batch_size=2", "episodes_per_task=2", "horizon=10", "iterations=2", "eval_tasks=2",
         "eval_episodes_per_task=2", "eval_every=0", "sampler_threads=1", "update_threads=1", "hidden_sizes=[8,8]"]
 
 
-@pytest.fixture(scope="module")
-def reproduce():
-    """The script as a module (it is not part of the package)."""
-    spec = importlib.util.spec_from_file_location("reproduce", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["reproduce"] = module  # dataclasses look their module up here
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("reproduce", None)
-
-
-# -- aggregate on a fake grid -----------------------------------------------------------------------------------
+# -- report on a fake grid --------------------------------------------------------------------------------------
 
 def fake_returns(rng: np.random.Generator) -> dict:
     out = {}
@@ -44,35 +34,41 @@ def fake_returns(rng: np.random.Generator) -> dict:
 
 
 def fake_run(root: Path, algo: str, seed: int, returns: dict | None, done: int = 500) -> None:
-    """A nav2d run directory as `run` leaves it: config.yaml, metrics.jsonl, and eval.json once finished."""
+    """A nav2d run directory as `metarl sweep` leaves it: config, metrics, and eval.json once finished."""
     cfg = load_config(CONFIGS / "nav2d.yaml", {"algo": algo, "seed": seed})
     run_dir = root / f"nav2d-{algo}-seed{seed}"
     run_dir.mkdir(parents=True)
-    save_config(cfg, run_dir / "config.yaml")
+    save_config(cfg, run_dir / CONFIG_FILE)
     lines = [{"iteration": i, "env_steps": 4000 * i + seed, "returns/pre_adaptation": -30.0,
               "returns/post_adaptation": -30.0 + 0.02 * i + seed, "time/iteration_s": 0.5} for i in range(1, done + 1)]
     lines.append({"iteration": done, "env_steps": 4000 * done, "eval/return_step_0": -1.0})  # an eval line
-    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    (run_dir / METRICS_FILE).write_text("".join(json.dumps(line) + "\n" for line in lines))
     if returns is not None:
-        (run_dir / "eval.json").write_text(json.dumps(
+        (run_dir / EVAL_FILE).write_text(json.dumps(
             {"env": "nav2d", "algo": algo, "seed": seed, "iteration": done, "env_steps": 4000 * done, "horizon": 100,
              "tasks": 40, "steps": 3, "episodes": 40, "eval_seed": 12345, "returns": returns}))
 
 
-def test_aggregate_table_matches_the_eval_files(reproduce, tmp_path):
-    root, out, rng = tmp_path / "grid", tmp_path / "out", np.random.default_rng(0)
+def fake_grid(root: Path, rng: np.random.Generator) -> tuple[dict, dict]:
+    """Two finished seeds of each algorithm, an interrupted MAML seed 2 and one random-init baseline."""
     evals = {(algo, seed): fake_returns(rng) for algo in ("anil", "maml") for seed in (0, 1)}
     for (algo, seed), returns in evals.items():
         fake_run(root, algo, seed, returns)
     fake_run(root, "maml", 2, None, done=120)  # interrupted: must be left out of the numbers and listed
     baseline = {"env": "nav2d", "kind": "random-init", "seed": 0, "horizon": 100, "tasks": 40, "steps": 3,
                 "episodes": 40, "returns": fake_returns(rng), "wall_s": 12.0}
-    (root / "baselines").mkdir()
-    (root / "baselines" / "nav2d-random-init-seed0.json").write_text(json.dumps(baseline))
+    (root / sweep.BASELINES_DIR).mkdir()
+    (root / sweep.BASELINES_DIR / "nav2d-random-init-seed0.json").write_text(json.dumps(baseline))
+    return evals, baseline
 
-    code = reproduce.main(["aggregate", "--root", str(root), "--out", str(out), "--envs", "nav2d"])
+
+def test_report_table_matches_the_eval_files(tmp_path):
+    root, out, rng = tmp_path / "grid", tmp_path / "out", np.random.default_rng(0)
+    evals, baseline = fake_grid(root, rng)
+
+    code = metarl_main(["report", str(root), "--out", str(out), "--envs", "nav2d"])
     assert code == 0
-    md = (out / "reproduction.md").read_text()
+    md = (out / "report.md").read_text()
     rows = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("| ")}
     for algo, label in (("anil", "ANIL (ours)"), ("maml", "MAML (ours)")):
         row = rows[label]
@@ -85,7 +81,7 @@ def test_aggregate_table_matches_the_eval_files(reproduce, tmp_path):
     assert f"{baseline['returns']['return_step_1']:.1f} ± 0.0" in random_row
     assert "-40.4" in md and "-11.7" in md  # the MAML paper's reference curve
 
-    report = json.loads((out / "reproduction.json").read_text())
+    report = json.loads((out / "report.json").read_text())
     anil = report["cells"]["nav2d"]["anil"]
     assert anil["seeds"] == [0, 1]
     values = [evals[("anil", seed)]["return_step_2"] for seed in (0, 1)]
@@ -97,112 +93,131 @@ def test_aggregate_table_matches_the_eval_files(reproduce, tmp_path):
     assert "nav2d-anil-seed2: no run directory" in missing
     assert "nav2d-pretrained-seed0: not run" in missing and "nav2d-random-init-seed0" not in missing
     assert "## Missing" in md and "nav2d-maml-seed2" in md
-    assert "python benchmarks/reproduce.py aggregate --root" in md  # the regenerating command, at the top
+    assert f"metarl report {root} --out {out} --envs nav2d" in md  # the regenerating command, at the top
     for name in ("curves_nav2d.png", "adaptation_nav2d.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
 
 
-def test_a_sitting_killed_without_warning_has_recorded_how_far_it_got(reproduce, tmp_path):
-    metrics = tmp_path / "metrics.jsonl"
+def test_metarl_report_command_writes_the_report(tmp_path):
+    """The console command as a user runs it: report.md and report.json with the documented top-level keys."""
+    root, out = tmp_path / "grid", tmp_path / "out"
+    fake_grid(root, np.random.default_rng(1))
+    proc = subprocess.run([sys.executable, "-m", "metarl", "report", str(root), "--out", str(out), "--envs", "nav2d",
+                           "--seeds", "0", "1"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert f"wrote {out / 'report.md'}, report.json and 2 figures" in proc.stdout
+    report = json.loads((out / "report.json").read_text())
+    assert {"generated", "root", "commands", "envs", "protocol", "cells", "references", "runs", "baselines",
+            "missing", "plots"} <= set(report)
+    assert set(report["cells"]["nav2d"]) == {"anil", "maml", "random-init"}
+    assert report["references"]["anil_paper_table2"]["anil"]["nav2d"] == [-20.1, 2.3]
+    assert "## nav2d" in (out / "report.md").read_text()
+
+    proc = subprocess.run([sys.executable, "-m", "metarl", "report", str(tmp_path / "nothing"), "--out", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert proc.stderr.startswith("metarl: error: sweep root") and "does not exist" in proc.stderr
+
+
+def test_a_sitting_killed_without_warning_has_recorded_how_far_it_got(tmp_path):
+    metrics = tmp_path / METRICS_FILE
     log = lambda it: metrics.open("a").write(json.dumps({"iteration": it, "returns/post_adaptation": 1.0}) + "\n")
     for it in (1, 2, 3):
         log(it)
-    sitting = reproduce.Sitting(tmp_path, jobs=1, from_iteration=3)
+    sitting = sweep.Sitting(tmp_path, jobs=1, from_iteration=3)
     sitting.save()  # at the start
     log(4)
     log(5)
     metrics.open("a").write('{"iteration": 6, "returns/post')  # a line cut short by the kill
     sitting.save()  # a heartbeat; then the process dies (no __exit__)
-    record = json.loads((tmp_path / "timing.json").read_text())["sittings"][-1]
+    record = json.loads((tmp_path / sweep.TIMING_FILE).read_text())["sittings"][-1]
     assert (record["from_iteration"], record["to_iteration"], record["ended"]) == (3, 5, False)
 
 
-# -- run, end to end on a tiny nav2d grid cell ---------------------------------------------------------------------
+# -- sweep, end to end on a tiny nav2d grid cell -------------------------------------------------------------------
 
-def test_run_is_resumable_and_publishable(reproduce, tmp_path, capsys):
-    from metarl.cli import main as metarl_main
-
+def test_sweep_is_resumable_and_publishable(tmp_path, capsys):
     root = tmp_path / "grid"
-    args = ["run", "--root", str(root), "--envs", "nav2d", "--algos", "anil", "--seeds", "0", "--set", *TINY,
+    args = ["sweep", "--root", str(root), "--envs", "nav2d", "--algos", "anil", "--seeds", "0", "--set", *TINY,
             "keep_checkpoint_every=2"]
-    assert reproduce.main(args) == 0
+    assert metarl_main(args) == 0
     run_dir = root / "nav2d-anil-seed0"
-    evaluation = json.loads((run_dir / "eval.json").read_text())
+    evaluation = json.loads((run_dir / EVAL_FILE).read_text())
     assert (evaluation["iteration"], evaluation["tasks"], evaluation["steps"]) == (2, 40, 3)
-    timing = json.loads((run_dir / "timing.json").read_text())
+    timing = json.loads((run_dir / sweep.TIMING_FILE).read_text())
     assert len(timing["sittings"]) == 1 and timing["sittings"][0]["ended"] and timing["wall_s"] > 0
     assert timing["wall_s"] == pytest.approx(timing["train_s"] + timing["eval_s"])
-    metrics = (run_dir / "metrics.jsonl").read_text()
+    metrics = (run_dir / METRICS_FILE).read_text()
     capsys.readouterr()
 
-    assert reproduce.main(args) == 0  # a second time: nothing to do
+    assert metarl_main(args) == 0  # a second time: nothing to do
     assert "already trained (2/2 iterations) and evaluated" in capsys.readouterr().out
-    assert (run_dir / "metrics.jsonl").read_text() == metrics
-    assert len(json.loads((run_dir / "timing.json").read_text())["sittings"]) == 1
-    assert "reproduce.py run --root" in (root / "commands.txt").read_text()
+    assert (run_dir / METRICS_FILE).read_text() == metrics
+    assert len(json.loads((run_dir / sweep.TIMING_FILE).read_text())["sittings"]) == 1
+    assert "metarl sweep --root" in (root / sweep.COMMANDS_FILE).read_text()
 
-    other = ["run", "--root", str(root), "--envs", "nav2d", "--algos", "anil", "--seeds", "0", "--set", *TINY[:-1]]
-    assert reproduce.main(other) == 1  # same folder, other protocol: refused with the fix in the message
+    other = ["sweep", "--root", str(root), "--envs", "nav2d", "--algos", "anil", "--seeds", "0", "--set", *TINY[:-1]]
+    assert metarl_main(other) == 1  # same folder, other protocol: refused with the fix in the message
     assert "different protocol (hidden_sizes: saved [8, 8], requested [100, 100]" in capsys.readouterr().err
 
     dest = tmp_path / "published"
     dest.mkdir()
-    (dest / "commands.txt").write_text("python benchmarks/reproduce.py run --root elsewhere\n")
-    publish = ["publish", "--root", str(root), "--dest", str(dest)]
-    assert reproduce.main(publish) == 0
+    (dest / sweep.COMMANDS_FILE).write_text("metarl sweep --root elsewhere\n")
+    publish = ["publish", str(root), str(dest)]
+    assert metarl_main(publish) == 0
     # a run made after a publish is listed before the next publish, which must come after it to copy it
-    later = ["run", "--root", str(root), "--envs", "nav2d", "--algos", "maml", "--seeds", "0"]
-    reproduce.record_command(root, later)
-    assert reproduce.main(publish) == 0
+    later = ["sweep", "--root", str(root), "--envs", "nav2d", "--algos", "maml", "--seeds", "0"]
+    sweep.record_command(root, later)
+    assert metarl_main(publish) == 0
     # commands published earlier (another root, another machine) are kept first, this root's follow once each
-    published = (dest / "commands.txt").read_text().splitlines()
-    assert published[0] == "python benchmarks/reproduce.py run --root elsewhere"
-    assert published[1:] == (root / "commands.txt").read_text().splitlines()
-    assert published[1:] == [reproduce.command_line(c) for c in (args, later, publish)]
+    published = (dest / sweep.COMMANDS_FILE).read_text().splitlines()
+    assert published[0] == "metarl sweep --root elsewhere"
+    assert published[1:] == (root / sweep.COMMANDS_FILE).read_text().splitlines()
+    assert published[1:] == [sweep.command_line(c) for c in (args, later, publish)]
     copy = dest / "nav2d-anil-seed0"
-    assert sorted(p.name for p in copy.iterdir()) == ["checkpoint.pt", "checkpoints", "config.yaml", "eval.json",
-                                                      "metrics.jsonl", "timing.json"]
-    snapshot = copy / "checkpoints" / "iteration-000002.pt"  # the kept snapshot travels with the run
-    assert snapshot.read_bytes() == (run_dir / "checkpoints" / "iteration-000002.pt").read_bytes()
+    assert sorted(p.name for p in copy.iterdir()) == sorted([CHECKPOINT_FILE, KEPT_CHECKPOINTS_DIR, CONFIG_FILE,
+                                                             EVAL_FILE, METRICS_FILE, sweep.TIMING_FILE])
+    snapshot = copy / KEPT_CHECKPOINTS_DIR / "iteration-000002.pt"  # the kept snapshot travels with the run
+    assert snapshot.read_bytes() == (run_dir / KEPT_CHECKPOINTS_DIR / "iteration-000002.pt").read_bytes()
     assert metarl_main(["eval", str(copy), "--tasks", "40", "--steps", "3", "--episodes", "2"]) == 0
-    assert json.loads((copy / "eval.json").read_text())["returns"] == evaluation["returns"]
+    assert json.loads((copy / EVAL_FILE).read_text())["returns"] == evaluation["returns"]
 
     # publishing again leaves an already published run alone: a re-evaluation made on the copy survives
-    (copy / "eval.json").write_text(json.dumps({**evaluation, "note": "re-evaluated on the copy"}))
+    (copy / EVAL_FILE).write_text(json.dumps({**evaluation, "note": "re-evaluated on the copy"}))
     capsys.readouterr()
-    assert reproduce.main(["publish", "--root", str(root), "--dest", str(dest)]) == 0
+    assert metarl_main(publish) == 0
     assert "published 0 finished run(s) (1 already there" in capsys.readouterr().out
-    assert json.loads((copy / "eval.json").read_text())["note"] == "re-evaluated on the copy"
+    assert json.loads((copy / EVAL_FILE).read_text())["note"] == "re-evaluated on the copy"
 
 
-def test_a_baseline_stays_valid_when_only_the_meta_update_changes(reproduce):
+def test_a_baseline_stays_valid_when_only_the_meta_update_changes():
     """Baselines are never meta-trained: TRPO settings do not invalidate them, the evaluation protocol does."""
     from metarl.config import config_to_dict
 
     saved = config_to_dict(load_config(CONFIGS / "cheetah-dir.yaml", {"fvp_subsample": 0.2, "seed": 1}))
-    assert reproduce.same_protocol(saved, load_config(CONFIGS / "cheetah-dir.yaml", {"seed": 1, "max_kl": 0.02}))
-    assert not reproduce.same_protocol(saved, load_config(CONFIGS / "cheetah-dir.yaml", {"seed": 1, "eval_seed": 7}))
-    assert not reproduce.same_protocol(saved, load_config(CONFIGS / "cheetah-dir.yaml", {"seed": 2}))
+    assert sweep.same_protocol(saved, load_config(CONFIGS / "cheetah-dir.yaml", {"seed": 1, "max_kl": 0.02}))
+    assert not sweep.same_protocol(saved, load_config(CONFIGS / "cheetah-dir.yaml", {"seed": 1, "eval_seed": 7}))
+    assert not sweep.same_protocol(saved, load_config(CONFIGS / "cheetah-dir.yaml", {"seed": 2}))
     # a resumed meta-training run is still held to its TRPO settings
     requested = load_config(CONFIGS / "cheetah-dir.yaml", {"seed": 1})
-    differences = reproduce.config_differences(load_config(None, saved), requested)
+    differences = sweep.config_differences(load_config(None, saved), requested)
     assert differences == ["fvp_subsample: saved 0.2, requested 1.0"]
 
 
-def test_ppo_task_mixture_env_takes_the_configs_frame_skip(reproduce):
+def test_ppo_task_mixture_env_takes_the_configs_frame_skip():
     cfg = load_config(CONFIGS / "cheetah-vel.yaml")
     assert cfg.frame_skip == 1  # the MAML code's rllab cheetah
-    model = reproduce.ppo_model(cfg, seed=0, steps=64, n_envs=1)
+    model = baselines.ppo_model(cfg, seed=0, steps=64, n_envs=1)
     assert model.get_env().envs[0].unwrapped.dt == pytest.approx(0.01)
-    model = reproduce.ppo_model(load_config(CONFIGS / "cheetah-vel.yaml", {"frame_skip": 5}), seed=0, steps=64,
+    model = baselines.ppo_model(load_config(CONFIGS / "cheetah-vel.yaml", {"frame_skip": 5}), seed=0, steps=64,
                                 n_envs=1)
     assert model.get_env().envs[0].unwrapped.dt == pytest.approx(0.05)
 
 
-def test_ppo_progress_reports_steps_and_training_return(reproduce, capsys):
+def test_ppo_progress_reports_steps_and_training_return(capsys):
     cfg = load_config(CONFIGS / "nav2d.yaml")
-    model = reproduce.ppo_model(cfg, seed=0, steps=64, n_envs=1)  # rollouts of 64 steps; nav2d episodes last 100
-    model.learn(total_timesteps=256, callback=reproduce.ppo_progress(256, reports=4))
+    model = baselines.ppo_model(cfg, seed=0, steps=64, n_envs=1)  # rollouts of 64 steps; nav2d episodes last 100
+    model.learn(total_timesteps=256, callback=baselines.ppo_progress(256, reports=4))
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("PPO env steps")]
     assert [line.split()[3] for line in lines] == ["64/256", "128/256", "192/256", "256/256"]
     assert "return       none" in lines[0]  # no episode has ended after 64 steps
@@ -212,17 +227,17 @@ def test_ppo_progress_reports_steps_and_training_return(reproduce, capsys):
 
 # -- PPO actor -> GaussianMLP --------------------------------------------------------------------------------------
 
-def test_ppo_actor_copy_gives_the_same_action_means(reproduce):
+def test_ppo_actor_copy_gives_the_same_action_means():
     from metarl.policy import GaussianMLP
 
     cfg = load_config(CONFIGS / "cheetah-dir.yaml")
-    model = reproduce.ppo_model(cfg, seed=0, steps=64, n_envs=1)  # built, never trained
+    model = baselines.ppo_model(cfg, seed=0, steps=64, n_envs=1)  # built, never trained
     torch.manual_seed(0)
     with torch.no_grad():  # move the weights off their initialisation so that every one of them matters
         for param in model.policy.parameters():
             param.add_(0.3 * torch.randn_like(param))
     policy = GaussianMLP(17, 6, cfg.hidden_sizes, cfg.init_log_std)
-    policy.load_state_dict(reproduce.ppo_actor_state_dict(model.policy, policy))
+    policy.load_state_dict(baselines.ppo_actor_state_dict(model.policy, policy))
 
     obs = torch.randn(64, 17)
     with torch.no_grad():
@@ -232,4 +247,4 @@ def test_ppo_actor_copy_gives_the_same_action_means(reproduce):
     torch.testing.assert_close(log_std.exp(), theirs.stddev, rtol=1e-6, atol=1e-6)
 
     with pytest.raises(ValueError, match="hidden_sizes"):
-        reproduce.ppo_actor_state_dict(model.policy, GaussianMLP(17, 6, [64, 64]))
+        baselines.ppo_actor_state_dict(model.policy, GaussianMLP(17, 6, [64, 64]))

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Callable
 
 REPO = Path(__file__).resolve().parent.parent
-GRID_REPORT = Path("benchmarks/results/reproduction/reproduction.json")
+GRID_REPORT = Path("benchmarks/results/grid/report.json")
 SECTION = re.compile(r"(<!-- BEGIN generated: (?P<name>[^>]+?) -->\n)(?P<body>.*?)(<!-- END generated: (?P=name) -->)",
                      re.S)
 ALGOS = ("anil", "maml")

@@ -12,7 +12,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 STUDIES = REPO / "benchmarks" / "studies"
-GRID_RUNS = REPO / "benchmarks" / "results" / "runs"
+GRID_RUNS = REPO / "benchmarks" / "results" / "grid" / "runs"
 
 
 def _import_benchmark(name: str):

@@ -12,7 +12,7 @@ Same held-out tasks, episodes and noise as `metarl eval` (the run's eval_seed): 
 ANIL, or the reverse), to tell what the meta-trained parameters give from what the step is allowed to change.
 Writes OUT.json and OUT.md.
 
-    python benchmarks/studies/adaptation_step_sizes.py --runs benchmarks/results/runs/cheetah-dir-anil-seed0
+    python benchmarks/studies/adaptation_step_sizes.py --runs benchmarks/results/grid/runs/cheetah-dir-anil-seed0
     python benchmarks/studies/adaptation_step_sizes.py --runs RUN --lrs 0.05 0.1 --tasks 4 --episodes 2 --out /tmp/x
     python benchmarks/studies/adaptation_step_sizes.py --runs RUN/checkpoints/iteration-0000{50,100}.pt --lrs 0.1
     python benchmarks/studies/adaptation_step_sizes.py --runs MAML_RUN --lrs 0.1 --adapt head --out /tmp/maml-as-anil

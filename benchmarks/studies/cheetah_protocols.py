@@ -1,6 +1,6 @@
 """Why cheetah-dir did not learn with gymnasium's frame skip: the protocol differences, tried side by side.
 
-The full-protocol ANIL run with HalfCheetah-v5's frame skip of 5 (benchmarks/results/runs-frame-skip-5/
+The full-protocol ANIL run with HalfCheetah-v5's frame skip of 5 (benchmarks/results/history/frame-skip-5/runs/
 cheetah-dir-anil-seed0) stayed near its initial return for 500 meta-iterations. The public implementations that
 report learning on HalfCheetah-Direction differ from that setup in a few places; each variant below changes one of
 them, trained on the same seed at a reduced scale (fewer tasks and episodes per meta-iteration, fewer iterations)

@@ -1,6 +1,6 @@
 """How far one inner step moves a trained policy: KL and mean shift between the policy before and after adaptation.
 
-For each published run (default: every run under benchmarks/results/runs), load the final checkpoint, sample
+For each published run (default: every run under benchmarks/results/grid/runs), load the final checkpoint, sample
 `--tasks` held-out tasks x the protocol's evaluation episodes, take one inner step with the evaluation's first step
 size (and larger ones, for scale) and report, per task and averaged: the mean KL(pi_before || pi_after) over the
 visited states and the mean |mu_after - mu_before| / sigma. A meta-trained policy that adapts well is one whose
@@ -8,7 +8,7 @@ single step changes behaviour a lot (nav2d); a small shift means adaptation cann
 Writes benchmarks/results/studies/inner_step_size.{json,md}.
 
     python benchmarks/studies/inner_step_size.py
-    python benchmarks/studies/inner_step_size.py --runs benchmarks/results/runs/nav2d-anil-seed0 --tasks 2 --out /tmp/x
+    python benchmarks/studies/inner_step_size.py --runs benchmarks/results/grid/runs/nav2d-anil-seed0 --tasks 2 --out /tmp/x
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from metarl.policy import forward, kl_divergence
 from metarl.run import CHECKPOINT_FILE, load_trainer
 
 REPO = Path(__file__).resolve().parents[2]
-DEFAULT_RUNS = REPO / "benchmarks" / "results" / "runs"
+DEFAULT_RUNS = REPO / "benchmarks" / "results" / "grid" / "runs"
 LRS = (0.1, 0.5, 1.0)
 
 
@@ -68,7 +68,7 @@ def main(argv=None) -> None:
     result = {"command": " ".join(["python", "benchmarks/studies/inner_step_size.py", *sys.argv[1:]]),
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "seed": args.seed, "runs": {}}
     for run_dir in args.runs:
-        # a run outside benchmarks/results/runs is named with its folder (runs-frame-skip-5/cheetah-dir-anil-seed0)
+        # a run outside benchmarks/results/grid/runs is named with its folder (runs-frame-skip-5/cheetah-dir-anil-seed0)
         name = run_dir.name if run_dir.resolve().parent == DEFAULT_RUNS else f"{run_dir.parent.name}/{run_dir.name}"
         result["runs"][name] = measure(run_dir, args.tasks, args.seed)
         print(name, _row(result["runs"][name]), flush=True)

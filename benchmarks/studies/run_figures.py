@@ -1,6 +1,6 @@
 """Print the figures the README quotes from a finished (or in-progress) run directory, so each is one command.
 
-For every RUN_DIR (a metarl run directory or a published copy under benchmarks/results/runs/):
+For every RUN_DIR (a metarl run directory or a published copy under benchmarks/results/grid/runs/):
 
 - held-out return after each adaptation step, by evaluation iteration (`eval/return_step_*` in metrics.jsonl);
 - training curves: the mean of `returns/post_adaptation` and `trpo/grad_norm` over the first and last WINDOW
@@ -10,7 +10,7 @@ For every RUN_DIR (a metarl run directory or a published copy under benchmarks/r
 - per task, grouped by task when held-out tasks repeat (cheetah-dir's two directions): mean, population std,
   minimum and how many end below zero after each step (`per_task` in eval.json, written by `metarl eval`).
 
-    python benchmarks/studies/run_figures.py benchmarks/results/runs/cheetah-dir-*-seed0 --window 10 25
+    python benchmarks/studies/run_figures.py benchmarks/results/grid/runs/cheetah-dir-*-seed0 --window 10 25
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import numpy as np
 from metarl import run
 from metarl.run import EVAL_FILE, METRICS_FILE
 
-TIMING_FILE = "timing.json"  # per-sitting timing, written by benchmarks/reproduce.py's grid runner
+TIMING_FILE = "timing.json"  # per-sitting timing, written by metarl.sweep
 
 
 def read_metrics(run_dir: Path) -> list[dict]:

@@ -10,8 +10,8 @@ smooth in the meta-parameters (ReLU's kinks inside MAML's inner gradient). --act
 smooth activation in place of each ReLU of the loaded policy, same weights, as a check of that reading: it is
 another function than the one trained, so only its ratios mean something, not its returns. Writes OUT.{json,md}.
 
-    python benchmarks/studies/trpo_step_kl.py --runs benchmarks/results/runs/cheetah-dir-maml-seed0 \\
-        benchmarks/results/runs/cheetah-dir-anil-seed0 --out benchmarks/results/studies/trpo_step_kl
+    python benchmarks/studies/trpo_step_kl.py --runs benchmarks/results/grid/runs/cheetah-dir-maml-seed0 \\
+        benchmarks/results/grid/runs/cheetah-dir-anil-seed0 --out benchmarks/results/studies/trpo_step_kl
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from typing import Callable
 import gymnasium
 from gymnasium.vector import AutoresetMode, SyncVectorEnv, VectorEnv
 
-from metarl.envs.contract import ContractError, check_family, valid_horizon
+from metarl.envs.contract import ContractError, check_family, describe_exception, valid_horizon
 from metarl.envs.half_cheetah import (CheetahDirTask, CheetahVelTask, HalfCheetahBatch, HalfCheetahDirEnv,
                                       HalfCheetahVelEnv)
 from metarl.envs.navigation import Nav2DTask, Navigation2DBatch, Navigation2DEnv
@@ -55,7 +55,7 @@ def register_family(name: str, env_cls: type, *, description: str | None = None,
     if check:
         check_family(env_cls, name)
     gym_id = gym_id or f"metarl/{env_cls.__name__}-v0"
-    description = description or (env_cls.__doc__ or name).strip().splitlines()[0]
+    description = description or ((env_cls.__doc__ or "").strip() or name).splitlines()[0]
     horizon = getattr(env_cls, "horizon", None)
     if horizon is None:
         horizon = _registered_time_limit(env_cls, gym_id)
@@ -127,10 +127,12 @@ def get_family(name: str) -> Family:
 
 
 # What a gymnasium env needs to be a task family, for the error that refuses one (metarl.envs.contract in short).
-_CONTRACT_SUMMARY = ("a task family is a gymnasium.Env whose env.unwrapped has sample_tasks(rng, n) returning "
-                     "n frozen-dataclass tasks, takes its task from reset(options={'task': task}) and keeps it "
-                     "on a plain reset(), exposes it as env.task, puts 'task' and every 'reward_<name>' term in "
-                     "step's info, and raises ValueError for a bad task (see metarl.envs.contract)")
+_CONTRACT_SUMMARY = ("a task family is a gymnasium.Env that builds with no arguments, has a continuous 1-D Box "
+                     "action space and a 1-D Box observation space, and whose env.unwrapped has "
+                     "sample_tasks(rng, n) returning n frozen-dataclass tasks, takes its task from "
+                     "reset(options={'task': task}) and keeps it on a plain reset(), exposes it as env.task, puts "
+                     "'task' and every 'reward_<name>' term in step's info, and raises ValueError for a bad task "
+                     "(see metarl.envs.contract)")
 
 
 def _gymnasium_family(gym_id: str) -> Family | None:
@@ -144,8 +146,9 @@ def _gymnasium_family(gym_id: str) -> Family | None:
     try:
         env_cls = (gymnasium.envs.registration.load_env_creator(entry_point) if isinstance(entry_point, str)
                    else entry_point)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise ValueError(f"gymnasium id {gym_id!r}: cannot load its entry point {entry_point!r} ({exc})") from exc
+    except Exception as exc:  # the entry point's module is the user's code: whatever it raises, one line
+        raise ValueError(f"gymnasium id {gym_id!r}: cannot load its entry point {entry_point!r} "
+                         f"({describe_exception(exc)})") from exc
     refused = f"gymnasium env {gym_id!r} ({_entry_point_name(entry_point)}) exists but is not a metarl task family"
     if isinstance(env_cls, type) and not callable(getattr(env_cls, "sample_tasks", None)):
         # Refused without building it (a MuJoCo or Atari env is slow to build, and may print while it loads).
@@ -155,9 +158,8 @@ def _gymnasium_family(gym_id: str) -> Family | None:
     except ContractError as exc:
         detail = str(exc).partition("breaks the task contract, ")[2] or str(exc)
         raise ContractError(f"{refused} ({detail}): {_CONTRACT_SUMMARY}") from None
-    except TypeError as exc:  # e.g. a constructor that needs arguments: the checker builds the env with none
-        raise ContractError(f"{refused} (checking it raised {exc!r}; it must build with no arguments): "
-                            f"{_CONTRACT_SUMMARY}") from None
+    except Exception as exc:  # the check turns the env's own errors into ContractError; this is a last resort
+        raise ContractError(f"{refused} (checking it raised {describe_exception(exc)}): {_CONTRACT_SUMMARY}") from None
 
 
 def _entry_point_name(entry_point) -> str:
@@ -178,10 +180,12 @@ def _gymnasium_hint(gym_id: str) -> str:
 
 
 def _import_module(spec: str, module_name: str):
+    """Import a user's module; whatever it raises (a SyntaxError included) becomes one ValueError line naming it."""
     try:
         return importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ValueError(f"task family {spec!r}: cannot import module {module_name!r} ({exc})") from exc
+    except Exception as exc:
+        raise ValueError(f"task family {spec!r}: cannot import module {module_name!r} "
+                         f"({describe_exception(exc)})") from exc
 
 
 def _import_class(spec: str) -> type:

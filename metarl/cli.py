@@ -16,6 +16,7 @@ Heavy imports (torch, the trainer) happen inside the commands, so --help and arg
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -23,7 +24,11 @@ from typing import NoReturn
 from metarl import __version__
 from metarl.config import ALGOS, ConfigError, config_help, parse_overrides
 
+# Exit codes: 0 done; 1 an operating-system error (a full disk); 2 a usage, config or run problem; 3 training
+# diverged (metarl.divergence); 130 interrupted (Ctrl-C, SIGTERM), a checkpoint saved.
+EXIT_OS = 1
 EXIT_USAGE = 2
+EXIT_DIVERGED = 3
 EXIT_INTERRUPTED = 130
 
 
@@ -233,37 +238,42 @@ def _non_negative_int(text: str) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from metarl import run
 
-    if args.resume is not None:
-        given = [flag for flag, value in (("--env", args.env), ("--algo", args.algo), ("--config", args.config),
-                                          ("--seed", args.seed), ("--run-dir", args.run_dir),
-                                          ("--set", args.overrides)) if value]
-        if given:
-            raise run.RunError(f"{', '.join(given)} cannot be combined with --resume: a resumed run keeps its "
-                               "saved config.yaml (only --iterations can change)")
-        run_dir, cfg, ckpt = run.prepare_resume(args.resume, args.iterations)
-        done = int(ckpt["trainer"]["iteration"])
-        if run.is_complete(cfg, ckpt):
-            print(f"{run_dir} is already complete ({done}/{cfg.iterations} iterations); "
-                  f"train longer with `metarl train --resume {run_dir} --iterations N`")
-            return 0
-        if done < cfg.iterations:
-            print(f"resuming {run_dir} at iteration {done + 1}/{cfg.iterations}")
+    with contextlib.ExitStack() as hold:  # the run directory's lock, from before its first write to the end
+        if args.resume is not None:
+            given = [flag for flag, value in (("--env", args.env), ("--algo", args.algo), ("--config", args.config),
+                                              ("--seed", args.seed), ("--run-dir", args.run_dir),
+                                              ("--set", args.overrides)) if value]
+            if given:
+                raise run.RunError(f"{', '.join(given)} cannot be combined with --resume: a resumed run keeps its "
+                                   "saved config.yaml (only --iterations can change)")
+            run.writable_dir(run.require_run_dir(args.resume))
+            hold.enter_context(run.run_lock(args.resume))
+            run_dir, cfg, ckpt = run.prepare_resume(args.resume, args.iterations)
+            done = int(ckpt["trainer"]["iteration"])
+            if run.is_complete(cfg, ckpt):
+                print(f"{run_dir} is already complete ({done}/{cfg.iterations} iterations); "
+                      f"train longer with `metarl train --resume {run_dir} --iterations N`")
+                return 0
+            if done < cfg.iterations:
+                print(f"resuming {run_dir} at iteration {done + 1}/{cfg.iterations}")
+            else:
+                print(f"resuming {run_dir}: its final evaluation (iteration {done}) was interrupted; running it")
         else:
-            print(f"resuming {run_dir}: its final evaluation (iteration {done}) was interrupted; running it")
-    else:
-        flags = {"algo": args.algo, "seed": args.seed, "iterations": args.iterations}
-        cfg = run.resolve_config(args.env, args.config, parse_overrides(args.overrides), flags)
-        run_dir, ckpt = run.create_run(cfg, args.run_dir), None
-        print(f"run directory: {run_dir}")
-        print(f"training {cfg.algo} on {cfg.env}, seed {cfg.seed}, {cfg.iterations} iterations of "
-              f"{cfg.meta_batch_size} tasks x {cfg.episodes_per_task} episodes")
-    print(f"watch it with: tensorboard --logdir {run_dir}", flush=True)
-    try:
-        run.train(run_dir, cfg, ckpt)
-    except run.Interrupted as stop:
-        print(f"\ninterrupted: saved a checkpoint of iteration {stop.iteration} in {run_dir}\n"
-              f"resume with: metarl train --resume {run_dir}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+            flags = {"algo": args.algo, "seed": args.seed, "iterations": args.iterations}
+            cfg = run.resolve_config(args.env, args.config, parse_overrides(args.overrides), flags)
+            path = run.writable_dir(run.new_run_path(cfg, args.run_dir))
+            hold.enter_context(run.run_lock(path))
+            run_dir, ckpt = run.create_run(cfg, path), None
+            print(f"run directory: {run_dir}")
+            print(f"training {cfg.algo} on {cfg.env}, seed {cfg.seed}, {cfg.iterations} iterations of "
+                  f"{cfg.meta_batch_size} tasks x {cfg.episodes_per_task} episodes")
+        print(f"watch it with: tensorboard --logdir {run_dir}", flush=True)
+        try:
+            run.train(run_dir, cfg, ckpt)
+        except run.Interrupted as stop:
+            print(f"\ninterrupted: saved a checkpoint of iteration {stop.iteration} in {run_dir}\n"
+                  f"resume with: metarl train --resume {run_dir}", file=sys.stderr)
+            return EXIT_INTERRUPTED
     print(f"done: {cfg.iterations} iterations in {run_dir}\nevaluate with: metarl eval {run_dir}")
     return 0
 
@@ -359,13 +369,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
-    from metarl.run import RunError
+    from metarl.run import RunDiverged, RunError
 
     try:
         return COMMANDS[args.command](args)
+    except RunDiverged as exc:
+        print(f"metarl: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_DIVERGED
     except (ConfigError, RunError) as exc:
         print(f"metarl: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as exc:  # e.g. the disk filled up mid-run: the checkpoint, written atomically, is intact
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"metarl: error: {where}{exc.strerror or exc}; the last checkpoint is intact", file=sys.stderr)
+        return EXIT_OS
     except KeyboardInterrupt:
         print("\nmetarl: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

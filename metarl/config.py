@@ -139,6 +139,11 @@ class Config:
                                   _positive())
     eval_later_lr: float = _field(0.05, "evaluation step size of later adaptation steps",
                                   _positive())
+    max_bad_iterations: int = _field(3, "stop the run (exit code 3) after this many consecutive iterations with a "
+                                     "non-finite return, surrogate, KL or meta-gradient, keeping the last good "
+                                     "checkpoint (0 = never stop)", _at_least(0))
+    warn_rejected_iterations: int = _field(10, "warn once when the TRPO step was rejected this many iterations in "
+                                           "a row: the run is not training (0 = never warn)", _at_least(0))
     checkpoint_every: int = _field(10, "iterations between checkpoints", _at_least(1))
     keep_checkpoint_every: int = _field(0, "also keep a copy of the checkpoint every N iterations in "
                                         "checkpoints/ (0 = keep only the latest)", _at_least(0))

@@ -48,7 +48,7 @@ import numpy as np
 from metarl import run
 from metarl.baselines import BASELINE_KINDS
 from metarl.config import ALGOS, config_to_dict, load_config
-from metarl.files import write_json, write_text
+from metarl.files import number, write_json, write_text
 from metarl.sweep import (BASELINES_DIR, COMMANDS_FILE, ENVS, EVAL_STEPS, EVAL_TASKS, PPO_FACTS_SUFFIX, SEEDS,
                           TIMING_FILE, baseline_name, command_line, read_json, recorded_commands, run_name,
                           with_command_last)
@@ -152,7 +152,7 @@ def summarise(values_by_seed: dict[int, dict]) -> dict:
     out = {"seeds": seeds, "mean": {}, "std": {}}
     for step in range(EVAL_STEPS + 1):
         key = f"return_step_{step}"
-        values = [values_by_seed[s][key] for s in seeds if key in values_by_seed[s]]
+        values = [number(values_by_seed[s][key]) for s in seeds if key in values_by_seed[s]]
         if values:
             out["mean"][key] = float(np.mean(values))
             out["std"][key] = float(np.std(values))

@@ -8,6 +8,9 @@ A run directory holds everything about one training run, so it can be inspected,
     metrics.jsonl     one JSON object per iteration, plus one per evaluation (its keys start with "eval/")
     events.out.*      TensorBoard scalars (x-axis: env steps) and the hyper-parameter table
     eval.json         written by `metarl eval`
+    train.lock        held by the one process training the run (metarl.lock); empty when none is
+
+Every JSON file here is strict JSON: a non-finite value (a diverged metric) is written as null (metarl.files).
 
 The CLI (metarl.cli) only parses arguments and prints; everything that touches a run directory lives here.
 """
@@ -16,12 +19,16 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
+import errno
 import json
+import math
 import os
 import re
 import shutil
 import signal
 import sys
+import tempfile
 import threading
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,7 +37,9 @@ from typing import Any, Iterator
 
 from metarl.config import Config, config_to_dict, env_kwargs, load_config, save_config
 from metarl.envs import ContractError, get_family, make, resolve_horizon
-from metarl.files import replaced_atomically, write_json, write_text
+from metarl.divergence import Diverged, DivergenceWatch
+from metarl.files import dumps, replaced_atomically, write_json, write_text
+from metarl.lock import RunLock, RunLocked
 
 CONFIG_FILE = "config.yaml"
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -48,6 +57,10 @@ class RunError(Exception):
 
     The message says what is wrong and how to fix it; the CLI prints it as one line, without a traceback.
     """
+
+
+class RunDiverged(RunError):
+    """Training stopped because its metrics stopped being finite; the last good checkpoint is kept."""
 
 
 class Interrupted(Exception):
@@ -134,8 +147,8 @@ def default_run_dir(cfg: Config, root: str | os.PathLike = "runs") -> Path:
     return Path(root) / f"{env}-{cfg.algo}-seed{cfg.seed}-{stamp}"
 
 
-def create_run(cfg: Config, run_dir: str | os.PathLike | None = None) -> Path:
-    """Make a fresh run directory holding config.yaml; refuse to overwrite an existing run."""
+def new_run_path(cfg: Config, run_dir: str | os.PathLike | None = None) -> Path:
+    """Where a new run goes: `run_dir`, else a fresh default_run_dir; nothing is created."""
     if run_dir is None:
         base = default_run_dir(cfg)
         path, n = base, 1
@@ -146,15 +159,73 @@ def create_run(cfg: Config, run_dir: str | os.PathLike | None = None) -> Path:
         path = Path(run_dir)
     if path.exists() and not path.is_dir():
         raise RunError(f"--run-dir {str(path)!r} is a file, not a directory; choose another --run-dir")
-    if any((path / name).exists() for name in (CHECKPOINT_FILE, METRICS_FILE)):
-        raise RunError(f"{str(path)!r} already holds a run; continue it with `metarl train --resume {path}` "
-                       "or choose another --run-dir")
-    path.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, path / CONFIG_FILE)
     return path
 
 
-def _require_run_dir(run_dir: str | os.PathLike) -> Path:
+def create_run(cfg: Config, run_dir: str | os.PathLike | None = None) -> Path:
+    """Make a fresh run directory holding config.yaml; refuse to overwrite an existing run.
+
+    The folder is locked while it is checked and written (kept by a caller that already holds it, as the CLI does
+    from here to the end of training), so two processes never both start a run there.
+    """
+    path = new_run_path(cfg, run_dir)
+    writable_dir(path)
+    with run_lock(path):
+        if any((path / name).exists() for name in (CHECKPOINT_FILE, METRICS_FILE)):
+            raise RunError(f"{str(path)!r} already holds a run; continue it with `metarl train --resume {path}` "
+                           "or choose another --run-dir")
+        save_config(cfg, path / CONFIG_FILE)
+    return path
+
+
+def writable_dir(path: Path, what: str = "") -> Path:
+    """Create `path` (and its parents) if needed and check that a file can be written there; RunError if not.
+
+    Run before any work, so a read-only folder or a full disk is one line at once, not a traceback later. `what`
+    names what was to be written there, for the message.
+    """
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-check-") as probe:
+            probe.write(b"\0" * 65536)  # a full disk refuses data, not an empty file
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as exc:
+        cause = ("a file is in the way: a folder was expected" if isinstance(exc, (FileExistsError, NotADirectoryError))
+                 else exc.strerror or str(exc))
+        raise RunError(f"cannot write {what + ' ' if what else ''}to {str(path)!r} ({cause}); "
+                       f"{_os_advice(exc)}") from None
+    return path
+
+
+def _os_advice(exc: OSError) -> str:
+    if exc.errno == errno.ENOSPC:
+        return "free some disk space or choose a folder on another disk"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "make it writable (chmod u+w) or choose another folder"
+    return "choose another folder"
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: str | os.PathLike) -> Iterator[RunLock]:
+    """Hold the run directory's one-writer lock for the block (re-entrant; metarl.lock); RunError if another
+    process holds it or the folder cannot be written."""
+    try:
+        lock = RunLock(run_dir).acquire()
+    except RunLocked as exc:
+        raise RunError(str(exc)) from None
+    except OSError as exc:
+        raise RunError(f"cannot lock {str(run_dir)!r} for training ({exc.strerror or exc}); "
+                       f"{_os_advice(exc)}") from None
+    try:
+        yield lock
+    finally:
+        lock.release()
+
+
+def require_run_dir(run_dir: str | os.PathLike) -> Path:
+    """`run_dir` as a Path if it is a run directory (a folder with config.yaml); RunError saying what it is if not."""
     path = Path(run_dir)
     if not path.is_dir():
         raise RunError(f"run directory {str(path)!r} does not exist; pass a folder written by `metarl train` "
@@ -169,7 +240,7 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = 
 
     `checkpoint`: another checkpoint file of the run to read instead of its latest (a kept snapshot).
     """
-    path = _require_run_dir(run_dir)
+    path = require_run_dir(run_dir)
     cfg = load_config(path / CONFIG_FILE)
     check_env(cfg.env)
     return path, cfg, load_checkpoint(path, checkpoint)
@@ -293,7 +364,8 @@ def is_complete(cfg: Config, ckpt: dict) -> bool:
 
 
 def prepare_resume(run_dir: str | os.PathLike, iterations: int | None = None) -> tuple[Path, Config, dict]:
-    """Load a run to continue; with `iterations`, raise its total and save that in config.yaml."""
+    """Load a run to continue, changing no file; with `iterations`, the returned config has that total, which
+    `train` saves in config.yaml once the checkpoint has been restored (a refused resume edits nothing)."""
     path, cfg, ckpt = load_run(run_dir)
     done = int(ckpt["trainer"]["iteration"])
     if iterations is not None and iterations != cfg.iterations:
@@ -301,13 +373,20 @@ def prepare_resume(run_dir: str | os.PathLike, iterations: int | None = None) ->
             raise RunError(f"--iterations {iterations} is below the checkpoint's iteration {done}; "
                            f"pass --iterations {done} or more")
         cfg = load_config(path / CONFIG_FILE, {"iterations": iterations})
-        save_config(cfg, path / CONFIG_FILE)
     return path, cfg, ckpt
+
+
+def _save_iterations(run_dir: Path, cfg: Config) -> None:
+    """Record a resumed run's new total in config.yaml (only `iterations`: a caller's speed settings stay its own)."""
+    saved = load_config(run_dir / CONFIG_FILE)
+    if saved.iterations != cfg.iterations:
+        save_config(dataclasses.replace(saved, iterations=cfg.iterations), run_dir / CONFIG_FILE)
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
     """RUN_DIR/metrics.jsonl as a list of records; lines that are not JSON objects with an integer iteration (one
-    cut short by a crash) are skipped; empty if the file does not exist yet."""
+    cut short by a crash) are skipped; empty if the file does not exist yet. A null value (a non-finite number when
+    written) is read back as NaN."""
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
         return []
@@ -318,7 +397,7 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
         except ValueError:
             continue
         if isinstance(record, dict) and isinstance(record.get("iteration"), int):
-            records.append(record)
+            records.append({k: math.nan if v is None else v for k, v in record.items()})
     return records
 
 
@@ -364,10 +443,16 @@ class RunLog:
     def scalars(self, iteration: int, env_steps: int, scalars: dict) -> None:
         """One metrics.jsonl line and one TensorBoard point per scalar, at x = env_steps."""
         record = {"iteration": iteration, "env_steps": env_steps, **scalars}
-        self.jsonl.write(json.dumps(record) + "\n")
+        self.jsonl.write(dumps(record) + "\n")  # strict JSON: a non-finite value is null
         self.jsonl.flush()
         for tag, value in scalars.items():
             self.writer.add_scalar(tag, value, global_step=env_steps)
+
+    def warning(self, iteration: int, env_steps: int, text: str) -> None:
+        """A warning about the run: a metrics.jsonl line {"iteration", "env_steps", "warning"} and TensorBoard text."""
+        self.jsonl.write(dumps({"iteration": iteration, "env_steps": env_steps, "warning": text}) + "\n")
+        self.jsonl.flush()
+        self.writer.add_text("warnings", text, global_step=env_steps)
 
     def iteration(self, metrics: dict) -> None:
         scalars = {k: v for k, v in metrics.items() if "/" in k}
@@ -479,56 +564,92 @@ def sigterm_as_interrupt() -> Iterator[None]:
 def train(run_dir: Path, cfg: Config, ckpt: dict | None = None, bar: bool | None = None) -> dict:
     """Train to cfg.iterations from scratch or from `ckpt`, logging, evaluating and checkpointing as configured.
 
-    Returns the last iteration's metrics ({} if none ran). On Ctrl-C/SIGTERM it saves the last completed
-    iteration and raises Interrupted. bar=None: a tqdm bar only when stderr is a terminal.
+    Returns the last iteration's metrics ({} if none ran). The run directory is locked for the whole call (one
+    writer). On Ctrl-C/SIGTERM, or any error, it saves the last completed iteration (and raises Interrupted for
+    the former); a diverged run (metarl.divergence) saves its last good iteration and raises RunDiverged.
+    bar=None: a tqdm bar only when stderr is a terminal.
     """
     from metarl.trainer import Trainer
 
     if bar is None:
         bar = sys.stderr.isatty()
-    trainer = Trainer(cfg)
-    try:
-        last_eval = -1
-        if ckpt is not None:
-            _restore(trainer, ckpt, run_dir)
-            last_eval = int(ckpt["last_eval_iteration"])
-            truncate_metrics(run_dir / METRICS_FILE, trainer.iteration, last_eval)
-        state = copy.deepcopy(trainer.state_dict())  # the last completed iteration: what an interrupt saves
-        log = RunLog(run_dir, purge_step=None if ckpt is None else trainer.env_steps + 1)
-        progress = Progress(cfg.iterations, trainer.iteration, bar)
-        metrics: dict = {}
+    with run_lock(run_dir) as lock:
+        writable_dir(run_dir)
+        trainer = Trainer(cfg)
         try:
-            with sigterm_as_interrupt():
-                if ckpt is None:
-                    log.hyperparameters(cfg)
-                    save_checkpoint(run_dir, state, last_eval)  # resumable from the very start
-                if eval_due(cfg, trainer.iteration) and last_eval < trainer.iteration:
-                    last_eval = _evaluate(trainer, log, progress)  # its evaluation was interrupted
-                    save_checkpoint(run_dir, state, last_eval)
-                while trainer.iteration < cfg.iterations:
-                    metrics = trainer.step()
-                    with signals_deferred():
-                        log.iteration(metrics)
-                        state = copy.deepcopy(trainer.state_dict())
-                        progress.update(metrics)
-                    if eval_due(cfg, trainer.iteration):
-                        last_eval = _evaluate(trainer, log, progress)
-                    keep = cfg.keep_checkpoint_every > 0 and trainer.iteration % cfg.keep_checkpoint_every == 0
-                    if keep or trainer.iteration % cfg.checkpoint_every == 0 or trainer.iteration == cfg.iterations:
-                        with signals_deferred():
-                            save_checkpoint(run_dir, state, last_eval)
-                            if keep:
-                                keep_checkpoint(run_dir, trainer.iteration)
-                            log.flush()
-        except KeyboardInterrupt:
-            save_checkpoint(run_dir, state, last_eval)
-            raise Interrupted(run_dir, int(state["iteration"])) from None
+            return _train(run_dir, cfg, ckpt, trainer, bar, lock)
         finally:
-            progress.close()
-            log.close()
-        return metrics
+            trainer.close()
+
+
+def _train(run_dir: Path, cfg: Config, ckpt: dict | None, trainer, bar: bool, lock: RunLock) -> dict:
+    last_eval = -1
+    if ckpt is not None:
+        _restore(trainer, ckpt, run_dir)
+        last_eval = int(ckpt["last_eval_iteration"])
+        _save_iterations(run_dir, cfg)  # the resume is accepted: now config.yaml may change
+        truncate_metrics(run_dir / METRICS_FILE, trainer.iteration, last_eval)
+    state = copy.deepcopy(trainer.state_dict())  # the last completed iteration: what an interrupt saves
+    good = (state, last_eval)  # the last iteration whose metrics were all finite: what a divergence keeps
+    watch = DivergenceWatch(cfg)
+    log = RunLog(run_dir, purge_step=None if ckpt is None else trainer.env_steps + 1)
+    progress = Progress(cfg.iterations, trainer.iteration, bar)
+    if lock.stale:
+        progress.message(f"note: took over {run_dir} from pid {lock.stale.get('pid')} on host "
+                         f"{lock.stale.get('host')}, which stopped without releasing it (killed?)")
+    metrics: dict = {}
+    try:
+        with sigterm_as_interrupt():
+            if ckpt is None:
+                log.hyperparameters(cfg)
+                save_checkpoint(run_dir, state, last_eval)  # resumable from the very start
+            if eval_due(cfg, trainer.iteration) and last_eval < trainer.iteration:
+                last_eval = _evaluate(trainer, log, progress)  # its evaluation was interrupted
+                save_checkpoint(run_dir, state, last_eval)
+                good = (state, last_eval)
+            while trainer.iteration < cfg.iterations:
+                metrics = trainer.step()
+                with signals_deferred():
+                    log.iteration(metrics)
+                    state = copy.deepcopy(trainer.state_dict())
+                    progress.update(metrics)
+                try:
+                    bad, warning = watch.check(metrics, last=trainer.iteration == cfg.iterations)
+                except Diverged as exc:
+                    save_checkpoint(run_dir, *good)
+                    log.flush()
+                    kept = checkpoint_iteration({"trainer": good[0]})
+                    raise RunDiverged(f"{exc}; the last good checkpoint (iteration {kept}) is kept in "
+                                      f"{run_dir / CHECKPOINT_FILE}: change the setting in "
+                                      f"{run_dir / CONFIG_FILE} and resume, or start a new run") from None
+                if warning:
+                    with signals_deferred():
+                        log.warning(trainer.iteration, trainer.env_steps, warning)
+                        progress.message(warning)
+                if eval_due(cfg, trainer.iteration):
+                    last_eval = _evaluate(trainer, log, progress)
+                if not bad:
+                    good = (state, last_eval)
+                keep = cfg.keep_checkpoint_every > 0 and trainer.iteration % cfg.keep_checkpoint_every == 0
+                due = keep or trainer.iteration % cfg.checkpoint_every == 0 or trainer.iteration == cfg.iterations
+                if due and not bad:  # a bad iteration is never checkpointed: the good one before it stays
+                    with signals_deferred():
+                        save_checkpoint(run_dir, state, last_eval)
+                        if keep:
+                            keep_checkpoint(run_dir, trainer.iteration)
+                        log.flush()
+    except KeyboardInterrupt:
+        save_checkpoint(run_dir, *(good if watch.bad_streak else (state, last_eval)))
+        raise Interrupted(run_dir, int((good[0] if watch.bad_streak else state)["iteration"])) from None
+    except Exception:
+        if not watch.bad_streak:  # an error (a full disk, the user's env): the last completed iteration is saved
+            with contextlib.suppress(Exception):
+                save_checkpoint(run_dir, state, last_eval)
+        raise
     finally:
-        trainer.close()
+        progress.close()
+        log.close()
+    return metrics
 
 
 def _evaluate(trainer, log: RunLog, progress: Progress) -> int:
@@ -573,10 +694,7 @@ def evaluate_run(run_dir: str | os.PathLike, tasks: int | None = None, steps: in
     to `out` (default: RUN_DIR/eval.json, or beside `checkpoint` as its name with .eval.json)."""
     path, cfg, _ = load_run(run_dir, checkpoint)  # checked before anything is created
     out = Path(out) if out is not None else default_eval_path(path, checkpoint)
-    try:  # before evaluating, so a bad --out fails at once
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RunError(f"cannot write the evaluation report to {out}: {exc.strerror or exc}") from exc
+    writable_dir(out.parent, "the evaluation report")  # before evaluating, so a bad --out or a read-only run directory fails at once
     tasks = tasks or cfg.eval_tasks
     steps = cfg.eval_steps if steps is None else steps
     episodes = episodes or cfg.eval_episodes_per_task

@@ -24,7 +24,6 @@ import argparse
 import contextlib
 import dataclasses
 import datetime as dt
-import json
 import os
 import shlex
 import signal
@@ -39,6 +38,7 @@ from typing import Iterator, Sequence
 from metarl import baselines, run
 from metarl.baselines import BASELINE_KINDS, PPO_ENVS
 from metarl.config import ALGOS, ConfigError, config_to_dict, load_config, parse_overrides
+from metarl import files
 from metarl.files import write_json, write_text
 
 ENVS = ("cheetah-dir", "cheetah-vel", "nav2d")
@@ -47,7 +47,7 @@ EVAL_TASKS = 40
 EVAL_STEPS = 3
 # Keys that change speed, not results: a resumed run may use other values than it started with.
 BOOKKEEPING_KEYS = ("sampler_threads", "torch_threads", "update_threads", "task_chunk", "checkpoint_every",
-                    "keep_checkpoint_every")
+                    "keep_checkpoint_every", "max_bad_iterations", "warn_rejected_iterations")
 PARALLEL_OVERRIDES = {"sampler_threads": 1, "update_threads": 1}
 # Keys of the TRPO meta-update alone: a baseline is adapted and evaluated, never meta-trained, so its result stays
 # valid when they change (the cheetah configs moved to fvp_subsample 1.0 after the baselines were computed at 0.2).
@@ -84,7 +84,7 @@ def baseline_name(env: str, kind: str, seed: int) -> str:
 def read_json(path: Path) -> dict | None:
     """The JSON object in `path`, or None if the file is missing or unreadable."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return files.read_json(path)
     except (OSError, ValueError):
         return None
 

@@ -94,6 +94,9 @@ def _add_train(commands) -> None:
         "  metarl train --env mypkg.tasks:MyTaskEnv --seed 3\n"
         "  metarl train --resume runs/nav2d-anil-seed0-20250101-120000 --iterations 1000\n\n"
         "Ctrl-C (or SIGTERM) saves a checkpoint of the last completed iteration; resume with --resume.\n"
+        "One process trains a run directory at a time (RUN_DIR/train.lock); `metarl eval` may run beside it.\n"
+        "Exit codes: 0 done, 1 OS error (disk full), 2 refused with one line, 3 diverged (max_bad_iterations),\n"
+        "130 interrupted (docs/reliability.md).\n"
         "List every config key for --set with `metarl train --help-config`.")
     p.add_argument("--env", metavar="NAME",
                    help="task family: a registered short name (see `metarl envs`), the gymnasium id of an env "

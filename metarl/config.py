@@ -152,6 +152,9 @@ class Config:
                                 "use the cores then)", _at_least(1))
     update_threads: int = _field(1, "torch intra-op threads for the inner loop and the TRPO "
                                  "update, while the simulator is idle (the presets use 2)", _at_least(1))
+    tune_allocator: bool = _field(True, "keep freed memory in the process (glibc mallopt) instead of returning it "
+                                  "to the OS after every product, which made the update page-fault its memory in "
+                                  "again (metarl/allocator.py)")
     adaptive_update_threads: bool = _field(True, "use fewer update threads than update_threads while other "
                                            "processes keep a core busy (two threads beside a busy process are "
                                            "several times slower than one; docs/performance.md)")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from metarl.optim import backtracking_line_search, conjugate_gradient, unflatten_like
-from metarl.policy import GaussianMLP, Params, forward, is_per_task, kl_divergence, log_prob
+from metarl.policy import GaussianMLP, Params, forward, kl_divergence, log_prob
 from metarl.sampler import Episodes
 
 
@@ -126,29 +126,6 @@ def post_adaptation_terms(policy: GaussianMLP, adapted: Params, meta: MetaBatch)
     return loss, kl
 
 
-def meta_gradient(policy: GaussianMLP, params: Params, meta: MetaBatch, keys: list[str], lrs: list[float],
-                  first_order: bool, task_chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Surrogate loss and its gradient through the inner step, accumulated over chunks of `task_chunk` tasks.
-
-    The surrogate is a mean of independent per-task terms, so each chunk's second-order graph is built, used and
-    freed in turn: peak memory follows the chunk, not the meta-batch.
-    """
-    names = list(params)
-    inputs = [params[k] for k in names]
-    num_tasks = meta.post.advantages.shape[0]
-    dtype = inputs[0].dtype
-    loss_sum, g = torch.zeros((), dtype=dtype), torch.zeros(sum(p.numel() for p in inputs), dtype=dtype)
-    for start in range(0, num_tasks, task_chunk):
-        chunk = task_slice(meta, slice(start, start + task_chunk))
-        share = chunk.post.advantages.shape[0] / num_tasks
-        adapted = adapt_steps(policy, params, chunk.inner, keys, lrs, create_graph=not first_order)
-        loss, _ = post_adaptation_terms(policy, adapted, chunk)
-        grads = torch.autograd.grad(loss * share, inputs, allow_unused=True)
-        g += _flat(grads, inputs)
-        loss_sum += loss.detach() * share
-    return loss_sum, g
-
-
 def meta_gradient_and_fvp(policy: GaussianMLP, params: Params, meta: MetaBatch, keys: list[str],
                           lrs: list[float], first_order: bool, fvp_meta: MetaBatch | None = None,
                           task_chunk: int | None = None):
@@ -157,49 +134,57 @@ def meta_gradient_and_fvp(policy: GaussianMLP, params: Params, meta: MetaBatch, 
     F is the Hessian of the post-adaptation KL as a function of the meta-parameters theta. The KL is minimal
     (zero gradient) at theta' = adapt(theta_old), so its Hessian is exactly J^T H J, with J = d theta'/d theta and H
     the KL Hessian in theta': each product needs two Jacobian products and one ordinary TRPO Fisher product,
-    never third derivatives. The graphs are built once and reused by every conjugate-gradient iteration.
-    `fvp_meta` (a subsample of `meta`, see `subsample_episodes`) estimates J and H from fewer episodes, at the
-    exact adapted parameters. Both are computed `task_chunk` tasks at a time: the KL is a mean of per-task terms,
-    so F is the sum of the chunks' Fishers, and small chunks keep each operation's tensors in cache (MAML's
-    products 2x faster on the cheetah protocol, benchmarks/fvp_chunks.py; the Fisher's graphs of all chunks are
-    held, so memory does not shrink there). Returns (loss, g, fvp) with g and fvp's input/output flat over
-    `params`.
+    never third derivatives. Per chunk of `task_chunk` tasks the adaptation graph theta -> theta' is built once and
+    serves everything: g = J^T (d loss / d theta') and every conjugate-gradient product (the surrogate and the KL are
+    means of per-task terms, so g and F are sums over chunks; small chunks keep each operation's tensors in cache,
+    benchmarks/fvp_chunks.py). `fvp_meta` (a subsample of `meta`, see `subsample_episodes`) estimates J and H from
+    fewer episodes, at the exact adapted parameters; it needs a second, smaller graph per chunk. Returns
+    (loss, g, fvp) with g and fvp's input/output flat over `params`.
     """
     num_tasks = meta.post.advantages.shape[0]
     chunk = task_chunk or num_tasks
-    loss, g = meta_gradient(policy, params, meta, keys, lrs, first_order, chunk)
-    # The Fisher is taken at the exact adapted parameters theta' (full batch, no graph kept); J comes from the
-    # Fisher batch (the value of that adaptation is not used, only its derivatives).
-    fvp_meta = fvp_meta or meta
-    adapted = adapted_values(policy, params, meta.inner, keys, lrs)
-    per_task = is_per_task(policy, adapted)
+    names = list(params)
+    inputs = [params[k] for k in names]
+    loss_sum = torch.zeros((), dtype=inputs[0].dtype)
+    g = torch.zeros(sum(p.numel() for p in inputs), dtype=inputs[0].dtype)
     parts = []
     for start in range(0, num_tasks, chunk):
         tasks = slice(start, start + chunk)
-        # per-task adapted tensors are sliced to the chunk's tasks, shared ones (no task axis) kept whole
-        leaves = {k: (v if per_task[k] is None else v[tasks]).clone().requires_grad_(True) for k, v in adapted.items()}
-        part = task_slice(fvp_meta, tasks)
-        parts.append(_chunk_fvp(policy, params, leaves, part, keys, lrs, first_order,
-                                share=part.post.advantages.shape[0] / num_tasks))
+        part = task_slice(meta, tasks)
+        share = part.post.advantages.shape[0] / num_tasks
+        adapted = adapt_steps(policy, params, part.inner, keys, lrs, create_graph=not first_order)
+        outputs = [adapted[k] for k in names]
+        leaves = {k: v.detach().requires_grad_(True) for k, v in adapted.items()}  # theta', exact
+        loss, _ = post_adaptation_terms(policy, leaves, part)
+        d_loss = torch.autograd.grad(loss * share, [leaves[k] for k in names], allow_unused=True)
+        g += _flat(_vjp(outputs, inputs, d_loss, retain=True), inputs)  # g = J^T d loss / d theta'
+        loss_sum += loss.detach() * share
+        if fvp_meta is not None and fvp_meta is not meta:  # J from the Fisher's own (subsampled) inner batches
+            part = task_slice(fvp_meta, tasks)
+            adapted = adapt_steps(policy, params, part.inner, keys, lrs, create_graph=not first_order)
+            outputs = [adapted[k] for k in names]
+        parts.append(_chunk_fvp(policy, names, inputs, outputs, leaves, part, share))
 
     def fvp(v: torch.Tensor) -> torch.Tensor:
         return sum(part(v) for part in parts)
 
-    return loss, g, fvp
+    return loss_sum, g, fvp
 
 
-def _chunk_fvp(policy: GaussianMLP, params: Params, leaves: Params, meta: MetaBatch, keys: list[str],
-               lrs: list[float], first_order: bool, share: float):
-    """v -> share * J^T H J v for the tasks of `meta` (one chunk), with H the KL Hessian at `leaves`."""
-    names = list(params)
-    inputs = [params[k] for k in names]
-    outputs = [adapt_steps(policy, params, meta.inner, keys, lrs, create_graph=not first_order)[k] for k in names]
+def _vjp(outputs, inputs, w, retain: bool):
+    """J^T w back through the adaptation (outputs theta'(inputs theta)); None where theta' does not depend on it."""
+    pairs = [(o, x) for o, x in zip(outputs, w) if x is not None]
+    return torch.autograd.grad([o for o, _ in pairs], inputs, grad_outputs=[x for _, x in pairs],
+                               retain_graph=retain, allow_unused=True)
+
+
+def _chunk_fvp(policy: GaussianMLP, names: list[str], inputs: list[torch.Tensor], outputs: list[torch.Tensor],
+               leaves: Params, meta: MetaBatch, share: float):
+    """v -> share * J^T H J v for the tasks of `meta` (one chunk): J of the adaptation graph inputs -> outputs,
+    H the KL Hessian at `leaves` (the adapted parameters)."""
     leaf_list = [leaves[k] for k in names]
     _, kl = post_adaptation_terms(policy, leaves, meta)
     kl_grad = torch.autograd.grad(kl * share, leaf_list, create_graph=True)
-
-    def vjp(w):  # J^T w: back through the adaptation
-        return torch.autograd.grad(outputs, inputs, grad_outputs=w, retain_graph=True, allow_unused=True)
 
     # J v by the double-vjp trick: J^T u is linear in u, and its vjp in u with v is J v.
     dummies = [torch.zeros_like(o, requires_grad=True) for o in outputs]
@@ -207,14 +192,14 @@ def _chunk_fvp(policy: GaussianMLP, params: Params, leaves: Params, meta: MetaBa
     linked = [i for i, j in enumerate(jt_dummies) if j is not None]
 
     def fvp(v: torch.Tensor) -> torch.Tensor:
-        v_parts = unflatten_like(v, params)
+        v_parts = unflatten_like(v, dict(zip(names, inputs)))
         jv = torch.autograd.grad([jt_dummies[i] for i in linked], dummies,
                                  grad_outputs=[v_parts[names[i]] for i in linked], retain_graph=True,
                                  allow_unused=True)
         jv = [torch.zeros_like(d) if x is None else x for x, d in zip(jv, dummies)]
         hjv = torch.autograd.grad(kl_grad, leaf_list, grad_outputs=jv, retain_graph=True, allow_unused=True)
         hjv = [torch.zeros_like(d) if x is None else x for x, d in zip(hjv, leaf_list)]
-        return _flat(vjp(hjv), inputs)
+        return _flat(_vjp(outputs, inputs, hjv, retain=True), inputs)
 
     return fvp
 
@@ -264,8 +249,9 @@ def trpo_step(policy: GaussianMLP, meta: MetaBatch, keys: list[str], lrs: list[f
                 kl_c += float(kl_k.detach()) * share
         return loss_c, kl_c
 
+    # The surrogate at the old parameters is the gradient pass's; the KL of a policy to itself is 0.
     new_params, info = line_search(old, full_step, evaluate, max_kl=max_kl, max_steps=ls_max_steps,
-                                                backtrack_ratio=ls_backtrack_ratio)
+                                   backtrack_ratio=ls_backtrack_ratio, start=(float(loss), 0.0))
     with torch.no_grad():
         for name, p in policy.named_parameters():
             p.copy_(new_params[name])

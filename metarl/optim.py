@@ -53,13 +53,15 @@ def backtracking_line_search(
     max_kl: float,
     max_steps: int = 15,
     backtrack_ratio: float = 0.8,
+    start: tuple[float, float] | None = None,
 ) -> tuple[dict[str, Tensor], dict]:
     """Try params + ratio**k * step for k = 0.. and accept the first that lowers the loss within max_kl.
 
-    evaluate(candidate) -> (loss, kl), loss to be minimised. When nothing is accepted the
-    original tensors are returned unchanged. Inputs are never modified in place.
+    evaluate(candidate) -> (loss, kl), loss to be minimised. `start`: (loss, kl) at `params` when the caller has
+    them already (TRPO: the surrogate from the gradient's pass, KL 0), saving one evaluation. When nothing is
+    accepted the original tensors are returned unchanged. Inputs are never modified in place.
     """
-    loss_before, kl_before = (float(v) for v in evaluate(params))
+    loss_before, kl_before = (float(v) for v in (evaluate(params) if start is None else start))
     for k in range(max_steps):
         fraction = backtrack_ratio**k
         # Candidates are fresh leaves keeping each input's requires_grad, and evaluate runs in the

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from metarl.advantages import fitted_advantages
+from metarl.allocator import keep_freed_memory
 from metarl.config import Config, env_kwargs
 from metarl.envs import get_family, make, resolve_horizon
 from metarl.metalearner import Batch, MetaBatch, adapted_values, trpo_step
@@ -58,6 +59,8 @@ class Trainer:
 
     def __init__(self, cfg: Config):
         self.cfg = cfg
+        if cfg.tune_allocator:
+            keep_freed_memory()  # before the first big allocation (metarl.allocator)
         family = get_family(cfg.env)
         self.horizon = resolve_horizon(family, cfg.horizon)
         self.env_kwargs = env_kwargs(cfg)
@@ -136,57 +139,71 @@ class Trainer:
 
     # -- one meta-iteration ----------------------------------------------------------------------------------
     def step(self) -> dict:
-        """Run one meta-iteration; return its metrics."""
-        cfg, start = self.cfg, time.perf_counter()
+        """Run one meta-iteration (sample_meta_batch, then update); return its metrics."""
+        start = time.perf_counter()
         self._threads = self.thread_budget.now()  # for this iteration's inner loop and update
-        tasks = self.sample_tasks(cfg.meta_batch_size, self.rng)
-        params = self.meta_parameters()
-        inner, sample_s, adapt_s, policy_s, env_s, steps = [], 0.0, 0.0, 0.0, 0.0, 0
-        for _ in range(cfg.inner_steps + 1):
-            t0 = time.perf_counter()
-            episodes, timing = self.collect(params, tasks, self._env_seed())
-            t1 = time.perf_counter()
-            batch = self.batch(episodes)
-            sample_s += t1 - t0
-            policy_s += timing["policy_s"]
-            env_s += timing["env_s"]
-            steps += timing["env_steps"]
-            if len(inner) == cfg.inner_steps:
-                post = batch
-                adapt_s += time.perf_counter() - t1
-                break
-            inner.append(batch)
-            params = self.adapt(params, batch, cfg.inner_lr)
-            adapt_s += time.perf_counter() - t1
+        meta, timing = self.sample_meta_batch()
         t2 = time.perf_counter()
-        with torch.no_grad():
-            mean, log_std = forward(self.policy, params, post.episodes.observations)
-            old_log_prob = log_prob(mean, log_std, post.episodes.actions)
-        meta = MetaBatch(inner, post, mean, log_std, old_log_prob)
-        update = trpo_step(self.policy, meta, self.keys, [cfg.inner_lr] * cfg.inner_steps,
-                           first_order=cfg.first_order, max_kl=cfg.max_kl, cg_iters=cfg.cg_iters,
-                           cg_damping=cfg.cg_damping, ls_max_steps=cfg.ls_max_steps,
-                           ls_backtrack_ratio=cfg.ls_backtrack_ratio, fvp_subsample=cfg.fvp_subsample,
-                           task_chunk=cfg.task_chunk, line_search=self.line_search)
+        update = self.update(meta)
         update_s = time.perf_counter() - t2
         self.iteration += 1
-        self.env_steps += steps
+        self.env_steps += timing["env_steps"]
         total = time.perf_counter() - start
         return {
             "iteration": self.iteration,
             "env_steps": self.env_steps,
-            "returns/pre_adaptation": float(inner[0].episodes.episode_returns().mean()),
-            "returns/post_adaptation": float(post.episodes.episode_returns().mean()),
+            "returns/pre_adaptation": float(meta.inner[0].episodes.episode_returns().mean()),
+            "returns/post_adaptation": float(meta.post.episodes.episode_returns().mean()),
             **{f"trpo/{k}": v for k, v in update.items()},
-            "time/sampling_s": sample_s,
-            "time/sampling_policy_s": policy_s,
-            "time/sampling_env_s": env_s,
-            "time/adaptation_s": adapt_s,
+            "time/sampling_s": timing["sampling_s"],
+            "time/sampling_policy_s": timing["policy_s"],
+            "time/sampling_env_s": timing["env_s"],
+            "time/adaptation_s": timing["adaptation_s"],
             "time/update_s": update_s,
             "time/iteration_s": total,
-            "time/env_steps_per_s": steps / max(sample_s, 1e-9),
+            "time/env_steps_per_s": timing["env_steps"] / max(timing["sampling_s"], 1e-9),
             "threads/update": self._threads,
         }
+
+    def sample_meta_batch(self) -> tuple[MetaBatch, dict]:
+        """One meta-iteration's data: tasks from the training stream, `inner_steps` adapted batches and the
+        post-adaptation batch with its sampling policy. Returns it with timings ({"sampling_s", "policy_s",
+        "env_s", "adaptation_s", "env_steps"}). What `update` (or a benchmark of it) takes."""
+        cfg = self.cfg
+        tasks = self.sample_tasks(cfg.meta_batch_size, self.rng)
+        params = self.meta_parameters()
+        inner, timing = [], dict.fromkeys(("sampling_s", "policy_s", "env_s", "adaptation_s"), 0.0)
+        timing["env_steps"] = 0
+        for _ in range(cfg.inner_steps + 1):
+            t0 = time.perf_counter()
+            episodes, sampled = self.collect(params, tasks, self._env_seed())
+            t1 = time.perf_counter()
+            batch = self.batch(episodes)
+            timing["sampling_s"] += t1 - t0
+            timing["policy_s"] += sampled["policy_s"]
+            timing["env_s"] += sampled["env_s"]
+            timing["env_steps"] += sampled["env_steps"]
+            if len(inner) == cfg.inner_steps:
+                post = batch
+                timing["adaptation_s"] += time.perf_counter() - t1
+                break
+            inner.append(batch)
+            params = self.adapt(params, batch, cfg.inner_lr)
+            timing["adaptation_s"] += time.perf_counter() - t1
+        with torch.no_grad():
+            mean, log_std = forward(self.policy, params, post.episodes.observations)
+            old_log_prob = log_prob(mean, log_std, post.episodes.actions)
+        return MetaBatch(inner, post, mean, log_std, old_log_prob), timing
+
+    def update(self, meta: MetaBatch) -> dict:
+        """The TRPO meta-update of the policy on `meta`, in place; its metrics (the trpo/ keys, unprefixed)."""
+        cfg = self.cfg
+        torch.set_num_threads(self._threads)
+        return trpo_step(self.policy, meta, self.keys, [cfg.inner_lr] * cfg.inner_steps,
+                         first_order=cfg.first_order, max_kl=cfg.max_kl, cg_iters=cfg.cg_iters,
+                         cg_damping=cfg.cg_damping, ls_max_steps=cfg.ls_max_steps,
+                         ls_backtrack_ratio=cfg.ls_backtrack_ratio, fvp_subsample=cfg.fvp_subsample,
+                         task_chunk=cfg.task_chunk, line_search=self.line_search)
 
     def _env_seed(self) -> int:
         return int(self.rng.integers(0, 2**31 - 1 - self.sampler.env.num_envs))

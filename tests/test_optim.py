@@ -156,3 +156,23 @@ def test_line_search_rejects_non_finite_and_does_not_mutate_inputs():
     assert params["x"].grad is None
     # The accepted candidate is a fresh leaf that still supports autograd (MAML inner steps).
     assert new["x"].requires_grad and new["x"].is_leaf and new["x"] is not params["x"]
+
+
+def test_line_search_given_its_start_does_not_evaluate_it_again():
+    params, step, evaluate, log = _quadratic_problem(2.5)
+    new, info = backtracking_line_search(params, step, evaluate, max_kl=10.0, start=(3.0, 0.0))
+    assert info["steps"] == 3 and info["loss_before"] == 3.0
+    assert len(log) == 3  # the three candidates only: the start (loss 3 at x = 0) came from the caller
+    reference, _ = backtracking_line_search(params, step, _quadratic_problem(2.5)[2], max_kl=10.0)
+    assert all(torch.equal(new[k], reference[k]) for k in new)
+
+
+def test_the_allocator_setting_takes_on_glibc():
+    import platform
+
+    from metarl.allocator import keep_freed_memory
+
+    applied = keep_freed_memory()
+    assert applied == keep_freed_memory()  # once per process, the same answer after
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert applied, "mallopt refused the settings"

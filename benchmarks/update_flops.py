@@ -1,0 +1,202 @@
+"""The TRPO meta-update against the machine's floor: its floating-point work, its time, and the machine's rate at
+the update's own matrix shapes, side by side in one run.
+
+For each algorithm, in a fresh process (its peak memory is the process's): one full-protocol cheetah-dir meta-batch
+(the preset: 40 tasks x 20 episodes x 200 steps, one inner step), then the update (`Trainer.update`: meta-gradient,
+10 conjugate-gradient Fisher-vector products, line search) timed `--repeats` times from the same parameters.
+
+Counting: every matrix product the update runs (aten mm, addmm, bmm, baddbmm, forward and backward, as
+`torch.utils.flop_counter.FlopCounterMode` counts them: 2 m n k per product) is recorded with its shapes by a
+dispatch mode during one more update. Elementwise work (tanh, exp, sums) is not counted: matrix products are the
+work the algorithm needs, the rest is memory traffic. The machine's rate: each distinct product shape timed alone
+(same threads, warm) in float32 and bfloat16, weighted by how often the update runs it. The fraction is the
+update's counted FLOPs per second of its wall time over that float32 rate. Beside it, the same update in a process
+that keeps glibc's default allocator (`tune_allocator: false`, metarl/allocator.py).
+
+    python benchmarks/update_flops.py      # ANIL and MAML: benchmarks/results/speed/update_flops.{json,md}
+    python benchmarks/update_flops.py --quick --out /tmp/flops   # tiny sizes, a smoke test
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+QUICK = {"meta_batch_size": 4, "episodes_per_task": 2, "horizon": 20}
+MM_OPS = ("mm", "addmm", "bmm", "baddbmm")
+
+
+def record_products():
+    """A dispatch mode that counts each matrix product by (op, shapes, dtype)."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Products(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.counts: Counter = Counter()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            name = func.overloadpacket.__name__
+            if name in MM_OPS:
+                shapes = tuple(tuple(a.shape) for a in args if isinstance(a, torch.Tensor))
+                self.counts[(name, shapes)] += 1
+            return func(*args, **(kwargs or {}))
+
+    return Products()
+
+
+def product_flops(op: str, shapes: tuple) -> int:
+    """2 m n k of one product (batched: times the batch), the convention of torch.utils.flop_counter."""
+    if op in ("mm", "addmm"):
+        (m, k), (_, n) = shapes[-2], shapes[-1]
+        return 2 * m * n * k
+    (b, m, k), (_, _, n) = shapes[-2], shapes[-1]
+    return 2 * b * m * n * k
+
+
+def time_product(op: str, shapes: tuple, dtype, reps: int) -> float:
+    """Seconds of one product of these shapes in `dtype` (operands random, warm, median of `reps`)."""
+    import torch
+
+    a, b = (torch.randn(*s).to(dtype) for s in shapes[-2:])
+    fn = torch.mm if op in ("mm", "addmm") else torch.bmm
+    for _ in range(3):
+        fn(a, b)
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn(a, b)
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]
+
+
+def child(algo: str, repeats: int, quick: bool, threads: int, allocator: bool, count: bool) -> None:
+    """In a fresh process: the update's time, FLOPs, per-shape machine rates and peak memory, printed as JSON."""
+    import resource
+
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from metarl.config import load_config
+    from metarl.run import preset_path
+    from metarl.trainer import Trainer
+
+    overrides = {"algo": algo, "update_threads": threads, "adaptive_update_threads": False,
+                 "tune_allocator": allocator, **(QUICK if quick else {})}
+    cfg = load_config(preset_path("cheetah-dir"), overrides)
+    trainer = Trainer(cfg)
+    meta, _ = trainer.sample_meta_batch()
+    start = {k: v.clone() for k, v in trainer.policy.state_dict().items()}
+
+    def update() -> float:
+        trainer.policy.load_state_dict(start)
+        t0 = time.perf_counter()
+        trainer.update(meta)
+        return time.perf_counter() - t0
+
+    times = [update() for _ in range(repeats)]
+    result = {"algo": algo, "allocator_tuned": allocator, "update_s": sorted(times)[len(times) // 2],
+              "update_runs_s": times, "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+              "threads": threads, "samples": cfg.meta_batch_size * cfg.episodes_per_task * resolve(cfg)}
+    if count:
+        with FlopCounterMode(display=False) as counter:
+            update()
+        recorder = record_products()
+        with recorder:
+            update()
+        torch.set_num_threads(threads)
+        reps = 3 if quick else 9
+        shapes = [(op, s, n, product_flops(op, s)) for (op, s), n in recorder.counts.items()]
+        result.update(flops=counter.get_total_flops(), product_flops=sum(n * f for _, _, n, f in shapes),
+                      products=sum(n for *_, n, _ in shapes), distinct_shapes=len(shapes),
+                      products_f32_s=sum(n * time_product(op, s, torch.float32, reps) for op, s, n, _ in shapes),
+                      products_bf16_s=sum(n * time_product(op, s, torch.bfloat16, reps) for op, s, n, _ in shapes))
+    trainer.close()
+    print("RESULT " + json.dumps(result))
+
+
+def resolve(cfg) -> int:
+    from metarl.envs import resolve_horizon
+
+    return resolve_horizon(cfg.env, cfg.horizon)
+
+
+def measure(algo: str, repeats: int, quick: bool, threads: int, allocator: bool, count: bool) -> dict:
+    cmd = [sys.executable, __file__, "--child", algo, "--repeats", str(repeats), "--threads", str(threads)]
+    cmd += (["--quick"] if quick else []) + ([] if allocator else ["--plain-allocator"]) + ([] if count else ["--no-count"])
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")][-1]
+    return json.loads(line[len("RESULT "):])
+
+
+def summarise(r: dict, plain: dict) -> dict:
+    """The tuned-allocator run's figures, with the plain allocator's update time beside them."""
+    gflop = r["flops"] / 1e9
+    return {**r, "gflop": gflop, "achieved_gflops": gflop / r["update_s"],
+            "f32_rate_gflops": r["product_flops"] / 1e9 / r["products_f32_s"],
+            "bf16_rate_gflops": r["product_flops"] / 1e9 / r["products_bf16_s"],
+            "fraction_of_f32_rate": r["products_f32_s"] / r["update_s"], "plain_allocator_update_s": plain["update_s"],
+            "plain_allocator_peak_rss_gb": plain["peak_rss_gb"], "allocator_speedup": plain["update_s"] / r["update_s"]}
+
+
+def markdown(result: dict) -> str:
+    rows = ["| algorithm | update (s) | with glibc's default allocator (s) | matrix-product work (GFLOP) | achieved (GFLOP/s) | machine, float32 at these "
+            "shapes (GFLOP/s) | fraction of it | machine, bfloat16 (GFLOP/s) | peak memory (GB) |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for r in result["runs"]:
+        rows.append(f"| {r['algo'].upper()} | {r['update_s']:.2f} | {r['plain_allocator_update_s']:.2f} | {r['gflop']:.0f} | {r['achieved_gflops']:.0f} | "
+                    f"{r['f32_rate_gflops']:.0f} | {r['fraction_of_f32_rate']:.2f} | {r['bf16_rate_gflops']:.0f} | "
+                    f"{r['peak_rss_gb']:.2f} |")
+    m = result["machine"]
+    rows += ["", f"One full-protocol cheetah-dir update ({result['protocol']}), median of {result['repeats']}, "
+             f"{result['threads']} torch threads, each algorithm in a fresh process; {m['cpu_count']} CPUs, "
+             f"torch {m['torch']}, Python {m['python']}. Command: `{result['command']}`."]
+    return "\n".join(rows) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--algos", nargs="+", default=["anil", "maml"])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--plain-allocator", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-count", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "speed" / "update_flops")
+    args = parser.parse_args(argv)
+    if args.child:
+        child(args.child, args.repeats, args.quick, args.threads, not args.plain_allocator, not args.no_count)
+        return 0
+    import os
+
+    import torch
+
+    sys.path.insert(0, str(REPO))
+    from metarl.files import write_report
+
+    runs = []
+    for algo in args.algos:
+        tuned = measure(algo, args.repeats, args.quick, args.threads, allocator=True, count=True)
+        plain = measure(algo, args.repeats, args.quick, args.threads, allocator=False, count=False)
+        runs.append(summarise(tuned, plain))
+        print(f"{algo}: update {runs[-1]['update_s']:.2f} s, {runs[-1]['gflop']:.0f} GFLOP", flush=True)
+    protocol = "tiny (--quick)" if args.quick else "40 tasks x 20 episodes x 200 steps, frame skip 1"
+    command = "python benchmarks/update_flops.py" + (" --quick" if args.quick else "")
+    result = {"runs": runs, "repeats": args.repeats, "threads": args.threads, "protocol": protocol,
+              "command": command, "machine": {"cpu_count": os.cpu_count(), "torch": torch.__version__,
+                                              "python": platform.python_version()}}
+    write_report(args.out, result, markdown(result))
+    print(markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

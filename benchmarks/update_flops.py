@@ -11,7 +11,8 @@ dispatch mode during one more update. Elementwise work (tanh, exp, sums) is not 
 work the algorithm needs, the rest is memory traffic. The machine's rate: each distinct product shape timed alone
 (same threads, warm) in float32 and bfloat16, weighted by how often the update runs it. The fraction is the
 update's counted FLOPs per second of its wall time over that float32 rate. Beside it, the same update in a process
-that keeps glibc's default allocator (`tune_allocator: false`, metarl/allocator.py).
+that keeps glibc's default allocator (`tune_allocator: false`, metarl/allocator.py), and one whose Fisher-vector
+products run in bfloat16 (`fvp_precision: bfloat16`).
 
     python benchmarks/update_flops.py      # ANIL and MAML: benchmarks/results/speed/update_flops.{json,md}
     python benchmarks/update_flops.py --quick --out /tmp/flops   # tiny sizes, a smoke test
@@ -77,7 +78,7 @@ def time_product(op: str, shapes: tuple, dtype, reps: int) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def child(algo: str, repeats: int, quick: bool, threads: int, allocator: bool, count: bool) -> None:
+def child(algo: str, repeats: int, quick: bool, threads: int, allocator: bool, count: bool, fvp: str) -> None:
     """In a fresh process: the update's time, FLOPs, per-shape machine rates and peak memory, printed as JSON."""
     import resource
 
@@ -89,7 +90,7 @@ def child(algo: str, repeats: int, quick: bool, threads: int, allocator: bool, c
     from metarl.trainer import Trainer
 
     overrides = {"algo": algo, "update_threads": threads, "adaptive_update_threads": False,
-                 "tune_allocator": allocator, **(QUICK if quick else {})}
+                 "tune_allocator": allocator, "fvp_precision": fvp, **(QUICK if quick else {})}
     cfg = load_config(preset_path("cheetah-dir"), overrides)
     trainer = Trainer(cfg)
     meta, _ = trainer.sample_meta_batch()
@@ -128,30 +129,35 @@ def resolve(cfg) -> int:
     return resolve_horizon(cfg.env, cfg.horizon)
 
 
-def measure(algo: str, repeats: int, quick: bool, threads: int, allocator: bool, count: bool) -> dict:
-    cmd = [sys.executable, __file__, "--child", algo, "--repeats", str(repeats), "--threads", str(threads)]
+def measure(algo: str, repeats: int, quick: bool, threads: int, allocator: bool, count: bool,
+            fvp: str = "float32") -> dict:
+    cmd = [sys.executable, __file__, "--child", algo, "--repeats", str(repeats), "--threads", str(threads),
+           "--fvp-precision", fvp]
     cmd += (["--quick"] if quick else []) + ([] if allocator else ["--plain-allocator"]) + ([] if count else ["--no-count"])
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")][-1]
     return json.loads(line[len("RESULT "):])
 
 
-def summarise(r: dict, plain: dict) -> dict:
+def summarise(r: dict, plain: dict, bf16: dict) -> dict:
     """The tuned-allocator run's figures, with the plain allocator's update time beside them."""
     gflop = r["flops"] / 1e9
     return {**r, "gflop": gflop, "achieved_gflops": gflop / r["update_s"],
             "f32_rate_gflops": r["product_flops"] / 1e9 / r["products_f32_s"],
             "bf16_rate_gflops": r["product_flops"] / 1e9 / r["products_bf16_s"],
             "fraction_of_f32_rate": r["products_f32_s"] / r["update_s"], "plain_allocator_update_s": plain["update_s"],
-            "plain_allocator_peak_rss_gb": plain["peak_rss_gb"], "allocator_speedup": plain["update_s"] / r["update_s"]}
+            "plain_allocator_peak_rss_gb": plain["peak_rss_gb"], "allocator_speedup": plain["update_s"] / r["update_s"],
+            "bf16_fvp_update_s": bf16["update_s"], "bf16_fvp_speedup": r["update_s"] / bf16["update_s"]}
 
 
 def markdown(result: dict) -> str:
-    rows = ["| algorithm | update (s) | with glibc's default allocator (s) | matrix-product work (GFLOP) | achieved (GFLOP/s) | machine, float32 at these "
+    rows = ["| algorithm | update (s) | with glibc's default allocator (s) | with bfloat16 Fisher products (s) | "
+            "matrix-product work (GFLOP) | achieved (GFLOP/s) | machine, float32 at these "
             "shapes (GFLOP/s) | fraction of it | machine, bfloat16 (GFLOP/s) | peak memory (GB) |",
-            "|---|---|---|---|---|---|---|---|---|"]
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["runs"]:
-        rows.append(f"| {r['algo'].upper()} | {r['update_s']:.2f} | {r['plain_allocator_update_s']:.2f} | {r['gflop']:.0f} | {r['achieved_gflops']:.0f} | "
+        rows.append(f"| {r['algo'].upper()} | {r['update_s']:.2f} | {r['plain_allocator_update_s']:.2f} | "
+                    f"{r['bf16_fvp_update_s']:.2f} | {r['gflop']:.0f} | {r['achieved_gflops']:.0f} | "
                     f"{r['f32_rate_gflops']:.0f} | {r['fraction_of_f32_rate']:.2f} | {r['bf16_rate_gflops']:.0f} | "
                     f"{r['peak_rss_gb']:.2f} |")
     m = result["machine"]
@@ -170,10 +176,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--plain-allocator", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--no-count", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--fvp-precision", default="float32", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "speed" / "update_flops")
     args = parser.parse_args(argv)
     if args.child:
-        child(args.child, args.repeats, args.quick, args.threads, not args.plain_allocator, not args.no_count)
+        child(args.child, args.repeats, args.quick, args.threads, not args.plain_allocator, not args.no_count,
+              args.fvp_precision)
         return 0
     import os
 
@@ -186,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     for algo in args.algos:
         tuned = measure(algo, args.repeats, args.quick, args.threads, allocator=True, count=True)
         plain = measure(algo, args.repeats, args.quick, args.threads, allocator=False, count=False)
-        runs.append(summarise(tuned, plain))
+        bf16 = measure(algo, args.repeats, args.quick, args.threads, allocator=True, count=False, fvp="bfloat16")
+        runs.append(summarise(tuned, plain, bf16))
         print(f"{algo}: update {runs[-1]['update_s']:.2f} s, {runs[-1]['gflop']:.0f} GFLOP", flush=True)
     protocol = "tiny (--quick)" if args.quick else "40 tasks x 20 episodes x 200 steps, frame skip 1"
     command = "python benchmarks/update_flops.py" + (" --quick" if args.quick else "")

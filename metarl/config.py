@@ -127,6 +127,10 @@ class Config:
     fvp_subsample: float = _field(1.0, "fraction of each task's episodes used in Fisher-vector "
                                   "products (1.0 = all, as in the papers; less is faster)",
                                   _interval(0, 1, True, False))
+    fvp_precision: str = _field("float32", "precision of the Fisher-vector products' matrix products: 'bfloat16' "
+                                "runs them under autocast (faster where the CPU has bfloat16 units; the gradient and "
+                                "the line search stay float32; docs/performance.md gives the error)",
+                                _one_of("float32", "bfloat16"))
     eval_every: int = _field(25, "held-out evaluation every N iterations "
                              "(0 = only at the end)", _at_least(0))
     eval_tasks: int = _field(40, "number of held-out test tasks", _at_least(1))
@@ -152,6 +156,9 @@ class Config:
                                 "use the cores then)", _at_least(1))
     update_threads: int = _field(1, "torch intra-op threads for the inner loop and the TRPO "
                                  "update, while the simulator is idle (the presets use 2)", _at_least(1))
+    device: str = _field("cpu", "where the policy, the inner loop and the TRPO update run: 'cpu', 'cuda', or "
+                         "'auto' (cuda when a GPU is available); the simulator always runs on the CPU",
+                         _one_of("cpu", "cuda", "auto"))
     tune_allocator: bool = _field(True, "keep freed memory in the process (glibc mallopt) instead of returning it "
                                   "to the OS after every product, which made the update page-fault its memory in "
                                   "again (metarl/allocator.py)")

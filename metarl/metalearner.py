@@ -6,6 +6,7 @@ parameters the inner step may change (all of them vs. the head). Functions retur
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -128,7 +129,7 @@ def post_adaptation_terms(policy: GaussianMLP, adapted: Params, meta: MetaBatch)
 
 def meta_gradient_and_fvp(policy: GaussianMLP, params: Params, meta: MetaBatch, keys: list[str],
                           lrs: list[float], first_order: bool, fvp_meta: MetaBatch | None = None,
-                          task_chunk: int | None = None):
+                          task_chunk: int | None = None, fvp_precision: str = "float32"):
     """Meta-gradient g and a Fisher-vector product v -> F v, both through the inner step, at `params`.
 
     F is the Hessian of the post-adaptation KL as a function of the meta-parameters theta. The KL is minimal
@@ -138,15 +139,17 @@ def meta_gradient_and_fvp(policy: GaussianMLP, params: Params, meta: MetaBatch, 
     serves everything: g = J^T (d loss / d theta') and every conjugate-gradient product (the surrogate and the KL are
     means of per-task terms, so g and F are sums over chunks; small chunks keep each operation's tensors in cache,
     benchmarks/fvp_chunks.py). `fvp_meta` (a subsample of `meta`, see `subsample_episodes`) estimates J and H from
-    fewer episodes, at the exact adapted parameters; it needs a second, smaller graph per chunk. Returns
-    (loss, g, fvp) with g and fvp's input/output flat over `params`.
+    fewer episodes, at the exact adapted parameters; it needs a second, smaller graph per chunk. With
+    `fvp_precision="bfloat16"` the Fisher's graphs (a second adaptation graph and the KL's) run their matrix
+    products in bfloat16 under autocast, at the same float32 point; the loss and g stay float32 (docs/performance.md
+    gives the error). Returns (loss, g, fvp) with g and fvp's input/output flat over `params`.
     """
     num_tasks = meta.post.advantages.shape[0]
     chunk = task_chunk or num_tasks
     names = list(params)
     inputs = [params[k] for k in names]
-    loss_sum = torch.zeros((), dtype=inputs[0].dtype)
-    g = torch.zeros(sum(p.numel() for p in inputs), dtype=inputs[0].dtype)
+    loss_sum = torch.zeros((), dtype=inputs[0].dtype, device=inputs[0].device)
+    g = torch.zeros(sum(p.numel() for p in inputs), dtype=inputs[0].dtype, device=inputs[0].device)
     parts = []
     for start in range(0, num_tasks, chunk):
         tasks = slice(start, start + chunk)
@@ -159,11 +162,13 @@ def meta_gradient_and_fvp(policy: GaussianMLP, params: Params, meta: MetaBatch, 
         d_loss = torch.autograd.grad(loss * share, [leaves[k] for k in names], allow_unused=True)
         g += _flat(_vjp(outputs, inputs, d_loss, retain=True), inputs)  # g = J^T d loss / d theta'
         loss_sum += loss.detach() * share
-        if fvp_meta is not None and fvp_meta is not meta:  # J from the Fisher's own (subsampled) inner batches
-            part = task_slice(fvp_meta, tasks)
-            adapted = adapt_steps(policy, params, part.inner, keys, lrs, create_graph=not first_order)
+        low = fvp_precision != "float32"
+        if low or (fvp_meta is not None and fvp_meta is not meta):  # the Fisher's own graph of theta -> theta'
+            part = part if fvp_meta is None else task_slice(fvp_meta, tasks)
+            with precision(fvp_precision, inputs[0].device):
+                adapted = adapt_steps(policy, params, part.inner, keys, lrs, create_graph=not first_order)
             outputs = [adapted[k] for k in names]
-        parts.append(_chunk_fvp(policy, names, inputs, outputs, leaves, part, share))
+        parts.append(_chunk_fvp(policy, names, inputs, outputs, leaves, part, share, fvp_precision))
 
     def fvp(v: torch.Tensor) -> torch.Tensor:
         return sum(part(v) for part in parts)
@@ -178,12 +183,20 @@ def _vjp(outputs, inputs, w, retain: bool):
                                retain_graph=retain, allow_unused=True)
 
 
+def precision(name: str, device: torch.device):
+    """Autocast to bfloat16 for `name` "bfloat16" (matrix products in bfloat16, results float32); else nothing."""
+    if name == "float32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=getattr(torch, name))
+
+
 def _chunk_fvp(policy: GaussianMLP, names: list[str], inputs: list[torch.Tensor], outputs: list[torch.Tensor],
-               leaves: Params, meta: MetaBatch, share: float):
+               leaves: Params, meta: MetaBatch, share: float, fvp_precision: str = "float32"):
     """v -> share * J^T H J v for the tasks of `meta` (one chunk): J of the adaptation graph inputs -> outputs,
     H the KL Hessian at `leaves` (the adapted parameters)."""
     leaf_list = [leaves[k] for k in names]
-    _, kl = post_adaptation_terms(policy, leaves, meta)
+    with precision(fvp_precision, inputs[0].device):
+        _, kl = post_adaptation_terms(policy, leaves, meta)
     kl_grad = torch.autograd.grad(kl * share, leaf_list, create_graph=True)
 
     # J v by the double-vjp trick: J^T u is linear in u, and its vjp in u with v is J v.
@@ -211,7 +224,7 @@ def _flat(parts, like) -> torch.Tensor:
 def trpo_step(policy: GaussianMLP, meta: MetaBatch, keys: list[str], lrs: list[float], *, first_order: bool,
               max_kl: float, cg_iters: int, cg_damping: float, ls_max_steps: int,
               ls_backtrack_ratio: float, fvp_subsample: float = 1.0, task_chunk: int = 4,
-              line_search=backtracking_line_search) -> dict:
+              line_search=backtracking_line_search, fvp_precision: str = "float32") -> dict:
     """One TRPO update of the policy's meta-parameters (Schulman et al. 2015), in place; returns metrics.
 
     Meta-gradient and Fisher-vector products both go through the inner step. The search direction solves
@@ -221,7 +234,8 @@ def trpo_step(policy: GaussianMLP, meta: MetaBatch, keys: list[str], lrs: list[f
     """
     params = {k: p.detach().requires_grad_(True) for k, p in policy.named_parameters()}
     loss, g, fvp = meta_gradient_and_fvp(policy, params, meta, keys, lrs, first_order,
-                                         fvp_meta=subsample_episodes(meta, fvp_subsample), task_chunk=task_chunk)
+                                         fvp_meta=subsample_episodes(meta, fvp_subsample), task_chunk=task_chunk,
+                                         fvp_precision=fvp_precision)
 
     def damped_fvp(v: torch.Tensor) -> torch.Tensor:
         return fvp(v) + cg_damping * v

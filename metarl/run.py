@@ -129,6 +129,13 @@ def resolve_config(env: str | None, config_file: str | None, overrides: dict, fl
         resolve_horizon(cfg.env, cfg.horizon)
     except ContractError as exc:
         raise RunError(str(exc)) from None
+    if cfg.device != "cpu":  # a GPU that is not there: said before creating anything (torch only imported then)
+        from metarl.trainer import resolve_device
+
+        try:
+            resolve_device(cfg.device)
+        except ValueError as exc:
+            raise RunError(str(exc)) from None
     kwargs = env_kwargs(cfg)
     if kwargs:  # settings the family may not take (frame_skip): also checked before creating anything
         try:

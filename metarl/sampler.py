@@ -33,6 +33,10 @@ class Episodes:
         """Real (unmasked) env steps in the batch."""
         return int(self.mask.sum().item())
 
+    def to(self, device: torch.device | str) -> "Episodes":
+        """The same episodes on `device` (the policy's; the simulator's are on the CPU)."""
+        return Episodes(*(x.to(device) for x in (self.observations, self.actions, self.rewards, self.mask)))
+
     def episode_returns(self) -> torch.Tensor:
         """Undiscounted return of each episode, (K, N)."""
         return (self.rewards * self.mask).sum(1)

@@ -54,6 +54,16 @@ EVAL_METRICS = {
 }
 
 
+def resolve_device(name: str) -> torch.device:
+    """The torch device of the `device` setting: 'auto' is cuda when torch sees a GPU, else the CPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' needs a CUDA GPU, and torch sees none here (torch "
+                         f"{torch.__version__}); use device: cpu or auto")
+    return torch.device(name)
+
+
 class Trainer:
     """Meta-trains a Gaussian MLP policy with MAML or ANIL on one task family."""
 
@@ -72,8 +82,10 @@ class Trainer:
         self.rng = np.random.default_rng(tasks_seq)
         self.noise = torch.Generator().manual_seed(int(noise_seq.generate_state(1)[0]))
         init = torch.Generator().manual_seed(int(init_seq.generate_state(1)[0]))
+        self.device = resolve_device(cfg.device)
+        # Initialised on the CPU from its own stream (the same policy on every device), then moved.
         self.policy = GaussianMLP(self.sampler.obs_dim, self.sampler.act_dim, cfg.hidden_sizes, cfg.init_log_std,
-                                  generator=init)
+                                  generator=init).to(self.device)
         self.keys = adapted_keys(self.policy, cfg.algo)
         # The update's threads: update_threads, fewer while other processes keep a core busy (metarl.threads).
         self.thread_budget = UpdateThreads(cfg.update_threads, cfg.adaptive_update_threads)
@@ -113,7 +125,7 @@ class Trainer:
         cfg = self.cfg
         adv = fitted_advantages(episodes.observations, episodes.rewards, episodes.mask, cfg.gamma, cfg.gae_lambda,
                                 reg=cfg.baseline_reg, normalize_advantages=cfg.normalize_advantages)
-        return Batch(episodes, adv)
+        return Batch(episodes.to(self.device), adv.to(self.device))
 
     def adapt(self, params: Params, batch: Batch, lr: float, keys: list[str] | None = None) -> Params:
         """One inner step of size `lr` per task on `keys` (default: the algorithm's adapted keys); no graph kept."""
@@ -133,8 +145,9 @@ class Trainer:
 
     def _actor(self, params: Params, generator: torch.Generator):
         def act(obs: torch.Tensor) -> torch.Tensor:
-            mean, log_std = forward(self.policy, params, obs)
-            return sample_actions(mean, log_std, generator)
+            # One transfer each way per env step; the noise is drawn on the CPU, so every device acts alike.
+            mean, log_std = forward(self.policy, params, obs.to(self.device))
+            return sample_actions(mean.cpu(), log_std.cpu(), generator)
         return act
 
     # -- one meta-iteration ----------------------------------------------------------------------------------
@@ -203,7 +216,8 @@ class Trainer:
                          first_order=cfg.first_order, max_kl=cfg.max_kl, cg_iters=cfg.cg_iters,
                          cg_damping=cfg.cg_damping, ls_max_steps=cfg.ls_max_steps,
                          ls_backtrack_ratio=cfg.ls_backtrack_ratio, fvp_subsample=cfg.fvp_subsample,
-                         task_chunk=cfg.task_chunk, line_search=self.line_search)
+                         task_chunk=cfg.task_chunk, line_search=self.line_search,
+                         fvp_precision=cfg.fvp_precision)
 
     def _env_seed(self) -> int:
         return int(self.rng.integers(0, 2**31 - 1 - self.sampler.env.num_envs))

@@ -107,3 +107,21 @@ def test_evaluate_with_chosen_keys_and_step_sizes():
     assert same == own  # the defaults are the algorithm's keys and the config's step sizes
     assert head["return_step_0"] == own["return_step_0"] == longer["return_step_0"]  # same tasks, seeds, noise
     assert head["return_step_1"] != own["return_step_1"] != longer["return_step_1"]
+
+
+def test_device_setting_resolves_auto_and_refuses_a_missing_gpu():
+    import torch
+
+    from metarl.trainer import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    if torch.cuda.is_available():
+        assert resolve_device("auto") == torch.device("cuda")
+        return
+    assert resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(ValueError, match="device 'cuda' needs a CUDA GPU"):
+        resolve_device("cuda")
+    tiny = dict(SMALL, meta_batch_size=2, episodes_per_task=2, horizon=10, eval_tasks=2, eval_episodes_per_task=2)
+    a, b = Trainer(Config(device="cpu", **tiny)), Trainer(Config(device="auto", **tiny))
+    assert {k: v for k, v in a.step().items() if not k.startswith("time/")} == \
+        {k: v for k, v in b.step().items() if not k.startswith("time/")}

@@ -2,9 +2,9 @@
 
 One run measures, in this order and on this machine:
   1. sampler: env steps/s of metarl's sampler (batched cheetah-dir, policy inference, storage, both cores) for
-     40 tasks x 20 episodes x 200 steps; raw `mujoco.mj_step` (5 substeps per env step) on one core stepping the
-     same number of fresh HalfCheetah trajectories; a naive sampler (gymnasium SyncVectorEnv of 40 HalfCheetah-v5,
-     one torch policy call per step, one process);
+     40 tasks x 20 episodes x 200 steps; raw `mujoco.mj_step` (the preset's frame skip: substeps per env step) on
+     one core stepping the same number of fresh HalfCheetah trajectories; a naive sampler (gymnasium
+     SyncVectorEnv of 40 HalfCheetah-v5 at the same frame skip, one torch policy call per step, one process);
   2. a full-protocol cheetah-dir meta-iteration (40 x 20 x 200, one inner step, TRPO with 10 CG iterations) for
      MAML and ANIL, each in its own process (which also reports its peak memory), against the time raw mj_step
      needs for the same 320,000 env steps;
@@ -32,12 +32,21 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 
 
+def preset_frame_skip() -> int:
+    """The cheetah-dir preset's frame skip (the protocol's physics: 1 since the papers' rllab cheetah)."""
+    from metarl.config import load_config
+    from metarl.run import preset_path
+    return load_config(preset_path("cheetah-dir")).frame_skip or 5
+
+
 def raw_mujoco(num_envs: int, horizon: int, seed: int = 0) -> float:
-    """Env steps/s of bare mj_step(model, data, 5) on one core over num_envs fresh trajectories of `horizon` steps."""
+    """Env steps/s of bare mj_step(model, data, frame skip) on one core over num_envs fresh trajectories of
+    `horizon` steps."""
     import mujoco
 
     from metarl.envs import make_batched
-    env = make_batched("cheetah-dir", num_envs, num_threads=1)
+    skip = preset_frame_skip()
+    env = make_batched("cheetah-dir", num_envs, num_threads=1, frame_skip=skip)
     env.reset(seed=seed)  # fresh states drawn like the sampler's
     model, datas = env.model, [mujoco.MjData(env.model) for _ in range(num_envs)]
     for d, qpos, qvel in zip(datas, env.qpos, env.qvel):
@@ -47,7 +56,7 @@ def raw_mujoco(num_envs: int, horizon: int, seed: int = 0) -> float:
     for t in range(horizon):
         for i, d in enumerate(datas):
             d.ctrl[:] = ctrl[t, i]
-            mujoco.mj_step(model, d, 5)
+            mujoco.mj_step(model, d, skip)
     return num_envs * horizon / (time.perf_counter() - start)
 
 
@@ -58,7 +67,8 @@ def metarl_sampler(tasks: int, episodes: int, horizon: int, threads: int) -> flo
     from metarl.policy import GaussianMLP, forward, meta_params, sample_actions
     from metarl.sampler import Sampler
     torch.set_num_threads(1)
-    sampler = Sampler("cheetah-dir", tasks, episodes, horizon, num_threads=threads)
+    sampler = Sampler("cheetah-dir", tasks, episodes, horizon, num_threads=threads,
+                      env_kwargs={"frame_skip": preset_frame_skip()})
     policy = GaussianMLP(sampler.obs_dim, sampler.act_dim)
     params = {k: v.detach() for k, v in meta_params(policy).items()}
     gen = torch.Generator().manual_seed(0)
@@ -79,7 +89,8 @@ def naive_sampler(num_envs: int, horizon: int, episodes: int = 3) -> float:
     from metarl.policy import GaussianMLP
     torch.set_num_threads(1)
     with _model_load_warnings():
-        env = gymnasium.vector.SyncVectorEnv([lambda: gymnasium.make("HalfCheetah-v5")] * num_envs)
+        skip = preset_frame_skip()
+        env = gymnasium.vector.SyncVectorEnv([lambda: gymnasium.make("HalfCheetah-v5", frame_skip=skip)] * num_envs)
     policy = GaussianMLP(17, 6)
     start = time.perf_counter()
     for episode in range(episodes):
@@ -133,7 +144,7 @@ def main(argv=None) -> None:
     sizes = ["meta_batch_size=4", "episodes_per_task=2", "horizon=20", *quick_sizes] if args.quick else []
     result = {"command": " ".join(["python", "benchmarks/performance.py", *sys.argv[1:]]),
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "quick": args.quick,
-              "machine": _machine(), "load_average_at_start": os.getloadavg()[0]}
+              "machine": _machine(), "load_average_at_start": os.getloadavg()[0], "frame_skip": preset_frame_skip()}
 
     print("1. sampler (env steps/s) ...", flush=True)
     # Interleaved repeats, medians reported: the three are measured under the same conditions each round.
@@ -200,7 +211,7 @@ def _markdown(r: dict) -> str:
              f"| sampler, metarl (both cores; median of {s['repeats']} interleaved rounds) | "
              f"{s['metarl_steps_per_s']:.0f} steps/s | "
              f"{s['metarl_over_raw']:.2f}x raw mj_step, {s['metarl_over_naive']:.2f}x naive |",
-             f"| raw `mj_step` x5, one core | {s['raw_mj_step_1core_steps_per_s']:.0f} steps/s | 1.00 |",
+             f"| raw `mj_step` x{r.get('frame_skip', 5)}, one core | {s['raw_mj_step_1core_steps_per_s']:.0f} steps/s | 1.00 |",
              f"| naive SyncVectorEnv + torch | {s['naive_syncvector_steps_per_s']:.0f} steps/s | |"]
     for algo in ("maml", "anil"):
         m = it[algo]

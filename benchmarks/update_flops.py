@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -78,8 +79,11 @@ def time_product(op: str, shapes: tuple, dtype, reps: int) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def child(algo: str, repeats: int, quick: bool, threads: int, allocator: bool, count: bool, fvp: str) -> None:
-    """In a fresh process: the update's time, FLOPs, per-shape machine rates and peak memory, printed as JSON."""
+def child(algo: str, repeats: int, quick: bool, threads: int, allocator: bool, count: bool) -> None:
+    """In a fresh process, on one meta-batch: `repeats` rounds of a float32 update and (allocator tuned) one with
+    bfloat16 Fisher products, interleaved, and the float32 peak memory; with `count`, the FLOPs and the machine's
+    rates at the update's shapes instead. Printed as JSON."""
+    import dataclasses
     import resource
 
     import torch
@@ -90,22 +94,21 @@ def child(algo: str, repeats: int, quick: bool, threads: int, allocator: bool, c
     from metarl.trainer import Trainer
 
     overrides = {"algo": algo, "update_threads": threads, "adaptive_update_threads": False,
-                 "tune_allocator": allocator, "fvp_precision": fvp, **(QUICK if quick else {})}
+                 "tune_allocator": allocator, **(QUICK if quick else {})}
     cfg = load_config(preset_path("cheetah-dir"), overrides)
     trainer = Trainer(cfg)
     meta, _ = trainer.sample_meta_batch()
     start = {k: v.clone() for k, v in trainer.policy.state_dict().items()}
 
-    def update() -> float:
+    def update(precision: str = "float32") -> float:
+        trainer.cfg = dataclasses.replace(cfg, fvp_precision=precision)
         trainer.policy.load_state_dict(start)
         t0 = time.perf_counter()
         trainer.update(meta)
         return time.perf_counter() - t0
 
-    times = [update() for _ in range(repeats)]
-    result = {"algo": algo, "allocator_tuned": allocator, "update_s": sorted(times)[len(times) // 2],
-              "update_runs_s": times, "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-              "threads": threads, "samples": cfg.meta_batch_size * cfg.episodes_per_task * resolve(cfg)}
+    result = {"algo": algo, "allocator_tuned": allocator, "threads": threads,
+              "samples": cfg.meta_batch_size * cfg.episodes_per_task * resolve(cfg)}
     if count:
         with FlopCounterMode(display=False) as counter:
             update()
@@ -119,6 +122,15 @@ def child(algo: str, repeats: int, quick: bool, threads: int, allocator: bool, c
                       products=sum(n for *_, n, _ in shapes), distinct_shapes=len(shapes),
                       products_f32_s=sum(n * time_product(op, s, torch.float32, reps) for op, s, n, _ in shapes),
                       products_bf16_s=sum(n * time_product(op, s, torch.bfloat16, reps) for op, s, n, _ in shapes))
+    else:
+        f32, bf16 = [update()], []
+        result["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # float32's footprint
+        for i in range(repeats):
+            if allocator:
+                bf16.append(update("bfloat16"))
+            if i + 1 < repeats:
+                f32.append(update())
+        result.update(update_s=f32, bf16_fvp_update_s=bf16)
     trainer.close()
     print("RESULT " + json.dumps(result))
 
@@ -129,25 +141,33 @@ def resolve(cfg) -> int:
     return resolve_horizon(cfg.env, cfg.horizon)
 
 
-def measure(algo: str, repeats: int, quick: bool, threads: int, allocator: bool, count: bool,
-            fvp: str = "float32") -> dict:
-    cmd = [sys.executable, __file__, "--child", algo, "--repeats", str(repeats), "--threads", str(threads),
-           "--fvp-precision", fvp]
-    cmd += (["--quick"] if quick else []) + ([] if allocator else ["--plain-allocator"]) + ([] if count else ["--no-count"])
+def measure(algo: str, repeats: int, quick: bool, threads: int, allocator: bool = True, count: bool = False) -> dict:
+    cmd = [sys.executable, __file__, "--child", algo, "--repeats", str(repeats), "--threads", str(threads)]
+    cmd += (["--quick"] if quick else []) + ([] if allocator else ["--plain-allocator"]) + (["--count"] if count else [])
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")][-1]
     return json.loads(line[len("RESULT "):])
 
 
-def summarise(r: dict, plain: dict, bf16: dict) -> dict:
-    """The tuned-allocator run's figures, with the plain allocator's update time beside them."""
-    gflop = r["flops"] / 1e9
-    return {**r, "gflop": gflop, "achieved_gflops": gflop / r["update_s"],
-            "f32_rate_gflops": r["product_flops"] / 1e9 / r["products_f32_s"],
-            "bf16_rate_gflops": r["product_flops"] / 1e9 / r["products_bf16_s"],
-            "fraction_of_f32_rate": r["products_f32_s"] / r["update_s"], "plain_allocator_update_s": plain["update_s"],
-            "plain_allocator_peak_rss_gb": plain["peak_rss_gb"], "allocator_speedup": plain["update_s"] / r["update_s"],
-            "bf16_fvp_update_s": bf16["update_s"], "bf16_fvp_speedup": r["update_s"] / bf16["update_s"]}
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def summarise(algo: str, counted: dict, tuned: list[dict], plain: list[dict]) -> dict:
+    """One algorithm's figures: medians over every round's updates (tuned and plain allocator interleaved)."""
+    update_s = median([t for r in tuned for t in r["update_s"]])
+    plain_s = median([t for r in plain for t in r["update_s"]])
+    bf16_s = median([t for r in tuned for t in r["bf16_fvp_update_s"]])
+    gflop = counted["flops"] / 1e9
+    return {**counted, "algo": algo, "update_s": update_s, "plain_allocator_update_s": plain_s,
+            "bf16_fvp_update_s": bf16_s, "gflop": gflop, "achieved_gflops": gflop / update_s,
+            "f32_rate_gflops": counted["product_flops"] / 1e9 / counted["products_f32_s"],
+            "bf16_rate_gflops": counted["product_flops"] / 1e9 / counted["products_bf16_s"],
+            "fraction_of_f32_rate": counted["products_f32_s"] / update_s,
+            "allocator_speedup": plain_s / update_s, "bf16_fvp_speedup": update_s / bf16_s,
+            "peak_rss_gb": max(r["peak_rss_gb"] for r in tuned),
+            "plain_allocator_peak_rss_gb": max(r["peak_rss_gb"] for r in plain),
+            "rounds": {"tuned": tuned, "plain": plain}}
 
 
 def markdown(result: dict) -> str:
@@ -161,7 +181,9 @@ def markdown(result: dict) -> str:
                     f"{r['f32_rate_gflops']:.0f} | {r['fraction_of_f32_rate']:.2f} | {r['bf16_rate_gflops']:.0f} | "
                     f"{r['peak_rss_gb']:.2f} |")
     m = result["machine"]
-    rows += ["", f"One full-protocol cheetah-dir update ({result['protocol']}), median of {result['repeats']}, "
+    rows += ["", f"One full-protocol cheetah-dir update ({result['protocol']}), median of {result['rounds']} x "
+             f"{result['repeats']} updates per setting (interleaved: float32 and bfloat16 Fisher products alternate "
+             "in one process, processes with the tuned and the default allocator alternate), "
              f"{result['threads']} torch threads, each algorithm in a fresh process; {m['cpu_count']} CPUs, "
              f"torch {m['torch']}, Python {m['python']}. Command: `{result['command']}`."]
     return "\n".join(rows) + "\n"
@@ -175,13 +197,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--plain-allocator", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--no-count", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--fvp-precision", default="float32", help=argparse.SUPPRESS)
+    parser.add_argument("--count", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of the timing processes")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "speed" / "update_flops")
     args = parser.parse_args(argv)
     if args.child:
-        child(args.child, args.repeats, args.quick, args.threads, not args.plain_allocator, not args.no_count,
-              args.fvp_precision)
+        child(args.child, args.repeats, args.quick, args.threads, not args.plain_allocator, args.count)
         return 0
     import os
 
@@ -192,14 +213,16 @@ def main(argv: list[str] | None = None) -> int:
 
     runs = []
     for algo in args.algos:
-        tuned = measure(algo, args.repeats, args.quick, args.threads, allocator=True, count=True)
-        plain = measure(algo, args.repeats, args.quick, args.threads, allocator=False, count=False)
-        bf16 = measure(algo, args.repeats, args.quick, args.threads, allocator=True, count=False, fvp="bfloat16")
-        runs.append(summarise(tuned, plain, bf16))
+        counted = measure(algo, args.repeats, args.quick, args.threads, count=True)
+        tuned, plain = [], []
+        for _ in range(args.rounds):  # interleaved, so that a drift of the machine's speed hits both alike
+            tuned.append(measure(algo, args.repeats, args.quick, args.threads))
+            plain.append(measure(algo, args.repeats, args.quick, args.threads, allocator=False))
+        runs.append(summarise(algo, counted, tuned, plain))
         print(f"{algo}: update {runs[-1]['update_s']:.2f} s, {runs[-1]['gflop']:.0f} GFLOP", flush=True)
     protocol = "tiny (--quick)" if args.quick else "40 tasks x 20 episodes x 200 steps, frame skip 1"
     command = "python benchmarks/update_flops.py" + (" --quick" if args.quick else "")
-    result = {"runs": runs, "repeats": args.repeats, "threads": args.threads, "protocol": protocol,
+    result = {"runs": runs, "repeats": args.repeats, "rounds": args.rounds, "threads": args.threads, "protocol": protocol,
               "command": command, "machine": {"cpu_count": os.cpu_count(), "torch": torch.__version__,
                                               "python": platform.python_version()}}
     write_report(args.out, result, markdown(result))

@@ -76,7 +76,7 @@ def time_product(op: str, shapes: tuple, dtype, reps: int) -> float:
         t0 = time.perf_counter()
         fn(a, b)
         times.append(time.perf_counter() - t0)
-    return sorted(times)[len(times) // 2]
+    return statistics.median(times)
 
 
 def child(algo: str, repeats: int, quick: bool, threads: int, allocator: bool, count: bool) -> None:
@@ -149,15 +149,11 @@ def measure(algo: str, repeats: int, quick: bool, threads: int, allocator: bool 
     return json.loads(line[len("RESULT "):])
 
 
-def median(values: list[float]) -> float:
-    return statistics.median(values)
-
-
 def summarise(algo: str, counted: dict, tuned: list[dict], plain: list[dict]) -> dict:
     """One algorithm's figures: medians over every round's updates (tuned and plain allocator interleaved)."""
-    update_s = median([t for r in tuned for t in r["update_s"]])
-    plain_s = median([t for r in plain for t in r["update_s"]])
-    bf16_s = median([t for r in tuned for t in r["bf16_fvp_update_s"]])
+    update_s = statistics.median([t for r in tuned for t in r["update_s"]])
+    plain_s = statistics.median([t for r in plain for t in r["update_s"]])
+    bf16_s = statistics.median([t for r in tuned for t in r["bf16_fvp_update_s"]])
     gflop = counted["flops"] / 1e9
     return {**counted, "algo": algo, "update_s": update_s, "plain_allocator_update_s": plain_s,
             "bf16_fvp_update_s": bf16_s, "gflop": gflop, "achieved_gflops": gflop / update_s,

@@ -129,7 +129,3 @@ class RunLock:
     def __exit__(self, *exc) -> None:
         self.release()
 
-
-def holds(run_dir: str | os.PathLike) -> bool:
-    """Whether this process holds `run_dir`'s lock."""
-    return (Path(run_dir) / LOCK_FILE).resolve() in _held

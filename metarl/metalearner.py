@@ -240,8 +240,9 @@ def trpo_step(policy: GaussianMLP, meta: MetaBatch, keys: list[str], lrs: list[f
     def damped_fvp(v: torch.Tensor) -> torch.Tensor:
         return fvp(v) + cg_damping * v
 
-    direction = conjugate_gradient(damped_fvp, -g, iters=cg_iters)
-    shs = 0.5 * direction @ damped_fvp(direction)
+    # F s comes from the conjugate-gradient products (s is their combination): no eleventh Fisher product.
+    direction, f_direction = conjugate_gradient(damped_fvp, -g, iters=cg_iters, return_product=True)
+    shs = 0.5 * direction @ f_direction
     scale = torch.sqrt(max_kl / shs.clamp(min=1e-12))  # largest step with 0.5 s^T F s = max_kl
     full_step = unflatten_like((direction * scale).detach(), params)
     old = {k: p.detach() for k, p in params.items()}

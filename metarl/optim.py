@@ -9,13 +9,17 @@ from torch import Tensor
 
 
 def conjugate_gradient(
-    matvec: Callable[[Tensor], Tensor], b: Tensor, iters: int = 10, residual_tol: float = 1e-10
-) -> Tensor:
+    matvec: Callable[[Tensor], Tensor], b: Tensor, iters: int = 10, residual_tol: float = 1e-10,
+    return_product: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
     """Approximately solve A x = b for SPD A given only v -> A v (TRPO appendix C).
 
-    Stops early once the squared residual norm is below residual_tol; b is not modified.
+    Stops early once the squared residual norm is below residual_tol; b is not modified. With `return_product`
+    also returns A x, accumulated from the iterations' own products (x is a combination of the search directions),
+    so TRPO's step size needs no extra product.
     """
     x = torch.zeros_like(b)
+    ax = torch.zeros_like(b)
     r = b.clone()
     p = b.clone()
     rdotr = torch.dot(r, r)
@@ -25,11 +29,12 @@ def conjugate_gradient(
         Ap = matvec(p)
         alpha = rdotr / torch.dot(p, Ap)
         x = x + alpha * p
+        ax = ax + alpha * Ap
         r = r - alpha * Ap
         new_rdotr = torch.dot(r, r)
         p = r + (new_rdotr / rdotr) * p
         rdotr = new_rdotr
-    return x
+    return (x, ax) if return_product else x
 
 
 def flat_params(params: dict[str, Tensor]) -> Tensor:

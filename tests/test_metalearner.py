@@ -205,7 +205,7 @@ def test_trpo_step_restores_parameters_when_no_step_is_accepted(monkeypatch):
     meta = fake_meta(policy, keys, [0.3])
     before = {k: v.detach().clone() for k, v in meta_params(policy).items()}
     # An ascent direction (+g instead of the solution of F x = -g): no fraction of it lowers the surrogate.
-    monkeypatch.setattr(metalearner, "conjugate_gradient", lambda fvp, b, iters: -b)
+    monkeypatch.setattr(metalearner, "conjugate_gradient", lambda fvp, b, iters, return_product: (-b, fvp(-b)))
     out = trpo_step(policy, meta, keys, [0.3], first_order=False, max_kl=0.01, cg_iters=10, cg_damping=1e-5,
                     ls_max_steps=5, ls_backtrack_ratio=0.5)
     assert out["step_accepted"] == 0.0 and out["line_search_steps"] == 5

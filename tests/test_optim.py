@@ -32,6 +32,19 @@ def test_conjugate_gradient_solves_random_spd_system():
     assert torch.equal(b, b_copy)
 
 
+def test_conjugate_gradient_product_equals_matvec_of_solution_for_partial_solves():
+    # After fewer iterations than the dimension x is far from the solution; A x must still be exact.
+    g = torch.Generator().manual_seed(1)
+    M = torch.randn(12, 12, generator=g, dtype=torch.float64)
+    A = M @ M.T + torch.eye(12, dtype=torch.float64)
+    b = torch.randn(12, generator=g, dtype=torch.float64)
+    for iters in (1, 3, 12):
+        matvec, calls = _counting(A)
+        x, ax = conjugate_gradient(matvec, b, iters=iters, return_product=True)
+        assert len(calls) == iters
+        torch.testing.assert_close(ax, A @ x, rtol=1e-10, atol=1e-10)
+
+
 def test_conjugate_gradient_stops_early_on_exactly_solvable_system():
     A = torch.diag(torch.tensor([2.0, 5.0], dtype=torch.float64))
     b = torch.tensor([1.0, -3.0], dtype=torch.float64)

@@ -7,7 +7,7 @@ One run measures, in this order and on this machine:
      SyncVectorEnv of 40 HalfCheetah-v5 at the same frame skip, one torch policy call per step, one process);
   2. a full-protocol cheetah-dir meta-iteration (40 x 20 x 200, one inner step, TRPO with 10 CG iterations) for
      MAML and ANIL, each in its own process (which also reports its peak memory), against the time raw mj_step
-     needs for the same 320,000 env steps;
+     (called from Python) and `mujoco.rollout` (its C loop, one thread) need for the same 320,000 env steps;
   3. scaling of the iteration time with the meta-batch size (10, 20, 40, 80 tasks) and the horizon (50..400).
 Results go to benchmarks/results/speed/performance.{json,md}.
 
@@ -57,6 +57,28 @@ def raw_mujoco(num_envs: int, horizon: int, seed: int = 0) -> float:
         for i, d in enumerate(datas):
             d.ctrl[:] = ctrl[t, i]
             mujoco.mj_step(model, d, skip)
+    return num_envs * horizon / (time.perf_counter() - start)
+
+
+def raw_rollout(num_envs: int, horizon: int, seed: int = 0) -> float:
+    """Env steps/s of `mujoco.rollout` (mj_step in a C loop, no Python per step) on one thread over num_envs fresh
+    trajectories of `horizon` steps at the preset's frame skip: the physics' own floor."""
+    import mujoco
+    from mujoco import rollout
+
+    from metarl.envs import make_batched
+    skip = preset_frame_skip()
+    env = make_batched("cheetah-dir", num_envs, num_threads=1, frame_skip=skip)
+    env.reset(seed=seed)
+    model, data = env.model, mujoco.MjData(env.model)
+    spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
+    states = np.empty((num_envs, mujoco.mj_stateSize(model, spec)))
+    for i, (qpos, qvel) in enumerate(zip(env.qpos, env.qvel)):
+        data.qpos[:], data.qvel[:] = qpos, qvel
+        mujoco.mj_getState(model, data, states[i], spec)
+    ctrl = np.repeat(np.random.default_rng(seed).uniform(-1, 1, size=(num_envs, horizon, model.nu)), skip, axis=1)
+    start = time.perf_counter()
+    rollout.rollout(model, data, states, ctrl, nstep=horizon * skip)
     return num_envs * horizon / (time.perf_counter() - start)
 
 
@@ -149,12 +171,14 @@ def main(argv=None) -> None:
     print("1. sampler (env steps/s) ...", flush=True)
     # Interleaved repeats, medians reported: the three are measured under the same conditions each round.
     rounds = [(raw_mujoco(tasks * episodes, horizon, seed=r), metarl_sampler(tasks, episodes, horizon, threads=2),
-               naive_sampler(tasks, horizon)) for r in range(args.repeats)]
-    raw, ours, naive = (statistics.median(column) for column in zip(*rounds))
+               naive_sampler(tasks, horizon), raw_rollout(tasks * episodes, horizon, seed=r))
+              for r in range(args.repeats)]
+    raw, ours, naive, floor = (statistics.median(column) for column in zip(*rounds))
     result["sampler"] = {"metarl_steps_per_s": ours, "raw_mj_step_1core_steps_per_s": raw,
+                         "rollout_1core_steps_per_s": floor,
                          "naive_syncvector_steps_per_s": naive, "metarl_over_raw": ours / raw,
                          "metarl_over_naive": ours / naive, "repeats": args.repeats,
-                         "rounds": [dict(zip(("raw", "metarl", "naive"), r)) for r in rounds]}
+                         "rounds": [dict(zip(("raw", "metarl", "naive", "rollout"), r)) for r in rounds]}
     for r in rounds:
         print(f"   round: metarl {r[1]:.0f}  raw {r[0]:.0f}  naive {r[2]:.0f}  -> {r[1] / r[0]:.2f}x raw, "
               f"{r[1] / r[2]:.2f}x naive", flush=True)
@@ -165,9 +189,11 @@ def main(argv=None) -> None:
     iters = {}
     for algo in ("maml", "anil"):
         m = iteration_in_subprocess(algo, [*sizes, *args.set], args.iterations)
-        # Raw physics time for the same env steps, from the raw rate measured above in this run.
-        physics_s = 2 * m["env_steps"] / raw
-        iters[algo] = {**m, "raw_physics_s": physics_s, "over_raw_physics": m["time/iteration_s"] / physics_s}
+        # Physics time for the same env steps (the inner and the post-adaptation batch), at the rates measured
+        # above in this run: mj_step called from Python, and mujoco.rollout's C loop (the issue's floor).
+        physics_s, floor_s = m["env_steps"] / raw, m["env_steps"] / floor
+        iters[algo] = {**m, "raw_physics_s": physics_s, "over_raw_physics": m["time/iteration_s"] / physics_s,
+                       "rollout_physics_s": floor_s, "over_rollout": m["time/iteration_s"] / floor_s}
         print(f"   {algo}: {m['time/iteration_s']:.1f}s (sampling {m['time/sampling_s']:.1f}, inner "
               f"{m['time/adaptation_s']:.1f}, TRPO {m['time/update_s']:.1f}) = "
               f"{iters[algo]['over_raw_physics']:.2f}x raw physics ({physics_s:.1f}s); peak RSS "
@@ -212,12 +238,17 @@ def _markdown(r: dict) -> str:
              f"{s['metarl_steps_per_s']:.0f} steps/s | "
              f"{s['metarl_over_raw']:.2f}x raw mj_step, {s['metarl_over_naive']:.2f}x naive |",
              f"| raw `mj_step` x{r.get('frame_skip', 5)}, one core | {s['raw_mj_step_1core_steps_per_s']:.0f} steps/s | 1.00 |",
+             *([f"| `mujoco.rollout` (C loop), one core | {s['rollout_1core_steps_per_s']:.0f} steps/s | "
+                f"{s['rollout_1core_steps_per_s'] / s['raw_mj_step_1core_steps_per_s']:.2f}x raw mj_step |"]
+               if "rollout_1core_steps_per_s" in s else []),
              f"| naive SyncVectorEnv + torch | {s['naive_syncvector_steps_per_s']:.0f} steps/s | |"]
     for algo in ("maml", "anil"):
         m = it[algo]
         lines.append(f"| {algo.upper()} meta-iteration (sampling / inner / TRPO) | {m['time/iteration_s']:.1f}s "
                      f"({m['time/sampling_s']:.1f} / {m['time/adaptation_s']:.1f} / {m['time/update_s']:.1f}) | "
-                     f"{m['over_raw_physics']:.2f}x raw physics ({m['raw_physics_s']:.1f}s) |")
+                     f"{m['over_raw_physics']:.2f}x raw mj_step ({m['raw_physics_s']:.1f}s)"
+                     + (f", {m['over_rollout']:.2f}x rollout ({m['rollout_physics_s']:.1f}s)" if "over_rollout" in m
+                        else "") + " |")
         lines.append(f"| {algo.upper()} peak memory (RSS) | {m['peak_rss_mb']:.0f} MB | |")
     lines.append(f"| MAML / ANIL iteration time | | {it['maml_over_anil']:.2f} |")
     for axis, times in r["scaling"].items():

@@ -6,7 +6,7 @@ A page marks a generated section with two lines,
     ...
     <!-- END generated: NAME -->
 
-where NAME is a generator below (`config-keys`, `metrics`, `families`, `headline`, `status`) or `include PATH`, the
+where NAME is a generator below (`config-keys`, `metrics`, `families`, `headline`, `status`, `speed`) or `include PATH`, the
 content of a file written by a command (a report of `metarl report`, a benchmark's or a study's .md). Nothing
 between the markers is typed by hand: `python -m metarl.pages` rewrites every section from its source, and
 `python -m metarl.pages --check` (run by the test suite) fails when one is out of date.
@@ -129,6 +129,28 @@ def status(root: Path) -> str:
     return line + (f"; missing runs: {', '.join(missing)}." if missing else ".")
 
 
+def speed(root: Path) -> str:
+    """The README's speed figures at the full cheetah-dir protocol, from benchmarks/performance.py's results."""
+    r = json.loads((root / "benchmarks/results/speed/performance.json").read_text(encoding="utf-8"))
+    s, it = r["sampler"], r["iteration"]
+    rows = ["| at the full cheetah-dir protocol (40 tasks x 20 episodes x 200 steps) | ANIL | MAML |",
+            "| --- | --- | --- |"]
+    rows.append("| meta-iteration: sampling / inner loop / update (s) | "
+                + " | ".join(f"{it[a]['time/iteration_s']:.1f}: {it[a]['time/sampling_s']:.1f} / "
+                             f"{it[a]['time/adaptation_s']:.1f} / {it[a]['time/update_s']:.1f}" for a in ALGOS) + " |")
+    if "over_rollout" in it["anil"]:
+        rows.append("| iteration over the physics alone (`mujoco.rollout`, one core, same env steps) | "
+                    + " | ".join(f"{it[a]['over_rollout']:.2f}x" for a in ALGOS) + " |")
+    rows.append("| peak memory (RSS) | " + " | ".join(f"{it[a]['peak_rss_mb'] / 1024:.2f} GB" for a in ALGOS) + " |")
+    scale = r["scaling"]["meta_batch_size"]
+    first_k, first_t = next(iter(scale.items()))
+    last_k, last_t = list(scale.items())[-1]
+    return ("\n".join(rows) + f"\n\nSampler: {s['metarl_steps_per_s']:,.0f} env steps/s on both cores, "
+            f"{s['metarl_over_naive']:.1f}x a naive gymnasium vector env. Scaling (ANIL): {int(last_k) // int(first_k)}x "
+            f"the tasks cost {last_t / first_t:.1f}x the time. Measured by `{r['command']}` on {r['date']}, "
+            f"{r['machine']['cpus']} CPUs ([performance](docs/performance.md)).")
+
+
 def include(root: Path, path: str, page: Path) -> str:
     """The content of a generated file (a report or a benchmark's table), its own title line dropped, and a link
     to it relative to `page`."""
@@ -144,7 +166,8 @@ def include(root: Path, path: str, page: Path) -> str:
 
 
 GENERATORS: dict[str, Callable[[Path], str]] = {"config-keys": config_keys, "metrics": metrics,
-                                                "families": families, "headline": headline, "status": status}
+                                                "families": families, "headline": headline, "status": status,
+                                                "speed": speed}
 
 
 def render(name: str, root: Path, page: Path) -> str:

@@ -131,6 +131,22 @@ class Config:
                                 "runs them under autocast (faster where the CPU has bfloat16 units; the gradient and "
                                 "the line search stay float32; docs/performance.md gives the error)",
                                 _one_of("float32", "bfloat16"))
+    estimator: str = _field("reinforce", "inner-loop policy-gradient estimator: 'reinforce' (log pi, the MAML "
+                            "code's), 'lvc' (ProMP's low-variance curvature) or 'dice' (DiCE's magic box); same "
+                            "adapted parameters, different second-order meta-gradient (metarl/estimators.py)",
+                            _one_of("reinforce", "lvc", "dice"))
+    outer: str = _field("trpo", "outer loop: 'trpo' (one KL-constrained natural-gradient step, the papers') or "
+                        "'promp' (ProMP's clipped surrogate and inner-KL penalty, promp_steps optimiser steps; "
+                        "metarl/promp.py)", _one_of("trpo", "promp"))
+    promp_steps: int = _field(5, "ProMP: optimiser steps per meta-iteration on the same episodes (ProMP code: 5)",
+                              _at_least(1))
+    promp_clip: float = _field(0.3, "ProMP: clip range of the likelihood ratio (ProMP code: 0.3)",
+                               _interval(0, 1, True, True))
+    promp_kl_coef: float = _field(5e-4, "ProMP: coefficient of the inner-step KL penalty (ProMP code: 5e-4, "
+                                  "fixed)", _at_least(0))
+    promp_optimizer: str = _field("adam", "ProMP: optimiser of the meta-parameters (ProMP code: adam)",
+                                  _one_of("adam", "sgd"))
+    promp_lr: float = _field(1e-3, "ProMP: the optimiser's step size (ProMP code: 1e-3)", _positive())
     eval_every: int = _field(25, "held-out evaluation every N iterations "
                              "(0 = only at the end)", _at_least(0))
     eval_tasks: int = _field(40, "number of held-out test tasks", _at_least(1))

@@ -16,7 +16,8 @@ from metarl.config import Config
 # The metrics that must stay finite, in the order a cause shows itself (returns first: a NaN return makes every
 # later number NaN too).
 WATCHED = ("returns/pre_adaptation", "returns/post_adaptation", "trpo/surrogate_before", "trpo/kl",
-           "trpo/grad_norm", "trpo/surrogate_after")
+           "trpo/grad_norm", "trpo/surrogate_after", "promp/loss_before", "promp/kl", "promp/grad_norm",
+           "promp/loss_after")
 
 
 MAX_SANE_LOG_STD = 10.0  # |init_log_std| beyond this (a std beyond e^10) is named as the cause first

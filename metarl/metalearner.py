@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from metarl.estimators import step_weights
 from metarl.optim import backtracking_line_search, conjugate_gradient, unflatten_like
 from metarl.policy import GaussianMLP, Params, forward, kl_divergence, log_prob
 from metarl.sampler import Episodes
@@ -23,6 +24,9 @@ class Batch:
 
     episodes: Episodes
     advantages: torch.Tensor  # (K, T, N)
+    # log-probabilities of the actions under the policy that sampled them, (K, T, N); when set, the estimators'
+    # stop-gradient point (ProMP's importance-weighted inner step, metarl.promp); None: the current parameters'
+    behaviour_log_prob: torch.Tensor | None = None
 
 
 def masked_task_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -30,42 +34,46 @@ def masked_task_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * mask).sum((1, 2)) / mask.sum((1, 2)).clamp(min=1.0)
 
 
-def inner_loss(policy: GaussianMLP, params: Params, batch: Batch) -> torch.Tensor:
-    """REINFORCE loss per task, -E[log pi(a|s) A] over real steps (Williams 1992): shape (K,)."""
+def inner_loss(policy: GaussianMLP, params: Params, batch: Batch, estimator: str = "reinforce") -> torch.Tensor:
+    """Policy-gradient loss per task, -E[w_t A_t] over real steps, shape (K,); w_t is `estimator`'s
+    (metarl.estimators: reinforce's log pi, Williams 1992; lvc; dice)."""
     ep = batch.episodes
     mean, log_std = forward(policy, params, ep.observations)
-    return -masked_task_mean(log_prob(mean, log_std, ep.actions) * batch.advantages, ep.mask)
+    weights = step_weights(estimator, log_prob(mean, log_std, ep.actions), ep.mask, batch.behaviour_log_prob)
+    return -masked_task_mean(weights * batch.advantages, ep.mask)
 
 
 def adapt(policy: GaussianMLP, params: Params, batch: Batch, keys: list[str], lr: float,
-          create_graph: bool) -> Params:
+          create_graph: bool, estimator: str = "reinforce") -> Params:
     """One inner SGD step per task on `keys`; the other parameters are returned untouched (same tensors).
 
     Adapted keys get a leading task axis K. With `create_graph` the result stays differentiable through the
-    gradient (second-order MAML); without it the step is a constant offset (first-order).
+    gradient (second-order MAML); without it the step is a constant offset (first-order). `estimator` only
+    changes the result's derivative (metarl.estimators), not its value.
     """
     num_tasks = batch.advantages.shape[0]
     per_task = {k: params[k] if params[k].dim() > policy.get_parameter(k).dim()
                 else params[k].expand(num_tasks, *params[k].shape) for k in keys}
     # Summing the per-task losses gives each task's copy its own task's gradient.
-    loss = inner_loss(policy, {**params, **per_task}, batch).sum()
+    loss = inner_loss(policy, {**params, **per_task}, batch, estimator).sum()
     grads = torch.autograd.grad(loss, [per_task[k] for k in keys], create_graph=create_graph)
     return {**params, **{k: per_task[k] - lr * g for k, g in zip(keys, grads)}}
 
 
 def adapt_steps(policy: GaussianMLP, params: Params, batches: list[Batch], keys: list[str], lrs: list[float],
-                create_graph: bool) -> Params:
+                create_graph: bool, estimator: str = "reinforce") -> Params:
     """Chain one inner step per batch (batch i was sampled with the parameters after step i)."""
     for batch, lr in zip(batches, lrs):
-        params = adapt(policy, params, batch, keys, lr, create_graph)
+        params = adapt(policy, params, batch, keys, lr, create_graph, estimator)
     return params
 
 
 def adapted_values(policy: GaussianMLP, params: Params, batches: list[Batch], keys: list[str],
-                   lrs: list[float]) -> Params:
+                   lrs: list[float], estimator: str = "reinforce") -> Params:
     """The adapted parameters as plain tensors, no graph kept (for sampling, evaluation, the Fisher's point)."""
     fresh = {k: v.detach().requires_grad_(k in keys) for k, v in params.items()}
-    return {k: v.detach() for k, v in adapt_steps(policy, fresh, batches, keys, lrs, create_graph=False).items()}
+    adapted = adapt_steps(policy, fresh, batches, keys, lrs, create_graph=False, estimator=estimator)
+    return {k: v.detach() for k, v in adapted.items()}
 
 
 @dataclass
@@ -80,13 +88,15 @@ class MetaBatch:
 
 
 def meta_objective(policy: GaussianMLP, params: Params, meta: MetaBatch, keys: list[str], lrs: list[float],
-                   first_order: bool, create_graph: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+                   first_order: bool, create_graph: bool = True,
+                   estimator: str = "reinforce") -> tuple[torch.Tensor, torch.Tensor]:
     """TRPO surrogate loss and mean KL after adaptation, averaged over tasks (Finn et al. 2017, alg. 3).
 
     loss = -mean_k E[pi_{theta'_k}(a|s) / pi_old(a|s) A],  kl = mean_k E[KL(pi_old || pi_{theta'_k})],
     with theta'_k = adapt(theta, inner batches of task k) differentiable in theta unless `first_order`.
     """
-    adapted = adapt_steps(policy, params, meta.inner, keys, lrs, create_graph=create_graph and not first_order)
+    adapted = adapt_steps(policy, params, meta.inner, keys, lrs, create_graph=create_graph and not first_order,
+                          estimator=estimator)
     return post_adaptation_terms(policy, adapted, meta)
 
 
@@ -94,7 +104,9 @@ def map_meta(meta: MetaBatch, fn) -> MetaBatch:
     """Apply `fn` to every (K, T, N, ...) tensor of a meta-batch (to slice tasks or episodes)."""
     def batch(b: Batch) -> Batch:
         ep = b.episodes
-        return Batch(Episodes(fn(ep.observations), fn(ep.actions), fn(ep.rewards), fn(ep.mask)), fn(b.advantages))
+        behaviour = None if b.behaviour_log_prob is None else fn(b.behaviour_log_prob)
+        return Batch(Episodes(fn(ep.observations), fn(ep.actions), fn(ep.rewards), fn(ep.mask)), fn(b.advantages),
+                     behaviour)
 
     return MetaBatch([batch(b) for b in meta.inner], batch(meta.post), fn(meta.old_mean), fn(meta.old_log_std),
                      fn(meta.old_log_prob))
@@ -129,7 +141,8 @@ def post_adaptation_terms(policy: GaussianMLP, adapted: Params, meta: MetaBatch)
 
 def meta_gradient_and_fvp(policy: GaussianMLP, params: Params, meta: MetaBatch, keys: list[str],
                           lrs: list[float], first_order: bool, fvp_meta: MetaBatch | None = None,
-                          task_chunk: int | None = None, fvp_precision: str = "float32"):
+                          task_chunk: int | None = None, fvp_precision: str = "float32",
+                          estimator: str = "reinforce"):
     """Meta-gradient g and a Fisher-vector product v -> F v, both through the inner step, at `params`.
 
     F is the Hessian of the post-adaptation KL as a function of the meta-parameters theta. The KL is minimal
@@ -142,7 +155,8 @@ def meta_gradient_and_fvp(policy: GaussianMLP, params: Params, meta: MetaBatch, 
     fewer episodes, at the exact adapted parameters; it needs a second, smaller graph per chunk. With
     `fvp_precision="bfloat16"` the Fisher's graphs (a second adaptation graph and the KL's) run their matrix
     products in bfloat16 under autocast, at the same float32 point; the loss and g stay float32 (docs/performance.md
-    gives the error). Returns (loss, g, fvp) with g and fvp's input/output flat over `params`.
+    gives the error). `estimator` is the inner loss's (metarl.estimators): J includes its second-order terms.
+    Returns (loss, g, fvp) with g and fvp's input/output flat over `params`.
     """
     num_tasks = meta.post.advantages.shape[0]
     chunk = task_chunk or num_tasks
@@ -155,7 +169,8 @@ def meta_gradient_and_fvp(policy: GaussianMLP, params: Params, meta: MetaBatch, 
         tasks = slice(start, start + chunk)
         part = task_slice(meta, tasks)
         share = part.post.advantages.shape[0] / num_tasks
-        adapted = adapt_steps(policy, params, part.inner, keys, lrs, create_graph=not first_order)
+        adapted = adapt_steps(policy, params, part.inner, keys, lrs, create_graph=not first_order,
+                              estimator=estimator)
         outputs = [adapted[k] for k in names]
         leaves = {k: v.detach().requires_grad_(True) for k, v in adapted.items()}  # theta', exact
         loss, _ = post_adaptation_terms(policy, leaves, part)
@@ -166,7 +181,8 @@ def meta_gradient_and_fvp(policy: GaussianMLP, params: Params, meta: MetaBatch, 
         if low or (fvp_meta is not None and fvp_meta is not meta):  # the Fisher's own graph of theta -> theta'
             part = part if fvp_meta is None else task_slice(fvp_meta, tasks)
             with precision(fvp_precision, inputs[0].device):
-                adapted = adapt_steps(policy, params, part.inner, keys, lrs, create_graph=not first_order)
+                adapted = adapt_steps(policy, params, part.inner, keys, lrs, create_graph=not first_order,
+                                      estimator=estimator)
             outputs = [adapted[k] for k in names]
         parts.append(_chunk_fvp(policy, names, inputs, outputs, leaves, part, share, fvp_precision))
 
@@ -174,6 +190,20 @@ def meta_gradient_and_fvp(policy: GaussianMLP, params: Params, meta: MetaBatch, 
         return sum(part(v) for part in parts)
 
     return loss_sum, g, fvp
+
+
+def meta_gradient(policy: GaussianMLP, params: Params, meta: MetaBatch, keys: list[str], lrs: list[float],
+                  first_order: bool, task_chunk: int, estimator: str = "reinforce") -> torch.Tensor:
+    """The meta-gradient of the surrogate alone, flat over `params`, summed chunk by chunk (no Fisher graphs)."""
+    num_tasks = meta.post.advantages.shape[0]
+    g = torch.zeros(sum(p.numel() for p in params.values()), dtype=meta.post.advantages.dtype,
+                    device=meta.post.advantages.device)
+    for start in range(0, num_tasks, task_chunk):
+        part = task_slice(meta, slice(start, start + task_chunk))
+        loss, _ = meta_objective(policy, params, part, keys, lrs, first_order, estimator=estimator)
+        share = part.post.advantages.shape[0] / num_tasks
+        g += _flat(torch.autograd.grad(loss * share, list(params.values()), allow_unused=True), list(params.values()))
+    return g
 
 
 def _vjp(outputs, inputs, w, retain: bool):
@@ -224,18 +254,26 @@ def _flat(parts, like) -> torch.Tensor:
 def trpo_step(policy: GaussianMLP, meta: MetaBatch, keys: list[str], lrs: list[float], *, first_order: bool,
               max_kl: float, cg_iters: int, cg_damping: float, ls_max_steps: int,
               ls_backtrack_ratio: float, fvp_subsample: float = 1.0, task_chunk: int = 4,
-              line_search=backtracking_line_search, fvp_precision: str = "float32") -> dict:
+              line_search=backtracking_line_search, fvp_precision: str = "float32",
+              estimator: str = "reinforce") -> dict:
     """One TRPO update of the policy's meta-parameters (Schulman et al. 2015), in place; returns metrics.
 
     Meta-gradient and Fisher-vector products both go through the inner step. The search direction solves
     F x = -g by conjugate gradient; the step is scaled to the KL bound and backtracked until the surrogate
     improves within it, else the parameters are restored. `line_search` has `backtracking_line_search`'s
-    signature (a study may pass a wrapper that probes the step).
+    signature (a study may pass a wrapper that probes the step). `estimator`: the inner loss's
+    (metarl.estimators), in the gradient and the Fisher.
     """
     params = {k: p.detach().requires_grad_(True) for k, p in policy.named_parameters()}
     loss, g, fvp = meta_gradient_and_fvp(policy, params, meta, keys, lrs, first_order,
                                          fvp_meta=subsample_episodes(meta, fvp_subsample), task_chunk=task_chunk,
-                                         fvp_precision=fvp_precision)
+                                         fvp_precision=fvp_precision, estimator=estimator)
+
+    extra = {}
+    if estimator != "reinforce" and not first_order:
+        # What the estimator changed: the share of the meta-gradient that reinforce's would not have.
+        g_reinforce = meta_gradient(policy, params, meta, keys, lrs, first_order, task_chunk)
+        extra["estimator_term_share"] = float((g - g_reinforce).norm() / g.norm().clamp(min=1e-30))
 
     def damped_fvp(v: torch.Tensor) -> torch.Tensor:
         return fvp(v) + cg_damping * v
@@ -259,7 +297,8 @@ def trpo_step(policy: GaussianMLP, meta: MetaBatch, keys: list[str], lrs: list[f
             for start in range(0, num_tasks, task_chunk):
                 chunk = task_slice(meta, slice(start, start + task_chunk))
                 share = chunk.post.advantages.shape[0] / num_tasks
-                loss_k, kl_k = meta_objective(policy, cand, chunk, keys, lrs, first_order, create_graph=False)
+                loss_k, kl_k = meta_objective(policy, cand, chunk, keys, lrs, first_order, create_graph=False,
+                                              estimator=estimator)
                 loss_c += float(loss_k.detach()) * share
                 kl_c += float(kl_k.detach()) * share
         return loss_c, kl_c
@@ -272,4 +311,4 @@ def trpo_step(policy: GaussianMLP, meta: MetaBatch, keys: list[str], lrs: list[f
             p.copy_(new_params[name])
     return {"surrogate_before": float(loss), "surrogate_after": info["loss_after"], "kl": info["kl"],
             "line_search_steps": info["steps"], "step_accepted": float(info["accepted"]),
-            "grad_norm": float(g.norm()), "step_fraction": info["step_fraction"]}
+            "grad_norm": float(g.norm()), "step_fraction": info["step_fraction"], **extra}

@@ -482,7 +482,7 @@ def progress_line(metrics: dict, total: int) -> str:
     """One plain, fixed-width summary line of an iteration (for logs that are not a terminal)."""
     return (f"iter {metrics['iteration']:>{len(str(total))}}/{total}  env steps {metrics['env_steps']:>11,}  "
             f"return pre {metrics['returns/pre_adaptation']:9.2f} post {metrics['returns/post_adaptation']:9.2f}  "
-            f"kl {metrics.get('trpo/kl', float('nan')):.4f}  {metrics['time/iteration_s']:6.2f} s/it  "
+            f"kl {metrics.get('trpo/kl', metrics.get('promp/kl', float('nan'))):.4f}  {metrics['time/iteration_s']:6.2f} s/it  "
             f"{metrics['time/env_steps_per_s']:>9,.0f} steps/s")
 
 

@@ -19,6 +19,7 @@ from metarl.config import Config, env_kwargs
 from metarl.envs import get_family, make, resolve_horizon
 from metarl.metalearner import Batch, MetaBatch, adapted_values, trpo_step
 from metarl.optim import backtracking_line_search
+from metarl.promp import make_optimizer, promp_step
 from metarl.policy import GaussianMLP, Params, adapted_keys, forward, log_prob, meta_params, sample_actions
 from metarl.sampler import Episodes, Sampler
 from metarl.threads import UpdateThreads
@@ -37,16 +38,38 @@ METRICS = {
     "trpo/step_accepted": "1 if a step was accepted, 0 if the parameters were restored",
     "trpo/grad_norm": "norm of the meta-gradient (through the inner step)",
     "trpo/step_fraction": "fraction of the full natural-gradient step taken (0 when rejected)",
+    "trpo/estimator_term_share": "with `estimator` lvc or dice (second order): |g - g_reinforce| / |g|, the share "
+                                 "of the meta-gradient that the estimator's extra curvature term makes",
+    "promp/surrogate_before": "ProMP (`outer: promp`): clipped surrogate loss at the first optimiser step",
+    "promp/surrogate_after": "the clipped surrogate after the last optimiser step",
+    "promp/loss_before": "ProMP's whole objective (surrogate + inner-KL penalty) at the first step",
+    "promp/loss_after": "the same after the last step",
+    "promp/kl": "mean KL between the post-adaptation policies before and after the update",
+    "promp/inner_kl": "mean KL between each inner batch's sampling policy and the updated one (what is penalised)",
+    "promp/clip_fraction": "fraction of post-adaptation steps whose likelihood ratio left [1 - clip, 1 + clip] "
+                           "after the last step",
+    "promp/grad_norm": "norm of the objective's gradient at the last optimiser step",
     "time/sampling_s": "wall time spent sampling episodes (all inner steps and the post-adaptation batch)",
     "time/sampling_policy_s": "the part of sampling spent in the policy (actions for every step)",
     "time/sampling_env_s": "the part of sampling spent stepping the simulator",
     "time/adaptation_s": "wall time of the baselines, advantages and inner steps",
-    "time/update_s": "wall time of the TRPO meta-update",
+    "time/update_s": "wall time of the meta-update (the outer loop)",
     "time/iteration_s": "wall time of the whole meta-iteration",
     "time/env_steps_per_s": "sampler throughput (env steps per second of sampling)",
     "threads/update": "torch threads the inner loop and update ran on: `update_threads`, fewer while other processes "
                       "kept a core busy (`adaptive_update_threads`)",
 }
+
+
+def logged_metrics(cfg: Config) -> dict:
+    """The METRICS a run with `cfg` writes: its outer loop's, and the estimator's diagnostic where it has one."""
+    other = "promp/" if cfg.outer == "trpo" else "trpo/"
+    keep = {k: v for k, v in METRICS.items() if not k.startswith(other)}
+    if cfg.estimator == "reinforce" or cfg.first_order:
+        keep.pop("trpo/estimator_term_share", None)
+    return keep
+
+
 EVAL_METRICS = {
     "eval/return_step_K": "mean return on held-out tasks after K adaptation steps (every `eval_every` iterations); "
                           "K = 0 is the no-inner-loop return (the RL analogue of the ANIL paper's NIL)",
@@ -94,6 +117,9 @@ class Trainer:
         self.env_steps = 0
         # The line search trpo_step uses; a study may wrap it to probe the step (benchmarks/studies/trpo_step_kl.py).
         self.line_search = backtracking_line_search
+        # ProMP's optimiser (its moments carry over between iterations, so they are checkpointed)
+        self.outer_optimizer = (make_optimizer(self.policy, cfg.promp_optimizer, cfg.promp_lr)
+                                if cfg.outer == "promp" else None)
 
     # -- the public seams: what a study or a command needs from a trainer ------------------------------------
     def meta_parameters(self) -> Params:
@@ -129,7 +155,8 @@ class Trainer:
 
     def adapt(self, params: Params, batch: Batch, lr: float, keys: list[str] | None = None) -> Params:
         """One inner step of size `lr` per task on `keys` (default: the algorithm's adapted keys); no graph kept."""
-        return adapted_values(self.policy, params, [batch], self.keys if keys is None else keys, [lr])
+        return adapted_values(self.policy, params, [batch], self.keys if keys is None else keys, [lr],
+                              self.cfg.estimator)
 
     def reseed(self, seed: int) -> None:
         """Restart the task/env-seed and action-noise streams from `seed` (to replay one chosen meta-batch)."""
@@ -167,7 +194,7 @@ class Trainer:
             "env_steps": self.env_steps,
             "returns/pre_adaptation": float(meta.inner[0].episodes.episode_returns().mean()),
             "returns/post_adaptation": float(meta.post.episodes.episode_returns().mean()),
-            **{f"trpo/{k}": v for k, v in update.items()},
+            **{f"{self.cfg.outer}/{k}": v for k, v in update.items()},
             "time/sampling_s": timing["sampling_s"],
             "time/sampling_policy_s": timing["policy_s"],
             "time/sampling_env_s": timing["env_s"],
@@ -209,15 +236,21 @@ class Trainer:
         return MetaBatch(inner, post, mean, log_std, old_log_prob), timing
 
     def update(self, meta: MetaBatch) -> dict:
-        """The TRPO meta-update of the policy on `meta`, in place; its metrics (the trpo/ keys, unprefixed)."""
+        """The meta-update (`outer`: TRPO or ProMP) of the policy on `meta`, in place; its metrics (the trpo/ or
+        promp/ keys, unprefixed)."""
         cfg = self.cfg
         torch.set_num_threads(self._threads)
-        return trpo_step(self.policy, meta, self.keys, [cfg.inner_lr] * cfg.inner_steps,
+        lrs = [cfg.inner_lr] * cfg.inner_steps
+        if cfg.outer == "promp":
+            return promp_step(self.policy, meta, self.keys, lrs, self.outer_optimizer, first_order=cfg.first_order,
+                              estimator=cfg.estimator, clip=cfg.promp_clip, steps=cfg.promp_steps,
+                              kl_coef=cfg.promp_kl_coef, task_chunk=cfg.task_chunk)
+        return trpo_step(self.policy, meta, self.keys, lrs,
                          first_order=cfg.first_order, max_kl=cfg.max_kl, cg_iters=cfg.cg_iters,
                          cg_damping=cfg.cg_damping, ls_max_steps=cfg.ls_max_steps,
                          ls_backtrack_ratio=cfg.ls_backtrack_ratio, fvp_subsample=cfg.fvp_subsample,
                          task_chunk=cfg.task_chunk, line_search=self.line_search,
-                         fvp_precision=cfg.fvp_precision)
+                         fvp_precision=cfg.fvp_precision, estimator=cfg.estimator)
 
     def _env_seed(self) -> int:
         return int(self.rng.integers(0, 2**31 - 1 - self.sampler.env.num_envs))
@@ -267,8 +300,11 @@ class Trainer:
     # -- state for checkpoints ---------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         """Everything needed to continue exactly where this trainer is."""
-        return {"policy": self.policy.state_dict(), "rng": self.rng.bit_generator.state,
-                "noise": self.noise.get_state(), "iteration": self.iteration, "env_steps": self.env_steps}
+        state = {"policy": self.policy.state_dict(), "rng": self.rng.bit_generator.state,
+                 "noise": self.noise.get_state(), "iteration": self.iteration, "env_steps": self.env_steps}
+        if self.outer_optimizer is not None:
+            state["outer_optimizer"] = self.outer_optimizer.state_dict()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self.policy.load_state_dict(state["policy"])
@@ -276,6 +312,8 @@ class Trainer:
         self.noise.set_state(state["noise"])
         self.iteration = int(state["iteration"])
         self.env_steps = int(state["env_steps"])
+        if self.outer_optimizer is not None and "outer_optimizer" in state:
+            self.outer_optimizer.load_state_dict(state["outer_optimizer"])
 
     def close(self) -> None:
         for sampler in self._samplers.values():

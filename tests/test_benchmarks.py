@@ -75,3 +75,15 @@ def test_update_threads_child_times_updates_at_the_requested_thread_count(capsys
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert len(result["update_s"]) == 2 and all(t > 0 for t in result["update_s"])
     assert result["threads"] == [1, 1] and result["torch_threads_seen"] == 1  # the configured thread count
+
+
+def test_estimator_time_quick_run_times_every_variant_of_both_algorithms(tmp_path):
+    out = tmp_path / "est"
+    _import_benchmark("estimator_time").main(["--quick", "--rounds", "1", "--threads", "1", "--out", str(out)])
+    result = json.loads(out.with_suffix(".json").read_text())
+    for algo in ("anil", "maml"):
+        variants = result["algos"][algo]["variants"]
+        assert [(v["estimator"], v["outer"]) for v in variants] == [("reinforce", "trpo"), ("lvc", "trpo"),
+                                                                    ("dice", "trpo"), ("lvc", "promp")]
+        assert all(v["update_s"] > 0 for v in variants)
+    assert out.with_suffix(".md").read_text().count("| MAML |") == 4

@@ -322,3 +322,20 @@ def test_trpo_step_kl_smooth_activation_replaces_every_relu_and_keeps_the_weight
         h = torch.log1p(torch.exp(layer(h)))
     torch.testing.assert_close(policy(obs)[0], policy.head(h))
     assert not torch.allclose(policy(obs)[0], relu_mean)
+
+
+def test_estimators_study_trains_each_variant_as_a_resumable_run_and_skips_finished_ones(tmp_path):
+    study = _import_benchmark("estimators")
+    args = ["--algos", "anil", "--variants", "promp-lvc", "--iterations", "2", "--eval-every", "1", "--tasks", "2",
+            "--episodes", "1", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "est")]
+    study.main(args)
+    run_dir = tmp_path / "runs" / "cheetah-dir-anil-promp-lvc-seed0"
+    from metarl.config import load_config
+    cfg = load_config(run_dir / "config.yaml")
+    assert (cfg.outer, cfg.estimator, cfg.iterations) == ("promp", "lvc", 2)
+    metrics = (run_dir / "metrics.jsonl").read_text()
+    study.main(args)  # finished: left as it is
+    assert (run_dir / "metrics.jsonl").read_text() == metrics
+    result = json.loads((tmp_path / "est.json").read_text())
+    assert set(result["algos"]["anil"]["promp-lvc"]["eval_return_step_1"]) == {"1", "2"}
+    assert (tmp_path / "est.png").stat().st_size > 0

@@ -28,9 +28,9 @@ def test_evaluation_does_not_disturb_training_streams():
     assert a.step()["returns/post_adaptation"] == b.step()["returns/post_adaptation"]
 
 
-@pytest.mark.parametrize("algo", ["anil", "maml"])
-def test_meta_training_improves_post_adaptation_return_on_nav2d(algo):
-    trainer = Trainer(Config(algo=algo, seed=0, **SMALL))
+@pytest.mark.parametrize("algo, estimator", [("anil", "reinforce"), ("maml", "reinforce"), ("anil", "dice")])
+def test_meta_training_improves_post_adaptation_return_on_nav2d(algo, estimator):
+    trainer = Trainer(Config(algo=algo, seed=0, estimator=estimator, **SMALL))
     start = trainer.evaluate()
     for _ in range(12):
         metrics = trainer.step()
@@ -76,17 +76,18 @@ def test_frame_skip_on_a_family_without_one_is_a_clear_error():
         Trainer(Config(frame_skip=1, **SMALL))
 
 
-def test_the_documented_metrics_are_exactly_what_a_step_and_an_evaluation_log():
-    from metarl.trainer import EVAL_METRICS, METRICS
+@pytest.mark.parametrize("extra", [{}, {"estimator": "lvc"}, {"outer": "promp", "estimator": "dice"}])
+def test_the_documented_metrics_are_exactly_what_a_step_and_an_evaluation_log(extra):
+    from metarl.trainer import EVAL_METRICS, METRICS, logged_metrics
 
     trainer = Trainer(Config(**{**SMALL, "meta_batch_size": 2, "episodes_per_task": 2, "eval_tasks": 2,
-                                "eval_episodes_per_task": 2, "hidden_sizes": [8]}))
+                                "eval_episodes_per_task": 2, "hidden_sizes": [8], **extra}))
     try:
         logged = {k for k in trainer.step() if "/" in k}  # what RunLog writes (keys with a '/')
         evaluated = {re.sub(r"_\d+", "_K", f"eval/{k}") for k in trainer.evaluate()}
     finally:
         trainer.close()
-    assert logged == set(METRICS)
+    assert logged == set(logged_metrics(trainer.cfg)) and logged < set(METRICS)
     assert evaluated == set(EVAL_METRICS)
 
 

@@ -336,6 +336,14 @@ def test_estimators_study_trains_each_variant_as_a_resumable_run_and_skips_finis
     metrics = (run_dir / "metrics.jsonl").read_text()
     study.main(args)  # finished: left as it is
     assert (run_dir / "metrics.jsonl").read_text() == metrics
+    from metarl.run import prepare_resume, train
+    train(*prepare_resume(run_dir, 3))  # extended beyond the study's length: still left as it is, and reported
+    extended = (run_dir / "metrics.jsonl").read_text()
+    study.main(args)
+    assert (run_dir / "metrics.jsonl").read_text() == extended
+    study.main([*args, "--variants", "promp-lvc", "lvc", "--no-train"])  # reports what exists, trains nothing
+    assert not (tmp_path / "runs" / "cheetah-dir-anil-lvc-seed0").exists()
+    assert "| ANIL | promp-lvc |" in (tmp_path / "est.md").read_text()
     result = json.loads((tmp_path / "est.json").read_text())
-    assert set(result["algos"]["anil"]["promp-lvc"]["eval_return_step_1"]) == {"1", "2"}
+    assert set(result["algos"]["anil"]["promp-lvc"]["eval_return_step_1"]) == {"1", "2", "3"}
     assert (tmp_path / "est.png").stat().st_size > 0

@@ -35,20 +35,23 @@ VARIANTS = {"lvc": {"estimator": "lvc"}, "dice": {"estimator": "dice"},
 
 
 def run_variant(run_dir: Path, overrides: dict) -> None:
-    """Train (or continue) one run to its configured length; a finished run is left as it is."""
+    """Train (or continue) one run to at least the study's length; a finished run is left as it is (also one
+    extended beyond it)."""
     if (run_dir / CHECKPOINT_FILE).exists():
-        path, cfg, ckpt = prepare_resume(run_dir, overrides["iterations"])
-        if not is_complete(cfg, ckpt):
-            train(path, cfg, ckpt)
+        path, cfg, ckpt = prepare_resume(run_dir)
+        if is_complete(cfg, ckpt) and cfg.iterations >= overrides["iterations"]:
+            return
+        path, cfg, ckpt = prepare_resume(run_dir, max(cfg.iterations, overrides["iterations"]))
+        train(path, cfg, ckpt)
         return
     cfg = load_config(preset_path("cheetah-dir"), overrides)
     train(create_run(cfg, run_dir), cfg)
 
 
-def summary(metrics: list[dict], iterations: int) -> dict:
-    evals = {m["iteration"]: m["eval/return_step_1"] for m in metrics
-             if "eval/return_step_1" in m and m["iteration"] <= iterations}
-    times = [m["time/iteration_s"] for m in metrics if "time/iteration_s" in m and m["iteration"] <= iterations]
+def summary(metrics: list[dict]) -> dict:
+    """Every held-out evaluation of a run (return after one step) and its median seconds per iteration."""
+    evals = {m["iteration"]: m["eval/return_step_1"] for m in metrics if "eval/return_step_1" in m}
+    times = [m["time/iteration_s"] for m in metrics if "time/iteration_s" in m]
     return {"eval_return_step_1": evals, "iteration_s": statistics.median(times) if times else None}
 
 
@@ -75,16 +78,22 @@ def figure(result: dict, path: Path) -> None:
 
 def markdown(result: dict) -> str:
     lines = ["| algorithm | variant | " + " | ".join(f"return after 1 step, iteration {i}" for i in result["evals"])
-             + " | s / iteration |", "| --- | --- | " + "--- | " * len(result["evals"]) + "--- |"]
+             + " | last evaluation (iteration) | peak (iteration) | last / peak | s / iteration |",
+             "| --- | --- | " + "--- | " * len(result["evals"]) + "--- | --- | --- | --- |"]
     for algo, rows in result["algos"].items():
         for name, row in rows.items():
-            cells = [f"{row['eval_return_step_1'][i]:.1f}" if i in row["eval_return_step_1"] else "-"
-                     for i in result["evals"]]
+            evals = row["eval_return_step_1"]
+            cells = [f"{evals[i]:.1f}" if i in evals else "-" for i in result["evals"]]
+            last = max(evals) if evals else None
+            peak = max(evals, key=evals.get) if evals else None
+            ends = (f"{evals[last]:.1f} ({last}) | {evals[peak]:.1f} ({peak}) | "
+                    f"{evals[last] / evals[peak]:.2f}" if evals and evals[peak] > 0 else "- | - | -")
             speed = f"{row['iteration_s']:.1f}" if row["iteration_s"] else "-"
-            lines.append(f"| {algo.upper()} | {name} | " + " | ".join(cells) + f" | {speed} |")
-    lines += ["", f"configs/cheetah-dir.yaml, seed {result['seed']}, {result['iterations']} meta-iterations; "
-              "reinforce: the published grid run's first iterations "
-              f"(benchmarks/results/grid/runs/). Command: `{result['command']}`, {result['date']}."]
+            lines.append(f"| {algo.upper()} | {name} | " + " | ".join(cells) + f" | {ends} | {speed} |")
+    lines += ["", f"configs/cheetah-dir.yaml, seed {result['seed']}, {result['iterations']} meta-iterations per "
+              "variant (a run extended with `metarl train --resume RUN --iterations N` shows its later evaluations "
+              "in the last columns); reinforce: the published grid run (benchmarks/results/grid/runs/, 500 "
+              f"iterations). Command: `{result['command']}`, {result['date']}."]
     return "\n".join(lines) + "\n"
 
 
@@ -99,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--episodes", type=int, help="episodes_per_task and eval_episodes_per_task (smoke tests)")
     parser.add_argument("--runs", type=Path, default=REPO / "runs" / "studies" / "estimators")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "studies" / "estimators")
+    parser.add_argument("--no-train", action="store_true", help="only report the runs that exist (train nothing)")
     args = parser.parse_args(argv)
     if args.iterations < 1 or args.eval_every < 1:
         parser.error(f"--iterations and --eval-every must be >= 1, got {args.iterations} and {args.eval_every}")
@@ -113,13 +123,17 @@ def main(argv: list[str] | None = None) -> int:
         rows = {}
         reference = GRID / f"cheetah-dir-{algo}-seed{args.seed}"
         if not small and (reference / CHECKPOINT_FILE).exists():
-            rows["reinforce (published)"] = summary(read_metrics(reference), args.iterations)
+            rows["reinforce (published)"] = summary(read_metrics(reference))
         for name in args.variants:
             run_dir = args.runs / f"cheetah-dir-{algo}-{name}-seed{args.seed}"
+            if args.no_train:
+                if (run_dir / CHECKPOINT_FILE).exists():
+                    rows[name] = summary(read_metrics(run_dir))
+                continue
             print(f"{algo} {name}: {run_dir}", flush=True)
             run_variant(run_dir, {"algo": algo, "seed": args.seed, "iterations": args.iterations,
                                   "eval_every": args.eval_every, **small, **VARIANTS[name]})
-            rows[name] = summary(read_metrics(run_dir), args.iterations)
+            rows[name] = summary(read_metrics(run_dir))
         result["algos"][algo] = rows
     result["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     text = markdown(result)

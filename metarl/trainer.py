@@ -1,8 +1,9 @@
 """The Python API the CLI wraps: build a meta-trainer from a Config, run iterations, evaluate on held-out tasks.
 
 One meta-iteration (Finn et al. 2017, alg. 3): sample a meta-batch of tasks; for each inner step, collect episodes
-with the current per-task parameters, fit the baseline and adapt; collect post-adaptation episodes; TRPO-update
-the meta-parameters through the adaptation. Every iteration returns a flat dict of metrics; nothing is logged here.
+with the current per-task parameters, fit the baseline and adapt; collect post-adaptation episodes; update the
+meta-parameters through the adaptation (`outer`: TRPO, or ProMP's loop, metarl.promp). Every iteration returns a
+flat dict of metrics; nothing is logged here.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from metarl.config import Config, env_kwargs
 from metarl.envs import get_family, make, resolve_horizon
 from metarl.metalearner import Batch, MetaBatch, adapted_values, trpo_step
 from metarl.optim import backtracking_line_search
-from metarl.promp import make_optimizer, promp_step
 from metarl.policy import GaussianMLP, Params, adapted_keys, forward, log_prob, meta_params, sample_actions
+from metarl.promp import make_optimizer, promp_step
 from metarl.sampler import Episodes, Sampler
 from metarl.threads import UpdateThreads
 

@@ -2,12 +2,13 @@
 
 inner loss = -E[w_t A_t]. All three weights have the same gradient at the parameters that sampled the episodes
 (E[grad log pi A], so the adapted parameters are the same); they differ in the second derivative that a
-second-order meta-gradient takes through the inner step. The exact Hessian of the expected return is
-E[(grad^2 log pi_t + sum_{t' <= t} grad log pi_t' grad log pi_t^T) A_t] (causal form):
+second-order meta-gradient takes through the inner step. With advantages in place of rewards (the causal form),
+the Hessian of the expected return is E[sum_t A_t grad^2 log pi_t + sum_{s,u} A_max(s,u) grad log pi_s grad
+log pi_u^T]:
 
 - ``reinforce``: w_t = log pi_t (Williams 1992; the MAML code's). Its Hessian keeps only E[grad^2 log pi A].
 - ``lvc``: w_t = pi_t / stop_grad(pi_t), ProMP's low-variance curvature estimator (Rothfuss et al., "ProMP:
-  Proximal Meta-Policy Search", ICLR 2019, sec. 5): adds the same-step outer product, drops t' < t.
+  Proximal Meta-Policy Search", ICLR 2019, sec. 5): adds the same-step outer products (s = u), drops s != u.
 - ``dice``: w_t = box(c_t) - box(c_{t-1}) with c_t = sum_{t' <= t} log pi_t' and box(x) = exp(x - stop_grad(x)),
   the magic box of DiCE (Foerster et al., ICML 2018) with the advantage as its baseline (Farquhar et al., "Loaded
   DiCE", NeurIPS 2019, lambda = 1): unbiased derivatives of every order, higher variance.

@@ -65,8 +65,9 @@ def figure(result: dict, path: Path) -> None:
     for ax, algo in zip(axes[0], algos):
         for name, row in result["algos"][algo].items():
             points = sorted((int(k), v) for k, v in row["eval_return_step_1"].items())
-            if points:
-                ax.plot(*zip(*points), marker="o", label=name)
+            if points:  # one colour per variant in every panel
+                colour = f"C{(['reinforce (published)', *VARIANTS].index(name))}"
+                ax.plot(*zip(*points), marker="o", label=name, color=colour)
         ax.set_title(f"cheetah-dir {algo.upper()}, seed {result['seed']}")
         ax.set_xlabel("meta-iteration")
         ax.set_ylabel("held-out return after 1 step")

@@ -6,7 +6,8 @@ A page marks a generated section with two lines,
     ...
     <!-- END generated: NAME -->
 
-where NAME is a generator below (`config-keys`, `metrics`, `families`, `headline`, `status`, `speed`) or `include PATH`, the
+where NAME is a generator below (`config-keys` or `config-keys PREFIX`, `metrics`, `families`, `headline`, `status`,
+`speed`) or `include PATH`, the
 content of a file written by a command (a report of `metarl report`, a benchmark's or a study's .md). Nothing
 between the markers is typed by hand: `python -m metarl.pages` rewrites every section from its source, and
 `python -m metarl.pages --check` (run by the test suite) fails when one is out of date.
@@ -42,12 +43,13 @@ def pages(root: Path = REPO) -> list[Path]:
 
 # -- generators -----------------------------------------------------------------------------------------------
 
-def config_keys(root: Path) -> str:
-    """Every config key with its type, default and meaning, from Config itself."""
+def config_keys(root: Path, prefix: str = "") -> str:
+    """Every config key (or those starting with `prefix`) with its type, default and meaning, from Config itself."""
     from metarl.config import config_help
 
     rows = ["| key | type | default | meaning |", "| --- | --- | --- | --- |"]
-    rows += [f"| `{name}` | {type_name} | {default} | {text} |" for name, type_name, default, text in config_help()]
+    rows += [f"| `{name}` | {type_name} | {default} | {text} |" for name, type_name, default, text in config_help()
+             if name.startswith(prefix)]
     return "\n".join(rows)
 
 
@@ -174,6 +176,8 @@ def render(name: str, root: Path, page: Path) -> str:
     """The body of the section NAME as it should read on `page`."""
     if name.startswith("include "):
         return include(root, name.removeprefix("include ").strip(), page)
+    if name.startswith("config-keys "):  # the keys starting with a prefix
+        return config_keys(root, name.removeprefix("config-keys ").strip())
     if name not in GENERATORS:
         raise ValueError(f"{page}: unknown generated section {name!r}; known: {', '.join(GENERATORS)}, include PATH")
     return GENERATORS[name](root)

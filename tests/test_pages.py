@@ -80,3 +80,9 @@ def test_the_config_table_lists_every_config_key():
 
     table = pages.config_keys(REPO)
     assert [f"`{f.name}`" for f in dataclasses.fields(Config)] == re.findall(r"^\| (`\w+`) \|", table, re.M)
+
+
+def test_config_keys_with_a_prefix_lists_only_those_keys():
+    table = pages.render("config-keys promp_", REPO, REPO / "docs" / "estimators.md")
+    keys = re.findall(r"^\| `([a-z_]+)` \|", table, flags=re.M)
+    assert keys and all(k.startswith("promp_") for k in keys) and "promp_lr" in keys

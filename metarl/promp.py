@@ -19,7 +19,7 @@ import dataclasses
 
 import torch
 
-from metarl.metalearner import MetaBatch, adapt, masked_task_mean, task_slice
+from metarl.metalearner import MetaBatch, adapt, adapted_values, masked_task_mean, task_slice
 from metarl.policy import GaussianMLP, Params, forward, kl_divergence, log_prob
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
@@ -50,8 +50,7 @@ def _reference(policy: GaussianMLP, params: Params, meta: MetaBatch, keys: list[
         ref.means.append(mean)
         ref.log_stds.append(log_std)
         ref.log_probs.append(log_prob(mean, log_std, batch.episodes.actions))
-        fresh = {k: v.detach().requires_grad_(k in keys) for k, v in current.items()}
-        current = {k: v.detach() for k, v in adapt(policy, fresh, batch, keys, lr, False, estimator).items()}
+        current = adapted_values(policy, current, [batch], keys, [lr], estimator)
     return ref
 
 

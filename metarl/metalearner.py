@@ -129,6 +129,17 @@ def task_slice(meta: MetaBatch, tasks: slice) -> MetaBatch:
     return map_meta(meta, lambda x: x[tasks])
 
 
+def task_chunks(meta: MetaBatch, chunk: int | None):
+    """(tasks, the meta-batch of those tasks, their share of all tasks) for consecutive chunks of `chunk` tasks
+    (all at once for None): the surrogate, the KL and their derivatives are means over tasks, so sums of shares."""
+    num_tasks = meta.post.advantages.shape[0]
+    chunk = chunk or num_tasks
+    for start in range(0, num_tasks, chunk):
+        tasks = slice(start, start + chunk)
+        part = task_slice(meta, tasks)
+        yield tasks, part, part.post.advantages.shape[0] / num_tasks
+
+
 def post_adaptation_terms(policy: GaussianMLP, adapted: Params, meta: MetaBatch) -> tuple[torch.Tensor, torch.Tensor]:
     """Surrogate loss and mean KL of the post-adaptation batch under the adapted parameters."""
     ep = meta.post.episodes
@@ -158,17 +169,12 @@ def meta_gradient_and_fvp(policy: GaussianMLP, params: Params, meta: MetaBatch, 
     gives the error). `estimator` is the inner loss's (metarl.estimators): J includes its second-order terms.
     Returns (loss, g, fvp) with g and fvp's input/output flat over `params`.
     """
-    num_tasks = meta.post.advantages.shape[0]
-    chunk = task_chunk or num_tasks
     names = list(params)
     inputs = [params[k] for k in names]
     loss_sum = torch.zeros((), dtype=inputs[0].dtype, device=inputs[0].device)
     g = torch.zeros(sum(p.numel() for p in inputs), dtype=inputs[0].dtype, device=inputs[0].device)
     parts = []
-    for start in range(0, num_tasks, chunk):
-        tasks = slice(start, start + chunk)
-        part = task_slice(meta, tasks)
-        share = part.post.advantages.shape[0] / num_tasks
+    for tasks, part, share in task_chunks(meta, task_chunk):
         adapted = adapt_steps(policy, params, part.inner, keys, lrs, create_graph=not first_order,
                               estimator=estimator)
         outputs = [adapted[k] for k in names]
@@ -195,13 +201,10 @@ def meta_gradient_and_fvp(policy: GaussianMLP, params: Params, meta: MetaBatch, 
 def meta_gradient(policy: GaussianMLP, params: Params, meta: MetaBatch, keys: list[str], lrs: list[float],
                   first_order: bool, task_chunk: int, estimator: str = "reinforce") -> torch.Tensor:
     """The meta-gradient of the surrogate alone, flat over `params`, summed chunk by chunk (no Fisher graphs)."""
-    num_tasks = meta.post.advantages.shape[0]
     g = torch.zeros(sum(p.numel() for p in params.values()), dtype=meta.post.advantages.dtype,
                     device=meta.post.advantages.device)
-    for start in range(0, num_tasks, task_chunk):
-        part = task_slice(meta, slice(start, start + task_chunk))
+    for _, part, share in task_chunks(meta, task_chunk):
         loss, _ = meta_objective(policy, params, part, keys, lrs, first_order, estimator=estimator)
-        share = part.post.advantages.shape[0] / num_tasks
         g += _flat(torch.autograd.grad(loss * share, list(params.values()), allow_unused=True), list(params.values()))
     return g
 
@@ -286,17 +289,13 @@ def trpo_step(policy: GaussianMLP, meta: MetaBatch, keys: list[str], lrs: list[f
     old = {k: p.detach() for k, p in params.items()}
     del fvp
 
-    num_tasks = meta.post.advantages.shape[0]
-
     def evaluate(candidate: Params) -> tuple[float, float]:
         # Loss and KL are means over tasks: summed chunk by chunk to bound memory. The inner step differentiates
         # the inner loss even here, so autograd stays on (first-order suffices).
         loss_c = kl_c = 0.0
         with torch.enable_grad():
             cand = {k: v.detach().requires_grad_(k in keys) for k, v in candidate.items()}
-            for start in range(0, num_tasks, task_chunk):
-                chunk = task_slice(meta, slice(start, start + task_chunk))
-                share = chunk.post.advantages.shape[0] / num_tasks
+            for _, chunk, share in task_chunks(meta, task_chunk):
                 loss_k, kl_k = meta_objective(policy, cand, chunk, keys, lrs, first_order, create_graph=False,
                                               estimator=estimator)
                 loss_c += float(loss_k.detach()) * share

@@ -19,7 +19,7 @@ import dataclasses
 
 import torch
 
-from metarl.metalearner import MetaBatch, adapt, adapted_values, masked_task_mean, task_slice
+from metarl.metalearner import MetaBatch, adapt, adapted_values, masked_task_mean, task_chunks
 from metarl.policy import GaussianMLP, Params, forward, kl_divergence, log_prob
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
@@ -89,17 +89,14 @@ def promp_step(policy: GaussianMLP, meta: MetaBatch, keys: list[str], lrs: list[
     so memory is one chunk's graph. The metrics of the state after the last step come from one more pass.
     """
     params = dict(policy.named_parameters())
-    num_tasks = meta.post.advantages.shape[0]
     # the sampling policy's log-std may be a view of a parameter (ANIL does not adapt it): keep its value
     meta = dataclasses.replace(meta, old_mean=meta.old_mean.clone(), old_log_std=meta.old_log_std.clone())
     ref = _reference(policy, params, meta, keys, lrs, estimator)
 
     def chunks():
-        for start in range(0, num_tasks, task_chunk):
-            tasks = slice(start, start + task_chunk)
-            part = task_slice(meta, tasks)
+        for tasks, part, share in task_chunks(meta, task_chunk):
             part_ref = _Reference(*[[x[tasks] for x in xs] for xs in (ref.means, ref.log_stds, ref.log_probs)])
-            yield part, part_ref, part.post.advantages.shape[0] / num_tasks
+            yield part, part_ref, share
 
     def run(update: bool) -> dict:
         totals = {"loss": 0.0, "surrogate": 0.0, "inner_kl": 0.0, "outer_kl": 0.0, "clip_fraction": 0.0}

@@ -7,6 +7,7 @@
     metarl sweep --root runs/grid --envs nav2d --seeds 0 1 2 --baselines random-init pretrained
     metarl report runs/grid --out results/grid
     metarl publish runs/grid results/grid/runs
+    metarl analyze results/grid/runs/nav2d-maml-seed0 --out results/analysis/nav2d-maml-seed0
 
 Argument parsing and printing only; run directories, checkpoints and logging live in metarl.run, grids of runs in
 metarl.sweep (and metarl.baselines), their reports and publishing in metarl.report.
@@ -74,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sweep(commands)
     _add_report(commands)
     _add_publish(commands)
+    _add_analyze(commands)
     commands.add_parser("envs", help="list the registered task families",
                         description="List the registered task families with a one-line description each. "
                         "Any of them, the gymnasium id of an env that honours the task contract, or your own "
@@ -222,6 +224,29 @@ def _add_publish(commands) -> None:
     p.add_argument("dest", metavar="DEST", help="destination folder")
 
 
+def _add_analyze(commands) -> None:
+    p = commands.add_parser(
+        "analyze", help="rapid learning or feature reuse: per-layer similarity and layer freezing of a run",
+        description="The ANIL paper's instruments on a run's held-out tasks (the evaluation's tasks, seeds and "
+        "step sizes): each layer's representation similarity (linear CKA, SVCCA) between the meta-policy and the "
+        "policy after 1..K adaptation steps, each layer's relative parameter change, the held-out returns when "
+        "only the head, the last hidden layers and the head, ..., or all layers adapt, and the similarity along "
+        "training for each kept snapshot. Writes analysis.json, analysis.md and PNG figures (needs matplotlib: "
+        "pip install \"metarl[plots]\") into RUN_DIR or --out.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `metarl train`")
+    p.add_argument("--checkpoint", type=Path, metavar="FILE",
+                   help="analyse this checkpoint instead of the latest (e.g. RUN_DIR/checkpoints/iteration-000100.pt)")
+    p.add_argument("--out", type=Path, metavar="DIR", help="folder for the files (default: RUN_DIR)")
+    p.add_argument("--steps", type=_positive_int, metavar="K", help="adaptation steps (default: the run's eval_steps)")
+    p.add_argument("--tasks", type=_positive_int, metavar="N", help="held-out tasks (default: the run's eval_tasks)")
+    p.add_argument("--episodes", type=_positive_int, metavar="N",
+                   help="episodes per task per step (default: the run's eval_episodes_per_task)")
+    p.add_argument("--every", type=_positive_int, default=1, metavar="N",
+                   help="along training, only the kept snapshots whose iteration is a multiple of N (default: all)")
+    p.add_argument("--no-snapshots", action="store_true", help="skip the analysis along training")
+    p.add_argument("--no-figures", action="store_true", help="write the JSON and markdown only (no matplotlib)")
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -344,6 +369,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from metarl import analysis
+
+    data = analysis.analyze_run(args.run_dir, args.checkpoint, args.out, args.steps, args.tasks, args.episodes,
+                                snapshots=not args.no_snapshots, every=args.every, figures=not args.no_figures)
+    print(analysis.markdown(data))
+    return 0
+
+
 def cmd_publish(args: argparse.Namespace) -> int:
     from metarl import report
 
@@ -356,7 +390,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "envs": cmd_envs, "sweep": cmd_sweep, "report": cmd_report,
-            "publish": cmd_publish}
+            "publish": cmd_publish, "analyze": cmd_analyze}
 
 
 def _one_line(message: str) -> str:

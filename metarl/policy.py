@@ -52,6 +52,34 @@ def adapted_keys(policy: GaussianMLP, algo: str) -> list[str]:
     raise ValueError(f"unknown algorithm {algo!r}; allowed: 'anil', 'maml'")
 
 
+def layers(policy: GaussianMLP) -> dict[str, list[str]]:
+    """The policy's layers, input to output, with their parameter names: "hidden 1".."hidden n" (the body's Linear
+    layers), "head" and "log_std" (what the analysis reports per layer and freezes by layer)."""
+    out, hidden = {}, 0
+    for index, module in enumerate(policy.body):
+        if isinstance(module, nn.Linear):
+            hidden += 1
+            out[f"hidden {hidden}"] = [f"body.{index}.weight", f"body.{index}.bias"]
+    out["head"] = head_keys(policy)
+    out["log_std"] = ["log_std"]
+    return out
+
+
+def layer_outputs(policy: GaussianMLP, params: Params, obs: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Each hidden layer's activations (after its ReLU) and the head's output (the policy mean) for `obs` of shape
+    (n, obs_dim) under one parameter set (no task axis): the representations the analysis compares."""
+    out, x, hidden = {}, obs, 0
+    for index, module in enumerate(policy.body):
+        if isinstance(module, nn.Linear):
+            x = torch.nn.functional.linear(x, params[f"body.{index}.weight"], params[f"body.{index}.bias"])
+        else:
+            x = module(x)
+            hidden += 1
+            out[f"hidden {hidden}"] = x
+    out["head"] = torch.nn.functional.linear(x, params["head.weight"], params["head.bias"])
+    return out
+
+
 def meta_params(policy: GaussianMLP) -> Params:
     """The policy's own parameters as a name -> tensor dict (the meta-parameters)."""
     return dict(policy.named_parameters())

@@ -268,7 +268,7 @@ def load_trainer(run_dir: str | os.PathLike, checkpoint: str | os.PathLike | Non
         cfg = load_config(path / CONFIG_FILE, overrides)
     trainer = Trainer(cfg)
     try:
-        _restore(trainer, ckpt, path)
+        restore(trainer, ckpt, path)
     except BaseException:
         trainer.close()
         raise
@@ -346,7 +346,9 @@ def _checkpoint_problem(ckpt: Any) -> str | None:
     return f"missing {', '.join(missing)}" if missing else None
 
 
-def _restore(trainer, ckpt: dict, path: Path) -> None:
+def restore(trainer, ckpt: dict, path: Path) -> None:
+    """Put a checkpoint (from load_checkpoint) into a trainer built from the same run's config (to step through a
+    run's snapshots with one trainer); RunError if it does not fit."""
     try:
         trainer.load_state_dict(ckpt["trainer"])
     except (RuntimeError, KeyError, TypeError, ValueError) as exc:
@@ -592,7 +594,7 @@ def train(run_dir: Path, cfg: Config, ckpt: dict | None = None, bar: bool | None
 def _train(run_dir: Path, cfg: Config, ckpt: dict | None, trainer, bar: bool, lock: RunLock) -> dict:
     last_eval = -1
     if ckpt is not None:
-        _restore(trainer, ckpt, run_dir)
+        restore(trainer, ckpt, run_dir)
         last_eval = int(ckpt["last_eval_iteration"])
         _save_iterations(run_dir, cfg)  # the resume is accepted: now config.yaml may change
         truncate_metrics(run_dir / METRICS_FILE, trainer.iteration, last_eval)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -76,6 +77,17 @@ EVAL_METRICS = {
                           "K = 0 is the no-inner-loop return (the RL analogue of the ANIL paper's NIL)",
     "eval/return_step_K_std": "its standard deviation over the held-out tasks",
 }
+
+
+@dataclasses.dataclass
+class AdaptedStep:
+    """One step of a held-out adaptation (Trainer.adaptation_trace): the policies after `step` inner steps (adapted
+    keys with a leading task axis) and the episodes they acted on `tasks`."""
+
+    step: int
+    tasks: list
+    params: Params
+    episodes: Episodes
 
 
 def resolve_device(name: str) -> torch.device:
@@ -257,17 +269,15 @@ class Trainer:
         return int(self.rng.integers(0, 2**31 - 1 - self.sampler.env.num_envs))
 
     # -- held-out evaluation ---------------------------------------------------------------------------------
-    def evaluate(self, num_tasks: int | None = None, steps: int | None = None,
-                 episodes_per_task: int | None = None, per_task: bool = False, keys: list[str] | None = None,
-                 lrs: list[float] | None = None) -> dict:
-        """Return after 0..steps adaptation steps on held-out tasks, mean and std over tasks.
+    def adaptation_trace(self, num_tasks: int | None = None, steps: int | None = None,
+                         episodes_per_task: int | None = None, keys: list[str] | None = None,
+                         lrs: list[float] | None = None) -> Iterator[AdaptedStep]:
+        """The held-out evaluation step by step: for step 0..steps, the per-task parameters and the episodes they
+        acted, then one adaptation step on those episodes (what `evaluate` averages and `metarl analyze` inspects).
 
-        Test tasks, env seeds and action noise come from `eval_seed` alone, so evaluation is the same for every
-        checkpoint and never disturbs the training streams. Step sizes: `lrs[i]` for step i, by default eval_first_lr
-        then eval_later_lr (MAML); `keys`: the adapted parameters, by default the algorithm's (a MAML-trained policy
-        evaluated ANIL-style passes the head's keys). The 0-step return is the no-inner-loop analogue of the ANIL
-        paper's NIL. With `per_task`, the result also holds "per_task": each task's fields and its mean return after
-        each step (a mean hides which tasks fail).
+        Test tasks, env seeds and action noise come from `eval_seed` alone, so the trace is the same for every
+        checkpoint and never disturbs the training streams. Step sizes: `lrs[i]` for step i, by default
+        eval_first_lr then eval_later_lr (MAML); `keys`: the adapted parameters, by default the algorithm's.
         """
         cfg = self.cfg
         num_tasks = num_tasks or cfg.eval_tasks
@@ -282,16 +292,30 @@ class Trainer:
         noise = torch.Generator().manual_seed(cfg.eval_seed)
         num_envs = self._sampler(num_tasks, episodes_per_task).env.num_envs
         params = self.meta_parameters()
-        result, by_step = {}, []
         for step in range(steps + 1):
             seed = int(rng.integers(0, 2**31 - 1 - num_envs))
             episodes, _ = self.collect(params, tasks, seed, noise, episodes_per_task)
-            returns = episodes.episode_returns().mean(1)  # [tasks]
-            by_step.append(returns.tolist())
-            result[f"return_step_{step}"] = float(returns.mean())
-            result[f"return_step_{step}_std"] = float(returns.std(unbiased=False))
+            yield AdaptedStep(step, tasks, params, episodes)
             if step < steps:
                 params = self.adapt(params, self.batch(episodes), lrs[step], keys)
+
+    def evaluate(self, num_tasks: int | None = None, steps: int | None = None,
+                 episodes_per_task: int | None = None, per_task: bool = False, keys: list[str] | None = None,
+                 lrs: list[float] | None = None) -> dict:
+        """Return after 0..steps adaptation steps on held-out tasks, mean and std over tasks.
+
+        The protocol is `adaptation_trace`'s (its arguments have the same meaning): a MAML-trained policy evaluated
+        ANIL-style passes the head's `keys`. The 0-step return is the no-inner-loop analogue of the ANIL paper's
+        NIL. With `per_task`, the result also holds "per_task": each task's fields and its mean return after each
+        step (a mean hides which tasks fail).
+        """
+        result, by_step, tasks = {}, [], []
+        for item in self.adaptation_trace(num_tasks, steps, episodes_per_task, keys, lrs):
+            returns = item.episodes.episode_returns().mean(1)  # [tasks]
+            by_step.append(returns.tolist())
+            result[f"return_step_{item.step}"] = float(returns.mean())
+            result[f"return_step_{item.step}_std"] = float(returns.std(unbiased=False))
+            tasks = item.tasks
         if per_task:
             result["per_task"] = [{"task": _jsonable(dataclasses.asdict(task)),
                                    "returns": [step_returns[i] for step_returns in by_step]}

@@ -136,15 +136,17 @@ def snapshot_files(run_dir: Path, every: int) -> list[Path]:
 
 def analyze_run(run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = None,
                 out: str | os.PathLike | None = None, steps: int | None = None, tasks: int | None = None,
-                episodes: int | None = None, snapshots: bool = True, every: int = 1, max_rows: int = MAX_ROWS,
-                figures: bool = True, progress: Callable[[str], None] = print) -> dict:
+                episodes: int | None = None, snapshots: bool = True, every: int = 1, snapshot_steps: int | None = None,
+                max_rows: int = MAX_ROWS, figures: bool = True, progress: Callable[[str], None] = print,
+                overrides: dict | None = None) -> dict:
     """Analyse a run's latest checkpoint (or `checkpoint`) and, with `snapshots`, every kept snapshot whose
-    iteration is a multiple of `every`; write ANALYSIS_FILE, MARKDOWN_FILE and (with `figures`) the FIGURES into
-    `out` (default: the run directory) and return the analysis. Defaults: the run's eval_steps, eval_tasks and
-    eval_episodes_per_task."""
+    iteration is a multiple of `every` (its similarity after 1..`snapshot_steps` steps, default `steps`); write
+    ANALYSIS_FILE, MARKDOWN_FILE and (with `figures`) the FIGURES into `out` (default: the run directory) and return
+    the analysis. Defaults: the run's eval_steps, eval_tasks and eval_episodes_per_task. `overrides`: speed settings
+    of this process (threads), as for run.load_trainer."""
     path, cfg, ckpt = run.load_run(run_dir, checkpoint)
     for name, value in (("steps", steps), ("tasks", tasks), ("episodes", episodes), ("every", every),
-                        ("max_rows", max_rows)):
+                        ("snapshot_steps", snapshot_steps), ("max_rows", max_rows)):
         if value is not None and (not isinstance(value, int) or value < 1):
             raise AnalysisError(f"analyze: {name} must be a whole number >= 1, got {value!r}")
     if max_rows < 10:
@@ -156,9 +158,10 @@ def analyze_run(run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None
 
         pyplot()  # fail before the work if matplotlib is missing
     steps = steps or cfg.eval_steps or 1
+    snapshot_steps = min(snapshot_steps or steps, steps)
     tasks = tasks or cfg.eval_tasks
     episodes = episodes or cfg.eval_episodes_per_task
-    trainer = run.load_trainer(path, checkpoint)
+    trainer = run.load_trainer(path, checkpoint, overrides)
     try:
         iteration = trainer.iteration
         progress(f"analyze {path} at iteration {iteration}: {tasks} held-out tasks x {episodes} episodes, "
@@ -175,7 +178,7 @@ def analyze_run(run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None
                 continue
             progress(f"snapshot {number}/{len(files)}: iteration {at}")
             run.restore(trainer, snap, path)
-            result = adaptation_similarity(trainer, steps, tasks, episodes, max_rows)
+            result = adaptation_similarity(trainer, snapshot_steps, tasks, episodes, max_rows)
             training.append({"iteration": at, **{k: result[k] for k in (*MEASURES, "param_change", "returns")}})
         training.append({"iteration": iteration,
                          **{k: main[k] for k in (*MEASURES, "param_change", "returns")}})
@@ -185,7 +188,8 @@ def analyze_run(run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None
         trainer.close()
     data = {"run": str(path), "checkpoint": None if checkpoint is None else str(checkpoint), "env": cfg.env,
             "algo": cfg.algo, "seed": cfg.seed, "iteration": iteration, "tasks": tasks, "episodes": episodes,
-            "steps": steps, "lrs": lrs, "eval_seed": cfg.eval_seed, "max_rows": max_rows,
+            "steps": steps, "snapshot_steps": snapshot_steps, "lrs": lrs, "eval_seed": cfg.eval_seed,
+            "max_rows": max_rows,
             "layers": list(main["cka"]), "param_layers": list(main["param_change"]),
             "trained_keys": trainer.keys, "similarity": main, "freezing": freezing, "training": training}
     write_json(out / ANALYSIS_FILE, data)

@@ -243,6 +243,8 @@ def _add_analyze(commands) -> None:
                    help="episodes per task per step (default: the run's eval_episodes_per_task)")
     p.add_argument("--every", type=_positive_int, default=1, metavar="N",
                    help="along training, only the kept snapshots whose iteration is a multiple of N (default: all)")
+    p.add_argument("--snapshot-steps", type=_positive_int, metavar="K",
+                   help="adaptation steps analysed for each snapshot (default: --steps; 1 is the cheapest)")
     p.add_argument("--no-snapshots", action="store_true", help="skip the analysis along training")
     p.add_argument("--no-figures", action="store_true", help="write the JSON and markdown only (no matplotlib)")
 
@@ -373,7 +375,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from metarl import analysis
 
     data = analysis.analyze_run(args.run_dir, args.checkpoint, args.out, args.steps, args.tasks, args.episodes,
-                                snapshots=not args.no_snapshots, every=args.every, figures=not args.no_figures)
+                                snapshots=not args.no_snapshots, every=args.every,
+                                snapshot_steps=args.snapshot_steps, figures=not args.no_figures)
     print(analysis.markdown(data))
     return 0
 

@@ -50,7 +50,7 @@ from metarl.baselines import BASELINE_KINDS
 from metarl.config import ALGOS, config_to_dict, load_config
 from metarl.files import number, write_json, write_text
 from metarl.sweep import (BASELINES_DIR, COMMANDS_FILE, ENVS, EVAL_STEPS, EVAL_TASKS, PPO_FACTS_SUFFIX, SEEDS,
-                          TIMING_FILE, baseline_name, command_line, read_json, recorded_commands, run_name,
+                          TIMING_FILE, baseline_name, command_line, read_json, recorded_commands, run_name, variant,
                           with_command_last)
 
 REPORT_MD = "report.md"
@@ -71,6 +71,26 @@ MAML_PAPER_CURVES = {
 }
 METHOD_LABELS = {"anil": "ANIL (ours)", "maml": "MAML (ours)", "random-init": "random init + adaptation",
                  "pretrained": "PPO pre-trained on the task mixture + adaptation"}
+
+
+VARIANT_LABELS = {"promp": "ProMP outer loop", "lvc": "LVC estimator", "dice": "DiCE estimator"}
+
+
+def method_of(algo: str, kind: str) -> str:
+    """The report's method key of a run: its algorithm, with its variant (sweep.variant) after a '+'."""
+    return f"{algo}+{kind}" if kind else algo
+
+
+def base_algo(method: str) -> str:
+    """The algorithm of a method key ('anil+promp-lvc' -> 'anil'), whose paper numbers it is compared with."""
+    return method.split("+")[0]
+
+
+def variant_label(method: str) -> str:
+    """'ANIL (ours), ProMP outer loop + LVC estimator' for 'anil+promp-lvc'."""
+    algo, _, kind = method.partition("+")
+    parts = [VARIANT_LABELS.get(part, part) for part in kind.split("-")]
+    return f"{METHOD_LABELS.get(algo, algo)}, {' + '.join(parts)}"
 
 
 class ReportError(run.RunError):
@@ -94,6 +114,7 @@ class RunRecord:
     eval: dict | None      # eval.json
     timing: dict | None    # timing.json
     iteration_time_s: float
+    method: str = ""       # the algorithm, with its variant: `anil`, `anil+promp-lvc` (method_of)
 
     @property
     def finished(self) -> bool:
@@ -118,7 +139,8 @@ def read_run(path: Path) -> RunRecord:
     return RunRecord(name=path.name, path=path, env=cfg.env, algo=cfg.algo, seed=cfg.seed, cfg=cfg,
                      iterations_done=max(by_iteration, default=0), curve=curve,
                      eval=read_json(path / run.EVAL_FILE), timing=read_json(path / TIMING_FILE),
-                     iteration_time_s=sum(r.get("time/iteration_s", 0.0) for r in by_iteration.values()))
+                     iteration_time_s=sum(r.get("time/iteration_s", 0.0) for r in by_iteration.values()),
+                     method=method_of(cfg.algo, variant(cfg)))
 
 
 def collect_runs(root: Path) -> list[RunRecord]:
@@ -164,7 +186,7 @@ def method_cells(runs: list[RunRecord], baselines: list[dict]) -> dict:
     cells: dict = {}
     for r in runs:
         if r.finished:
-            cell = cells.setdefault(r.env, {}).setdefault(r.algo, {"per_seed": {}})
+            cell = cells.setdefault(r.env, {}).setdefault(r.method, {"per_seed": {}})
             cell["per_seed"][r.seed] = {"returns": r.eval["returns"], "iterations": r.iterations_done,
                                         "env_steps": r.eval.get("env_steps"), "wall_s": r.wall_s,
                                         "timing_source": TIMING_FILE if r.timing else "sum of time/iteration_s",
@@ -195,6 +217,10 @@ def missing_cells(runs: list[RunRecord], baselines: list[dict], envs, algos, see
             for seed in seeds:
                 if (env, kind, seed) not in have_baseline:
                     missing.append(f"{baseline_name(env, kind, seed)}: not run (`metarl sweep --only-baselines`)")
+    for r in runs:  # a variant's run beside the grid, started but not finished
+        reason = run_problem(r, reference_iterations(r.env)) if r.method != r.algo and r.env in envs else None
+        if reason:
+            missing.append(f"{r.name}: {reason}")
     return missing
 
 
@@ -275,7 +301,16 @@ def method_label(method: str, cell: dict) -> str:
         steps = sorted({v["ppo_steps"] for v in cell["per_seed"].values() if v.get("ppo_steps")})
         budget = "/".join(f"{s:,}" for s in steps) or "?"
         return f"PPO pre-trained on the task mixture ({budget} env steps) + adaptation"
+    if "+" in method:
+        return variant_label(method)
     return METHOD_LABELS.get(method, method)
+
+
+def method_order(cells: dict) -> list[str]:
+    """Rows in order: each algorithm followed by its variants, then the baselines, then anything else."""
+    order = [m for algo in ALGOS for m in [algo, *sorted(k for k in cells if k.startswith(f"{algo}+"))] if m in cells]
+    order += [m for m in BASELINE_KINDS if m in cells]
+    return order + sorted(set(cells) - set(order))
 
 
 def env_table(env: str, cells: dict) -> list[str]:
@@ -284,12 +319,12 @@ def env_table(env: str, cells: dict) -> list[str]:
             "(avg return; compare with 1 step) | wall-clock per run (mean) |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     rows = []
-    order = [m for m in (*ALGOS, *BASELINE_KINDS) if m in cells] + sorted(set(cells) - {*ALGOS, *BASELINE_KINDS})
+    order = method_order(cells)
     for method in order:
         cell = cells[method]
-        paper = ANIL_PAPER_TABLE2.get(method, {}).get(env)
+        paper = ANIL_PAPER_TABLE2.get(base_algo(method), {}).get(env)
         paper_text = f"{paper[0]:.1f} ± {paper[1]:.1f}" if paper else ""
-        its = iterations_text(cell) if method in ALGOS else "-"
+        its = iterations_text(cell) if base_algo(method) in ALGOS else "-"
         rows.append(f"| {method_label(method, cell)} | {len(cell['seeds'])} | {its} | "
                     + " | ".join(fmt_cell(cell, k) for k in range(EVAL_STEPS + 1))
                     + f" | {paper_text} | {mean_wall(cell)} |")
@@ -413,13 +448,15 @@ def plot_curves(env: str, runs: list[RunRecord], out: Path) -> str | None:
     by_algo: dict[str, list[RunRecord]] = {}
     for r in runs:
         if r.env == env and r.curve:
-            by_algo.setdefault(r.algo, []).append(r)
+            by_algo.setdefault(r.method, []).append(r)
     if not by_algo:
         return None
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for algo, group in sorted(by_algo.items()):
+    for method in method_order(by_algo):
+        group = by_algo[method]
         x, mean, low, high = aligned_curve(group)
-        (line,) = ax.plot(x, mean, label=f"{algo.upper()} ({len(group)} seed{'s' if len(group) > 1 else ''})")
+        label = method.upper() if "+" not in method else variant_label(method).replace(" (ours)", "")
+        (line,) = ax.plot(x, mean, label=f"{label} ({len(group)} seed{'s' if len(group) > 1 else ''})")
         ax.fill_between(x, low, high, color=line.get_color(), alpha=0.25)
     ax.set_xlabel("environment steps (mean over seeds)")
     ax.set_ylabel("post-adaptation return (meta-batch mean)")
@@ -440,7 +477,8 @@ def plot_adaptation(env: str, cells: dict, out: Path) -> str | None:
         return None
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     steps = np.arange(EVAL_STEPS + 1)
-    for method, cell in cells.items():
+    for method in method_order(cells):
+        cell = cells[method]
         keys = [f"return_step_{k}" for k in steps]
         if all(k in cell["mean"] for k in keys):
             ax.errorbar(steps, [cell["mean"][k] for k in keys], yerr=[cell["std"][k] for k in keys], marker="o",
@@ -506,7 +544,8 @@ def build_report(root: Path, envs: Sequence[str] = ENVS, algos: Sequence[str] = 
                        "maml_paper_curves": {e: list(v) for e, v in MAML_PAPER_CURVES.items()},
                        "maml_paper_curves_note": "Finn et al., ICML 2017, result files: mean return over 40 test "
                                                  "tasks after 0..3 steps; horizon 200 cheetah, 100 nav2d"},
-        "runs": [{"name": r.name, "env": r.env, "algo": r.algo, "seed": r.seed, "finished": r.finished,
+        "runs": [{"name": r.name, "env": r.env, "algo": r.algo, "method": r.method, "seed": r.seed,
+                  "finished": r.finished,
                   "iterations_done": r.iterations_done, "iterations": r.cfg.iterations, "wall_s": r.wall_s,
                   "iteration_time_s": r.iteration_time_s, "timing": r.timing, "eval": r.eval} for r in runs],
         "baselines": baselines,

@@ -72,9 +72,21 @@ class SweepError(run.RunError):
 
 # -- names, files, commands, locks --------------------------------------------------------------------------------
 
-def run_name(env: str, algo: str, seed: int) -> str:
-    """Stable run directory name of a grid cell (no timestamp, so a re-run finds it)."""
-    return f"{env}-{algo}-seed{seed}"
+def variant(cfg) -> str:
+    """The meta-gradient variant of a config, which makes a row of its own beside the algorithm's: its outer loop
+    unless TRPO and its estimator unless reinforce (e.g. 'promp-lvc', 'lvc'); '' for the reference algorithm."""
+    return "-".join([*([cfg.outer] if cfg.outer != "trpo" else []),
+                     *([cfg.estimator] if cfg.estimator != "reinforce" else [])])
+
+
+def run_name(env: str, algo: str, seed: int, kind: str = "") -> str:
+    """Stable run directory name of a grid cell (no timestamp, so a re-run finds it); `kind` is its variant()."""
+    return f"{env}-{algo}-{kind}-seed{seed}" if kind else f"{env}-{algo}-seed{seed}"
+
+
+def cell_name(env: str, algo: str, seed: int, overrides: dict) -> str:
+    """The run directory name of a cell trained with --set `overrides` (the variant they select included)."""
+    return run_name(env, algo, seed, variant(cell_config(env, algo, seed, overrides)))
 
 
 def baseline_name(env: str, kind: str, seed: int) -> str:
@@ -264,9 +276,9 @@ def train_cell(root: Path, env: str, algo: str, seed: int, overrides: dict, jobs
     Training goes through metarl.run (create_run / prepare_resume / train / evaluate_run), so the folder is an
     ordinary run directory. Returns a one-line status; raises metarl.run.Interrupted when stopped.
     """
-    name = run_name(env, algo, seed)
-    run_dir = root / name
     requested = cell_config(env, algo, seed, grid_overrides(overrides, jobs))
+    name = run_name(env, algo, seed, variant(requested))
+    run_dir = root / name
     with cell_lock(root, name) as locked:
         if not locked:
             return f"{name}: skipped, another process is working on it"
@@ -324,10 +336,10 @@ def run_sequential(root: Path, cells, overrides: dict, eval_tasks: int) -> int:
                   "command again to resume", file=sys.stderr)
             return EXIT_INTERRUPTED
         except run.RunError as exc:
-            failures.append(run_name(env, algo, seed))
-            print(f"{run_name(env, algo, seed)}: error: {exc}", file=sys.stderr, flush=True)
+            failures.append(cell_name(env, algo, seed, overrides))
+            print(f"{failures[-1]}: error: {exc}", file=sys.stderr, flush=True)
         except Exception:  # noqa: BLE001  (an unattended grid must go on to the next cell)
-            failures.append(run_name(env, algo, seed))
+            failures.append(cell_name(env, algo, seed, overrides))
             traceback.print_exc()
     return report_failures(failures)
 
@@ -352,7 +364,7 @@ def run_parallel(root: Path, cells, overrides: Sequence[str], jobs: int, eval_ta
         while pending or running:
             while pending and len(running) < jobs:
                 env, algo, seed = pending.pop(0)
-                name = run_name(env, algo, seed)
+                name = cell_name(env, algo, seed, parse_overrides(list(overrides)))
                 log = open(logs / f"{name}.log", "a", encoding="utf-8")
                 # A new session: a terminal's Ctrl-C reaches only us, and we stop the children one by one.
                 proc = subprocess.Popen(cell_command(root, env, algo, seed, jobs, eval_tasks, overrides), stdout=log,
@@ -389,7 +401,7 @@ def run_grid(root: Path, envs: Sequence[str], algos: Sequence[str], seeds: Seque
     cells = grid_cells(envs, algos, seeds)
     for env in envs:  # check each env's config before launching anything
         cell_config(env, algos[0], seeds[0], grid_overrides(parsed, jobs))
-    print(f"{len(cells)} runs under {root}: {', '.join(run_name(*c) for c in cells)}", flush=True)
+    print(f"{len(cells)} runs under {root}: {', '.join(cell_name(*c, parsed) for c in cells)}", flush=True)
     with run.sigterm_as_interrupt():
         if jobs <= 1:
             return run_sequential(root, cells, parsed, eval_tasks)

@@ -89,10 +89,11 @@ def test_analysis_follows_the_kept_snapshots_and_writes_its_files(analysed):
 def test_analyze_command_writes_to_out_and_refuses_bad_input(analysed, tmp_path, capsys):
     run_dir, _ = analysed
     out = tmp_path / "out"
-    assert main(["analyze", str(run_dir), "--out", str(out), "--tasks", "2", "--steps", "1", "--no-snapshots",
+    assert main(["analyze", str(run_dir), "--out", str(out), "--tasks", "2", "--snapshot-steps", "1",
                  "--no-figures"]) == 0
     data = json.loads((out / analysis.ANALYSIS_FILE).read_text())
-    assert data["tasks"] == 2 and data["steps"] == 1 and len(data["training"]) == 1
+    assert data["tasks"] == 2 and data["steps"] == 2
+    assert [len(r["cka"]["head"]) for r in data["training"]] == [1, 2]  # the snapshot: one step; the final: all
     assert not (out / analysis.FIGURES["similarity"]).exists()
     assert "Layer freezing" in capsys.readouterr().out
     blocker = tmp_path / "a-file"

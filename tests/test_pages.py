@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -86,3 +87,23 @@ def test_config_keys_with_a_prefix_lists_only_those_keys():
     table = pages.render("config-keys promp_", REPO, REPO / "docs" / "estimators.md")
     keys = re.findall(r"^\| `([a-z_]+)` \|", table, flags=re.M)
     assert keys and all(k.startswith("promp_") for k in keys) and "promp_lr" in keys
+
+
+def test_the_headline_puts_a_variants_row_under_its_algorithm_and_the_status_names_what_it_reaches(tmp_path):
+    from metarl import pages
+
+    report = json.loads((pages.REPO / pages.GRID_REPORT).read_text())
+    dir_cells = report["cells"]["cheetah-dir"]
+    paper = report["references"]["anil_paper_table2"]["anil"]["cheetah-dir"][0]
+    dir_cells["anil+promp-lvc"] = {"seeds": [0, 1, 2], "mean": {"return_step_1": paper + 1.0},
+                                   "std": {"return_step_1": 2.0}}
+    dir_cells["maml+promp-lvc"] = {"seeds": [0], "mean": {"return_step_1": -5.0}, "std": {"return_step_1": 0.0}}
+    (tmp_path / pages.GRID_REPORT).parent.mkdir(parents=True)
+    (tmp_path / pages.GRID_REPORT).write_text(json.dumps(report))
+    rows = [line.split(" | ") for line in pages.headline(tmp_path).splitlines() if line.startswith("| Half")]
+    methods = [row[1] for row in rows[:4]]
+    assert methods == ["ANIL", "ANIL, promp-lvc", "MAML", "MAML, promp-lvc"]
+    assert rows[1][2] == f"{paper + 1.0:.1f} ± 2.0 (3)" and rows[1][4] == "yes" and rows[3][4] == "**no**"
+    status = pages.status(tmp_path)
+    assert "not reached: HalfCheetah-Direction ANIL, HalfCheetah-Direction MAML" in status
+    assert "reached with a variant: HalfCheetah-Direction ANIL, promp-lvc." in status

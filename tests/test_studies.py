@@ -347,3 +347,24 @@ def test_estimators_study_trains_each_variant_as_a_resumable_run_and_skips_finis
     result = json.loads((tmp_path / "est.json").read_text())
     assert set(result["algos"]["anil"]["promp-lvc"]["eval_return_step_1"]) == {"1", "2", "3"}
     assert (tmp_path / "est.png").stat().st_size > 0
+
+
+def test_feature_reuse_aggregates_the_analyses_of_published_runs_and_skips_finished_ones(tmp_path):
+    study = _import_benchmark("feature_reuse")
+    out = tmp_path / "fr" / "feature_reuse"
+    args = ["--runs", "nav2d-anil-seed0", "nav2d-maml-seed0", "--tasks", "2", "--episodes", "2", "--out", str(out)]
+    study.main(args)
+    result = json.loads(out.with_suffix(".json").read_text())
+    anil, maml = result["cells"]["nav2d"]["anil"], result["cells"]["nav2d"]["maml"]
+    assert anil["body_cka_min"] == pytest.approx(1.0, abs=1e-9)  # ANIL's body never moves
+    assert maml["body_cka_min"] < 1.0
+    per_run = json.loads((out / "nav2d-maml-seed0" / "analysis.json").read_text())
+    assert maml["cka"]["hidden 2"][0]["mean"] == per_run["similarity"]["cka"]["hidden 2"][0]
+    assert maml["freezing"]["all"][1]["mean"] == per_run["freezing"]["all"]["returns"][1]
+    md = out.with_suffix(".md").read_text()
+    assert "- nav2d ANIL: the body is frozen by construction" in md and "| nav2d | MAML | linear CKA |" in md
+    for name in study.FIGURES.values():
+        assert (out.parent / name).stat().st_size > 1000
+    stamp = (out / "nav2d-anil-seed0" / "analysis.json").stat().st_mtime_ns
+    study.main(args)  # finished analyses are read, not recomputed
+    assert (out / "nav2d-anil-seed0" / "analysis.json").stat().st_mtime_ns == stamp

@@ -33,10 +33,11 @@ def fake_returns(rng: np.random.Generator) -> dict:
     return out
 
 
-def fake_run(root: Path, algo: str, seed: int, returns: dict | None, done: int = 500) -> None:
+def fake_run(root: Path, algo: str, seed: int, returns: dict | None, done: int = 500,
+             overrides: dict | None = None) -> None:
     """A nav2d run directory as `metarl sweep` leaves it: config, metrics, and eval.json once finished."""
-    cfg = load_config(CONFIGS / "nav2d.yaml", {"algo": algo, "seed": seed})
-    run_dir = root / f"nav2d-{algo}-seed{seed}"
+    cfg = load_config(CONFIGS / "nav2d.yaml", {"algo": algo, "seed": seed, **(overrides or {})})
+    run_dir = root / sweep.cell_name("nav2d", algo, seed, overrides or {})
     run_dir.mkdir(parents=True)
     save_config(cfg, run_dir / CONFIG_FILE)
     lines = [{"iteration": i, "env_steps": 4000 * i + seed, "returns/pre_adaptation": -30.0,
@@ -96,6 +97,31 @@ def test_report_table_matches_the_eval_files(tmp_path):
     assert f"metarl report {root} --out {out} --envs nav2d" in md  # the regenerating command, at the top
     for name in ("curves_nav2d.png", "adaptation_nav2d.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_variants_runs_get_their_own_directories_and_rows_beside_the_algorithms(tmp_path):
+    promp = {"outer": "promp", "estimator": "lvc"}
+    assert sweep.cell_name("nav2d", "anil", 0, promp) == "nav2d-anil-promp-lvc-seed0"
+    assert sweep.cell_name("nav2d", "maml", 1, {"estimator": "dice"}) == "nav2d-maml-dice-seed1"
+    assert sweep.cell_name("nav2d", "anil", 0, {"max_kl": 0.02}) == "nav2d-anil-seed0"  # not a variant
+    root, out, rng = tmp_path / "grid", tmp_path / "out", np.random.default_rng(2)
+    evals, _ = fake_grid(root, rng)
+    variant = {seed: fake_returns(rng) for seed in (0, 1)}
+    for seed, returns in variant.items():
+        fake_run(root, "anil", seed, returns, overrides=promp)
+    fake_run(root, "anil", 2, None, done=40, overrides=promp)
+    assert metarl_main(["report", str(root), "--out", str(out), "--envs", "nav2d"]) == 0
+    md = (out / "report.md").read_text()
+    labels = [line.split("|")[1].strip() for line in md.splitlines() if line.startswith("| ")]
+    row = "ANIL (ours), ProMP outer loop + LVC estimator"
+    assert labels.index(row) == labels.index("ANIL (ours)") + 1  # beside the algorithm's own row
+    line = next(line for line in md.splitlines() if line.startswith(f"| {row} |"))
+    values = [variant[seed]["return_step_1"] for seed in (0, 1)]
+    assert f"{np.mean(values):.1f} ± {np.std(values):.1f}" in line and "-20.1 ± 2.3" in line
+    report = json.loads((out / "report.json").read_text())
+    assert report["cells"]["nav2d"]["anil"]["mean"]["return_step_1"] == pytest.approx(
+        np.mean([evals[("anil", seed)]["return_step_1"] for seed in (0, 1)]))  # today's row is unchanged
+    assert "nav2d-anil-promp-lvc-seed2: interrupted at iteration 40/500" in "\n".join(report["missing"])
 
 
 def test_metarl_report_command_writes_the_report(tmp_path):

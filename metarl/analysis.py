@@ -18,6 +18,7 @@ Writes analysis.json, analysis.md and three PNG figures (FIGURES) into the run d
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -161,6 +162,7 @@ def analyze_run(run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None
     snapshot_steps = min(snapshot_steps or steps, steps)
     tasks = tasks or cfg.eval_tasks
     episodes = episodes or cfg.eval_episodes_per_task
+    start = time.perf_counter()
     trainer = run.load_trainer(path, checkpoint, overrides)
     try:
         iteration = trainer.iteration
@@ -191,7 +193,9 @@ def analyze_run(run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None
             "steps": steps, "snapshot_steps": snapshot_steps, "lrs": lrs, "eval_seed": cfg.eval_seed,
             "max_rows": max_rows,
             "layers": list(main["cka"]), "param_layers": list(main["param_change"]),
-            "trained_keys": trainer.keys, "similarity": main, "freezing": freezing, "training": training}
+            "trained_keys": trainer.keys, "wall_s": time.perf_counter() - start,
+            "threads": {"sampler": trainer.cfg.sampler_threads, "torch": trainer.cfg.torch_threads,
+                        "update": trainer.cfg.update_threads}, "similarity": main, "freezing": freezing, "training": training}
     write_json(out / ANALYSIS_FILE, data)
     write_text(out / MARKDOWN_FILE, markdown(data))
     if figures:

@@ -162,6 +162,10 @@ def markdown(result: dict) -> str:
         lines += [f"| {r['iteration']} | " + " | ".join(f"{r['cka'][n]['mean']:.4f}" for n in cell["layers"]) + " |"
                   for r in cell["training"]]
         lines.append("")
+    times = [f"{env} {statistics.fmean(w) / 60:.1f} min ({result['snapshots'][env]} snapshots)"
+             for env, w in result["wall_s"].items() if w]
+    lines += ["", f"Time to analyse one run at these settings (mean over the runs, one simulator and one torch thread, "
+              f"with a training run sharing the 2 cores): {'; '.join(times)}."]
     lines += ["", f"The {result['runs']} runs of benchmarks/results/grid/runs/, {result['tasks']} held-out tasks x "
               f"{result['episodes']} episodes each (the evaluation's); freezing sets: `head`; `hidden 2 + head`; "
               "`hidden 1-2 + head` (every layer, not log_std); `all` (also log_std: what MAML adapts). Share of the "
@@ -251,7 +255,10 @@ def main(argv: list[str] | None = None) -> int:
                                    *(sys.argv[1:] if argv is None else argv)]),
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "runs": len(runs),
               "tasks": next(iter(runs.values()))["tasks"], "episodes": next(iter(runs.values()))["episodes"],
-              "steps": next(iter(runs.values()))["steps"], "cells": aggregate(runs)}
+              "steps": next(iter(runs.values()))["steps"], "cells": aggregate(runs),
+              "wall_s": {env: [d["wall_s"] for d in runs.values() if d["env"] == env] for env in ENVS},
+              "snapshots": {env: max((len(d["training"]) - 1 for d in runs.values() if d["env"] == env), default=0)
+                            for env in ENVS}}
     write_report(args.out, result, markdown(result))
     figures(result, args.out.parent)
     print(f"wrote {args.out.with_suffix('.md')}")

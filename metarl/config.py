@@ -135,6 +135,12 @@ class Config:
                             "code's), 'lvc' (ProMP's low-variance curvature) or 'dice' (DiCE's magic box); same "
                             "adapted parameters, different second-order meta-gradient (metarl/estimators.py)",
                             _one_of("reinforce", "lvc", "dice"))
+    inner_optimizer: str = _field("sgd", "inner-loop update rule: 'sgd' (theta - lr g, the papers'), 'meta-sgd' "
+                                  "(a learned step size per parameter entry) or 'kfo' (learned Kronecker factors "
+                                  "L G R per weight); the learned rules start as sgd and are meta-parameters "
+                                  "(metarl/inner_optimizers.py)", _one_of("sgd", "meta-sgd", "kfo"))
+    kfo_psd: bool = _field(False, "kfo: apply the factors as L^T L and R^T R (a positive semi-definite "
+                           "preconditioner)")
     outer: str = _field("trpo", "outer loop: 'trpo' (one KL-constrained natural-gradient step, the papers') or "
                         "'promp' (ProMP's clipped surrogate and inner-KL penalty, promp_steps optimiser steps; "
                         "metarl/promp.py)", _one_of("trpo", "promp"))

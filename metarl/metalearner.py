@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from metarl.estimators import step_weights
+from metarl.inner_optimizers import precondition
 from metarl.optim import backtracking_line_search, conjugate_gradient, unflatten_like
 from metarl.policy import GaussianMLP, Params, forward, kl_divergence, log_prob
 from metarl.sampler import Episodes
@@ -45,7 +46,10 @@ def inner_loss(policy: GaussianMLP, params: Params, batch: Batch, estimator: str
 
 def adapt(policy: GaussianMLP, params: Params, batch: Batch, keys: list[str], lr: float,
           create_graph: bool, estimator: str = "reinforce") -> Params:
-    """One inner SGD step per task on `keys`; the other parameters are returned untouched (same tensors).
+    """One inner step per task on `keys`; the other parameters are returned untouched (same tensors).
+
+    The step is -lr * P(g), P the policy's update rule (metarl.inner_optimizers: the identity for SGD; Meta-SGD's or
+    KFO's learned factors, read from `params`, so the step is differentiable in them).
 
     Adapted keys get a leading task axis K. With `create_graph` the result stays differentiable through the
     gradient (second-order MAML); without it the step is a constant offset (first-order). `estimator` only
@@ -57,7 +61,7 @@ def adapt(policy: GaussianMLP, params: Params, batch: Batch, keys: list[str], lr
     # Summing the per-task losses gives each task's copy its own task's gradient.
     loss = inner_loss(policy, {**params, **per_task}, batch, estimator).sum()
     grads = torch.autograd.grad(loss, [per_task[k] for k in keys], create_graph=create_graph)
-    return {**params, **{k: per_task[k] - lr * g for k, g in zip(keys, grads)}}
+    return {**params, **{k: per_task[k] - lr * precondition(policy, params, k, g) for k, g in zip(keys, grads)}}
 
 
 def adapt_steps(policy: GaussianMLP, params: Params, batches: list[Batch], keys: list[str], lrs: list[float],
@@ -230,7 +234,9 @@ def _chunk_fvp(policy: GaussianMLP, names: list[str], inputs: list[torch.Tensor]
     leaf_list = [leaves[k] for k in names]
     with precision(fvp_precision, inputs[0].device):
         _, kl = post_adaptation_terms(policy, leaves, meta)
-    kl_grad = torch.autograd.grad(kl * share, leaf_list, create_graph=True)
+    # the KL's gradient in the adapted policy's own parameters (a learned inner rule's factors are not among them)
+    kl_grad = torch.autograd.grad(kl * share, leaf_list, create_graph=True, allow_unused=True)
+    used = [i for i, grad in enumerate(kl_grad) if grad is not None]
 
     # J v by the double-vjp trick: J^T u is linear in u, and its vjp in u with v is J v.
     dummies = [torch.zeros_like(o, requires_grad=True) for o in outputs]
@@ -243,7 +249,11 @@ def _chunk_fvp(policy: GaussianMLP, names: list[str], inputs: list[torch.Tensor]
                                  grad_outputs=[v_parts[names[i]] for i in linked], retain_graph=True,
                                  allow_unused=True)
         jv = [torch.zeros_like(d) if x is None else x for x, d in zip(jv, dummies)]
-        hjv = torch.autograd.grad(kl_grad, leaf_list, grad_outputs=jv, retain_graph=True, allow_unused=True)
+        hjv = [None] * len(leaf_list)
+        found = torch.autograd.grad([kl_grad[i] for i in used], [leaf_list[i] for i in used],
+                                    grad_outputs=[jv[i] for i in used], retain_graph=True, allow_unused=True)
+        for i, x in zip(used, found):
+            hjv[i] = x
         hjv = [torch.zeros_like(d) if x is None else x for x, d in zip(hjv, leaf_list)]
         return _flat(_vjp(outputs, inputs, hjv, retain=True), inputs)
 

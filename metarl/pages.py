@@ -6,9 +6,8 @@ A page marks a generated section with two lines,
     ...
     <!-- END generated: NAME -->
 
-where NAME is a generator below (`config-keys` or `config-keys PREFIX`, `metrics`, `families`, `headline`, `status`,
-`speed`) or `include PATH`, the
-content of a file written by a command (a report of `metarl report`, a benchmark's or a study's .md). Nothing
+where NAME is a generator below (`config-keys` or `config-keys PREFIX`, `metrics` or `metrics TEXT`, `families`,
+`headline`, `status`, `speed`) or `include PATH`, the content of a file written by a command (a report of `metarl report`, a benchmark's or a study's .md). Nothing
 between the markers is typed by hand: `python -m metarl.pages` rewrites every section from its source, and
 `python -m metarl.pages --check` (run by the test suite) fails when one is out of date.
 
@@ -53,12 +52,14 @@ def config_keys(root: Path, prefix: str = "") -> str:
     return "\n".join(rows)
 
 
-def metrics(root: Path) -> str:
-    """Every TensorBoard tag / metrics.jsonl key the trainer writes, from metarl.trainer.METRICS."""
+def metrics(root: Path, containing: str = "") -> str:
+    """Every TensorBoard tag / metrics.jsonl key the trainer writes (or those containing `containing`), from
+    metarl.trainer.METRICS."""
     from metarl.trainer import EVAL_METRICS, METRICS
 
     rows = ["| tag | meaning |", "| --- | --- |"]
-    rows += [f"| `{tag}` | {text} |" for tag, text in {**METRICS, **EVAL_METRICS}.items()]
+    rows += [f"| `{tag}` | {text.replace('|', chr(92) + '|')} |" for tag, text in {**METRICS, **EVAL_METRICS}.items()
+             if containing in tag]  # a table cell: the pipes of ||x|| escaped
     return "\n".join(rows)
 
 
@@ -197,6 +198,8 @@ def render(name: str, root: Path, page: Path) -> str:
         return include(root, name.removeprefix("include ").strip(), page)
     if name.startswith("config-keys "):  # the keys starting with a prefix
         return config_keys(root, name.removeprefix("config-keys ").strip())
+    if name.startswith("metrics "):  # the tags containing a text
+        return metrics(root, name.removeprefix("metrics ").strip())
     if name not in GENERATORS:
         raise ValueError(f"{page}: unknown generated section {name!r}; known: {', '.join(GENERATORS)}, include PATH")
     return GENERATORS[name](root)

@@ -44,9 +44,10 @@ def head_keys(policy: GaussianMLP) -> list[str]:
 
 
 def adapted_keys(policy: GaussianMLP, algo: str) -> list[str]:
-    """Parameters the inner loop may change: all of them for MAML, the head for ANIL (Raghu et al. 2020)."""
+    """Parameters the inner loop may change: all of the policy's for MAML (a learned inner rule's factors,
+    `inner_rule.*`, are never adapted), the head for ANIL (Raghu et al. 2020)."""
     if algo == "maml":
-        return [name for name, _ in policy.named_parameters()]
+        return [name for name, _ in policy.named_parameters() if not name.startswith("inner_rule.")]
     if algo == "anil":
         return head_keys(policy)
     raise ValueError(f"unknown algorithm {algo!r}; allowed: 'anil', 'maml'")

@@ -19,6 +19,7 @@ from metarl.advantages import fitted_advantages
 from metarl.allocator import keep_freed_memory
 from metarl.config import Config, env_kwargs
 from metarl.envs import get_family, make, resolve_horizon
+from metarl.inner_optimizers import attach, metric_names, rule_metrics
 from metarl.metalearner import Batch, MetaBatch, adapted_values, trpo_step
 from metarl.optim import backtracking_line_search
 from metarl.policy import GaussianMLP, Params, adapted_keys, forward, log_prob, meta_params, sample_actions
@@ -51,6 +52,16 @@ METRICS = {
     "promp/clip_fraction": "fraction of post-adaptation steps whose likelihood ratio left [1 - clip, 1 + clip] "
                            "after the last step",
     "promp/grad_norm": "norm of the objective's gradient at the last optimiser step",
+    "meta-sgd/PARAM/step_size_mean": "`inner_optimizer: meta-sgd`: mean of the adapted parameter PARAM's learned step "
+                                     "sizes (inner_lr x its factor; also _min and _max)",
+    "meta-sgd/PARAM/step_size_min": "the smallest of them",
+    "meta-sgd/PARAM/step_size_max": "the largest of them",
+    "kfo/PARAM/left_distance": "`inner_optimizer: kfo`: ||L - I||_F / ||I||_F of weight PARAM's left factor (as "
+                               "applied: L^T L with kfo_psd)",
+    "kfo/PARAM/right_distance": "the same for its right factor R",
+    "kfo/PARAM/left_condition": "condition number of the left factor",
+    "kfo/PARAM/right_condition": "condition number of the right factor",
+    "kfo/PARAM/scale_distance": "RMS distance from 1 of a vector parameter's (bias, log_std) elementwise factor",
     "time/sampling_s": "wall time spent sampling episodes (all inner steps and the post-adaptation batch)",
     "time/sampling_policy_s": "the part of sampling spent in the policy (actions for every step)",
     "time/sampling_env_s": "the part of sampling spent stepping the simulator",
@@ -64,12 +75,17 @@ METRICS = {
 
 
 def logged_metrics(cfg: Config) -> dict:
-    """The METRICS a run with `cfg` writes: its outer loop's, and the estimator's diagnostic where it has one."""
+    """The METRICS a run with `cfg` writes: its outer loop's, the estimator's diagnostic where it has one, and its
+    learned inner rule's, one per adapted parameter (PARAM)."""
     other = "promp/" if cfg.outer == "trpo" else "trpo/"
     keep = {k: v for k, v in METRICS.items() if not k.startswith(other)}
     if cfg.estimator == "reinforce" or cfg.first_order:
         keep.pop("trpo/estimator_term_share", None)
-    return keep
+    keep = {k: v for k, v in keep.items() if "/PARAM/" not in k}
+    shapes_of = GaussianMLP(1, 1, cfg.hidden_sizes)  # only the parameters' ranks matter
+    keys = adapted_keys(shapes_of, cfg.algo)
+    shapes = {k: tuple(shapes_of.get_parameter(k).shape) for k in keys}
+    return {**keep, **metric_names(cfg.inner_optimizer, keys, shapes)}
 
 
 EVAL_METRICS = {
@@ -123,6 +139,8 @@ class Trainer:
         self.policy = GaussianMLP(self.sampler.obs_dim, self.sampler.act_dim, cfg.hidden_sizes, cfg.init_log_std,
                                   generator=init).to(self.device)
         self.keys = adapted_keys(self.policy, cfg.algo)
+        # A learned inner rule's factors join the policy's parameters (metarl.inner_optimizers): meta-parameters.
+        attach(self.policy, self.keys, cfg.inner_optimizer, cfg.kfo_psd)
         # The update's threads: update_threads, fewer while other processes keep a core busy (metarl.threads).
         self.thread_budget = UpdateThreads(cfg.update_threads, cfg.adaptive_update_threads)
         self._threads = cfg.update_threads
@@ -208,6 +226,7 @@ class Trainer:
             "returns/pre_adaptation": float(meta.inner[0].episodes.episode_returns().mean()),
             "returns/post_adaptation": float(meta.post.episodes.episode_returns().mean()),
             **{f"{self.cfg.outer}/{k}": v for k, v in update.items()},
+            **rule_metrics(self.policy, self.cfg.inner_lr),
             "time/sampling_s": timing["sampling_s"],
             "time/sampling_policy_s": timing["policy_s"],
             "time/sampling_env_s": timing["env_s"],

@@ -68,6 +68,23 @@ def flat(tensors):
     return torch.cat([t.reshape(-1) for t in tensors])
 
 
+def surrogate_finite_difference(policy, meta, keys, lrs, params):
+    """Central differences of the second-order meta-objective's surrogate loss at `params`."""
+    return finite_difference(lambda p: float(meta_objective(policy, {k: v.requires_grad_(True) for k, v in p.items()},
+                                                            meta, keys, lrs, False, create_graph=False)[0].detach()),
+                             params)
+
+
+def brute_force_kl_hvp(policy, meta, keys, lrs, seed=3):
+    """(v, H v): a random v and the Hessian of the post-adaptation KL in the meta-parameters times v, by double
+    backward through the inner step (what J^T H J must equal where the KL is minimal)."""
+    params = leaf_params(policy)
+    _, kl = meta_objective(policy, params, meta, keys, lrs, first_order=False)
+    kl_grad = flat(torch.autograd.grad(kl, list(params.values()), create_graph=True))
+    v = torch.randn(kl_grad.numel(), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return v, flat(torch.autograd.grad(kl_grad @ v, list(params.values())))
+
+
 def test_inner_gradient_matches_finite_differences():
     policy, batch = tiny_policy(), fake_batch(0)
     params = leaf_params(policy)
@@ -98,10 +115,7 @@ def test_second_order_meta_gradient_matches_finite_differences(algo):
     meta = fake_meta(policy, keys, lrs, old_offset=0.05)  # ratio != 1 everywhere
     params = leaf_params(policy)
     _, g, _ = meta_gradient_and_fvp(policy, params, meta, keys, lrs, first_order=False)
-    fd = finite_difference(lambda p: float(meta_objective(policy, {k: v.requires_grad_(True) for k, v in p.items()},
-                                                          meta, keys, lrs, False, create_graph=False)[0].detach()),
-                           params)
-    torch.testing.assert_close(g, fd, rtol=1e-5, atol=1e-8)
+    torch.testing.assert_close(g, surrogate_finite_difference(policy, meta, keys, lrs, params), rtol=1e-5, atol=1e-8)
     if algo == "anil":  # the outer loop still trains the body under ANIL
         body = sum(p.numel() for n, p in params.items() if n.startswith("body."))
         assert g[:body].abs().max() > 1e-6
@@ -136,11 +150,7 @@ def test_fisher_vector_product_equals_kl_hessian_through_inner_step(algo, task_c
     meta = fake_meta(policy, keys, lrs)  # old policy = adapted current one: the KL is minimal at theta_old
     _, _, fvp = meta_gradient_and_fvp(policy, leaf_params(policy), meta, keys, lrs, first_order=False,
                                       task_chunk=task_chunk)
-    params = leaf_params(policy)
-    _, kl = meta_objective(policy, params, meta, keys, lrs, first_order=False)
-    kl_grad = flat(torch.autograd.grad(kl, list(params.values()), create_graph=True))
-    v = torch.randn(kl_grad.numel(), generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-    direct = flat(torch.autograd.grad(kl_grad @ v, list(params.values())))
+    v, direct = brute_force_kl_hvp(policy, meta, keys, lrs)
     torch.testing.assert_close(fvp(v), direct, rtol=1e-7, atol=1e-10)
     assert float(v @ fvp(v)) > 0
 

@@ -76,7 +76,8 @@ def test_frame_skip_on_a_family_without_one_is_a_clear_error():
         Trainer(Config(frame_skip=1, **SMALL))
 
 
-@pytest.mark.parametrize("extra", [{}, {"estimator": "lvc"}, {"outer": "promp", "estimator": "dice"}])
+@pytest.mark.parametrize("extra", [{}, {"estimator": "lvc"}, {"outer": "promp", "estimator": "dice"},
+                                   {"inner_optimizer": "meta-sgd"}, {"inner_optimizer": "kfo", "algo": "maml"}])
 def test_the_documented_metrics_are_exactly_what_a_step_and_an_evaluation_log(extra):
     from metarl.trainer import EVAL_METRICS, METRICS, logged_metrics
 
@@ -87,7 +88,8 @@ def test_the_documented_metrics_are_exactly_what_a_step_and_an_evaluation_log(ex
         evaluated = {re.sub(r"_\d+", "_K", f"eval/{k}") for k in trainer.evaluate()}
     finally:
         trainer.close()
-    assert logged == set(logged_metrics(trainer.cfg)) and logged < set(METRICS)
+    assert logged == set(logged_metrics(trainer.cfg))
+    assert {re.sub(r"^(meta-sgd|kfo)/[^/]+/", r"\1/PARAM/", k) for k in logged} < set(METRICS)
     assert evaluated == set(EVAL_METRICS)
 
 

@@ -368,3 +368,23 @@ def test_feature_reuse_aggregates_the_analyses_of_published_runs_and_skips_finis
     stamp = (out / "nav2d-anil-seed0" / "analysis.json").stat().st_mtime_ns
     study.main(args)  # finished analyses are read, not recomputed
     assert (out / "nav2d-anil-seed0" / "analysis.json").stat().st_mtime_ns == stamp
+
+
+def test_depth_study_trains_each_variant_evaluates_it_once_and_resumes(tmp_path):
+    study = _import_benchmark("depth")
+    args = ["--envs", "nav2d", "--variants", "depth4", "depth1-kfo", "--iterations", "1", "--tasks", "2",
+            "--episodes", "2", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "depth")]
+    study.main(args)
+    from metarl.config import load_config
+    kfo = tmp_path / "runs" / "nav2d-maml-depth1-kfo-seed0"
+    cfg = load_config(kfo / "config.yaml")
+    assert (cfg.algo, cfg.hidden_sizes, cfg.inner_optimizer) == ("maml", [100], "kfo")
+    assert load_config(tmp_path / "runs" / "nav2d-maml-depth4-seed0" / "config.yaml").hidden_sizes == [100] * 4
+    evaluation = json.loads((kfo / "eval.json").read_text())
+    result = json.loads((tmp_path / "depth.json").read_text())
+    assert result["envs"]["nav2d"]["depth1-kfo"]["mean"] == [evaluation["returns"][f"return_step_{k}"]
+                                                             for k in range(4)]
+    assert "| nav2d | depth4 | 1 |" in (tmp_path / "depth.md").read_text()
+    before = [(kfo / name).read_bytes() for name in ("metrics.jsonl", "eval.json")]
+    study.main(args)  # finished and evaluated: left as it is
+    assert [(kfo / name).read_bytes() for name in ("metrics.jsonl", "eval.json")] == before

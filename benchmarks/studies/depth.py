@@ -1,0 +1,145 @@
+"""Does depth help MAML adapt in RL, and does a learned inner-loop optimiser give a shallow policy what depth gives?
+The depth study of Arnold, Iqbal, Sha, "When MAML Can Adapt Fast and How to Assist When It Cannot" (AISTATS 2021),
+on policies.
+
+MAML at each family's protocol preset (configs/<env>.yaml, 500 iterations) with one change per variant:
+  depth1, depth2, depth4   hidden_sizes [100], [100, 100] (the protocol's), [100, 100, 100, 100], inner_optimizer sgd;
+  depth1-meta-sgd          [100] with Meta-SGD's learned step sizes;
+  depth1-kfo               [100] with the Kronecker-factored meta-optimiser (KFO).
+Each run is a real run directory under --runs (resumable: run the command again to continue; finished ones are
+skipped), evaluated at the end as `metarl eval` does (40 held-out tasks, returns after 0..3 adaptation steps).
+Writes benchmarks/results/studies/depth.{json,md,png}: per family and variant, the held-out return after 0..3
+steps (mean ± std over seeds) and the median seconds per iteration.
+
+    python benchmarks/studies/depth.py --envs nav2d --seeds 0 1 2      # 15 runs
+    python benchmarks/studies/depth.py --envs cheetah-vel --seeds 0    # 5 runs
+    python benchmarks/studies/depth.py --envs nav2d --seeds 0 --iterations 2 --tasks 2 --episodes 2 \\
+        --runs /tmp/d --out /tmp/depth                                 # a smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from metarl.config import load_config
+from metarl.files import read_json, write_report
+from metarl.run import (CHECKPOINT_FILE, EVAL_FILE, create_run, evaluate_run, is_complete, load_run, prepare_resume,
+                        preset_path, read_metrics, train)
+
+REPO = Path(__file__).resolve().parents[2]
+VARIANTS = {"depth1": {"hidden_sizes": [100]}, "depth2": {"hidden_sizes": [100, 100]},
+            "depth4": {"hidden_sizes": [100, 100, 100, 100]},
+            "depth1-meta-sgd": {"hidden_sizes": [100], "inner_optimizer": "meta-sgd"},
+            "depth1-kfo": {"hidden_sizes": [100], "inner_optimizer": "kfo"}}
+EVAL_STEPS = 3
+
+
+def run_variant(run_dir: Path, env: str, overrides: dict) -> None:
+    """Train (or continue) one run to its length, then evaluate its final checkpoint once (eval.json)."""
+    if (run_dir / CHECKPOINT_FILE).exists():
+        path, cfg, ckpt = prepare_resume(run_dir, overrides.get("iterations"))
+        if not is_complete(cfg, ckpt):
+            train(path, cfg, ckpt)
+    else:
+        cfg = load_config(preset_path(env), overrides)
+        train(create_run(cfg, run_dir), cfg)
+    _, cfg, ckpt = load_run(run_dir)
+    done = read_json(run_dir / EVAL_FILE) if (run_dir / EVAL_FILE).is_file() else None
+    if not done or done.get("iteration") != ckpt["trainer"]["iteration"] or done.get("steps") != EVAL_STEPS:
+        evaluate_run(run_dir, steps=EVAL_STEPS)
+
+
+def summary(runs: list[Path]) -> dict:
+    """Mean and std over seeds of the held-out return after 0..3 steps, and the median seconds per iteration."""
+    evals = [read_json(r / EVAL_FILE)["returns"] for r in runs]
+    times = [m["time/iteration_s"] for r in runs for m in read_metrics(r) if "time/iteration_s" in m]
+    return {"seeds": len(runs),
+            "mean": [statistics.fmean(e[f"return_step_{k}"] for e in evals) for k in range(EVAL_STEPS + 1)],
+            "std": [statistics.pstdev([e[f"return_step_{k}"] for e in evals]) for k in range(EVAL_STEPS + 1)],
+            "iteration_s": statistics.median(times) if times else None}
+
+
+def markdown(result: dict) -> str:
+    lines = ["| family | variant | seeds | " + " | ".join(f"{k} steps" for k in range(EVAL_STEPS + 1))
+             + " | gain of the first step | s / iteration |",
+             "| --- | --- | --- | " + "--- | " * (EVAL_STEPS + 1) + "--- | --- |"]
+    for env, rows in result["envs"].items():
+        for name, row in rows.items():
+            cells = [f"{m:.1f} ± {s:.1f}" for m, s in zip(row["mean"], row["std"])]
+            speed = f"{row['iteration_s']:.2f}" if row["iteration_s"] else "-"
+            lines.append(f"| {env} | {name} | {row['seeds']} | " + " | ".join(cells)
+                         + f" | {row['mean'][1] - row['mean'][0]:.1f} | {speed} |")
+    lines += ["", "MAML at each family's preset, one change per variant (hidden layers of 100 units; the inner "
+              "rule); held-out return on the evaluation's 40 tasks after k adaptation steps, mean ± std over "
+              f"seeds of each seed's task mean. Command: `{result['command']}`, {result['date']}."]
+    return "\n".join(lines) + "\n"
+
+
+def figure(result: dict, path: Path) -> None:
+    from metarl.report import pyplot
+
+    plt = pyplot()
+    envs = list(result["envs"])
+    fig, axes = plt.subplots(1, len(envs), figsize=(5 * len(envs), 3.6), squeeze=False)
+    for ax, env in zip(axes[0], envs):
+        for number, (name, row) in enumerate(result["envs"][env].items()):
+            ax.errorbar(range(EVAL_STEPS + 1), row["mean"], yerr=row["std"], marker="o", capsize=3,
+                        label=f"{name} ({row['seeds']})", color=f"C{list(VARIANTS).index(name)}")
+        ax.set_title(f"{env}: MAML")
+        ax.set_xlabel("adaptation steps")
+        ax.set_ylabel("held-out return")
+        ax.set_xticks(range(EVAL_STEPS + 1))
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--envs", nargs="+", default=["nav2d"], choices=["nav2d", "cheetah-vel", "cheetah-dir"])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--iterations", type=int, help="meta-iterations (default: the preset's, 500)")
+    parser.add_argument("--tasks", type=int, help="meta_batch_size and eval_tasks (smoke tests only)")
+    parser.add_argument("--episodes", type=int, help="episodes_per_task and eval_episodes_per_task (smoke tests)")
+    parser.add_argument("--runs", type=Path, default=REPO / "runs" / "studies" / "depth")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "studies" / "depth")
+    parser.add_argument("--no-train", action="store_true", help="only report the finished runs (train nothing)")
+    args = parser.parse_args(argv)
+    if args.iterations is not None and args.iterations < 1:
+        parser.error(f"--iterations must be >= 1, got {args.iterations}")
+    small = {**({"iterations": args.iterations} if args.iterations else {}),
+             **({"meta_batch_size": args.tasks, "eval_tasks": args.tasks} if args.tasks else {}),
+             **({"episodes_per_task": args.episodes, "eval_episodes_per_task": args.episodes}
+                if args.episodes else {})}
+    result = {"command": " ".join(["python", "benchmarks/studies/depth.py", *(sys.argv[1:] if argv is None
+                                                                             else argv)]), "envs": {}}
+    for env in args.envs:
+        rows = {}
+        for name in args.variants:
+            finished = []
+            for seed in args.seeds:
+                run_dir = args.runs / f"{env}-maml-{name}-seed{seed}"
+                if not args.no_train:
+                    print(f"== {run_dir.name}", flush=True)
+                    run_variant(run_dir, env, {"algo": "maml", "seed": seed, **VARIANTS[name], **small})
+                if (run_dir / EVAL_FILE).is_file():
+                    finished.append(run_dir)
+            if finished:
+                rows[name] = summary(finished)
+        result["envs"][env] = rows
+    result["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    text = markdown(result)
+    write_report(args.out, result, text)
+    figure(result, args.out.with_suffix(".png"))
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -26,10 +26,12 @@ from metarl import __version__
 from metarl.config import ALGOS, ConfigError, config_help, parse_overrides
 
 # Exit codes: 0 done; 1 an operating-system error (a full disk); 2 a usage, config or run problem; 3 training
-# diverged (metarl.divergence); 130 interrupted (Ctrl-C, SIGTERM), a checkpoint saved.
+# diverged (metarl.divergence); 4 another rank of a torchrun launch failed (metarl.distributed); 130 interrupted
+# (Ctrl-C, SIGTERM), a checkpoint saved.
 EXIT_OS = 1
 EXIT_USAGE = 2
 EXIT_DIVERGED = 3
+EXIT_RANK_FAILED = 4
 EXIT_INTERRUPTED = 130
 
 
@@ -265,9 +267,73 @@ def _non_negative_int(text: str) -> int:
 
 # -- the commands ---------------------------------------------------------------------------------------------
 
-def cmd_train(args: argparse.Namespace) -> int:
+def _launch_device(args: argparse.Namespace) -> str:
+    """The device the run will train on, read by every rank of a torchrun launch before they join (gloo or NCCL)."""
+    from metarl import run
+    from metarl.config import load_config
+    from metarl.trainer import resolve_device
+
+    if args.resume is not None:
+        cfg = load_config(run.require_run_dir(args.resume) / run.CONFIG_FILE)
+    else:
+        cfg = run.resolve_config(args.env, args.config, parse_overrides(args.overrides),
+                                 {"algo": args.algo, "seed": args.seed, "iterations": args.iterations})
+    return resolve_device(cfg.device).type
+
+
+def _train_rank(world) -> int:
+    """A rank other than 0 of a torchrun launch: train what rank 0 announces (its run directory, config and
+    checkpoint), writing nothing; nothing if rank 0 announces nothing (it stopped before training)."""
     from metarl import run
 
+    job = world.broadcast(None)
+    if job is None:
+        return 0
+    run_dir, cfg, ckpt = job
+    try:
+        run.train(Path(run_dir), cfg, ckpt, bar=False, world=world)
+    except run.Interrupted:
+        return EXIT_INTERRUPTED
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from metarl import distributed, run
+
+    world = distributed.launched_world()  # rank 0 of 1 unless torchrun launched several (metarl.distributed)
+    if world.size == 1:
+        return _train_main(args, world, run)
+    distributed.join(world, _launch_device(args))
+    try:
+        return _train_rank(world) if not world.main else _train_main(args, world, run)
+    except RuntimeError as exc:  # a collective failed: another rank died, or hung past the timeout
+        if not distributed.is_collective_failure(exc):
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0][:160]
+        print(f"metarl: error: rank {world.rank} of {world.size}: a collective operation failed ({first}): another "
+              "rank stopped or hung; the run directory's last checkpoint is intact: resume it with `torchrun ... -m "
+              "metarl train --resume RUN_DIR`", file=sys.stderr)
+        return EXIT_RANK_FAILED
+    finally:
+        distributed.leave()
+
+
+def _train_main(args: argparse.Namespace, world, run) -> int:
+    """`metarl train` in the process that owns the run directory (rank 0 of a torchrun launch)."""
+
+    def announce(job) -> None:  # the other ranks wait for this: what to train, or None for nothing
+        if world.size > 1 and not announce.done:
+            announce.done = True
+            world.broadcast(job)
+    announce.done = False
+
+    try:
+        return _train_run(args, world, run, announce)
+    finally:
+        announce(None)  # stopped before training (done already, an error): the other ranks end too
+
+
+def _train_run(args: argparse.Namespace, world, run, announce) -> int:
     with contextlib.ExitStack() as hold:  # the run directory's lock, from before its first write to the end
         if args.resume is not None:
             given = [flag for flag, value in (("--env", args.env), ("--algo", args.algo), ("--config", args.config),
@@ -298,8 +364,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"training {cfg.algo} on {cfg.env}, seed {cfg.seed}, {cfg.iterations} iterations of "
                   f"{cfg.meta_batch_size} tasks x {cfg.episodes_per_task} episodes")
         print(f"watch it with: tensorboard --logdir {run_dir}", flush=True)
+        if world.size > 1:
+            print(f"training on {world.size} ranks: {cfg.meta_batch_size} tasks split between them", flush=True)
+        announce((str(run_dir), cfg, ckpt))
         try:
-            run.train(run_dir, cfg, ckpt)
+            run.train(run_dir, cfg, ckpt, world=world)
         except run.Interrupted as stop:
             print(f"\ninterrupted: saved a checkpoint of iteration {stop.iteration} in {run_dir}\n"
                   f"resume with: metarl train --resume {run_dir}", file=sys.stderr)

@@ -178,6 +178,10 @@ class Config:
                                 "use the cores then)", _at_least(1))
     update_threads: int = _field(1, "torch intra-op threads for the inner loop and the TRPO "
                                  "update, while the simulator is idle (the presets use 2)", _at_least(1))
+    dtype: str = _field("float32", "floating-point type of the policy, the episodes and the update: 'float64' makes "
+                        "runs on different numbers of ranks agree to round-off (TRPO's conjugate gradient amplifies "
+                        "float32 round-off, so float32 runs drift apart after the first update; docs/scaling.md)",
+                        _one_of("float32", "float64"))
     device: str = _field("cpu", "where the policy, the inner loop and the TRPO update run: 'cpu', 'cuda', or "
                          "'auto' (cuda when a GPU is available); the simulator always runs on the CPU",
                          _one_of("cpu", "cuda", "auto"))

@@ -268,24 +268,32 @@ def trpo_step(policy: GaussianMLP, meta: MetaBatch, keys: list[str], lrs: list[f
               max_kl: float, cg_iters: int, cg_damping: float, ls_max_steps: int,
               ls_backtrack_ratio: float, fvp_subsample: float = 1.0, task_chunk: int = 4,
               line_search=backtracking_line_search, fvp_precision: str = "float32",
-              estimator: str = "reinforce") -> dict:
+              estimator: str = "reinforce", reduce=None) -> dict:
     """One TRPO update of the policy's meta-parameters (Schulman et al. 2015), in place; returns metrics.
 
     Meta-gradient and Fisher-vector products both go through the inner step. The search direction solves
     F x = -g by conjugate gradient; the step is scaled to the KL bound and backtracked until the surrogate
     improves within it, else the parameters are restored. `line_search` has `backtracking_line_search`'s
     signature (a study may pass a wrapper that probes the step). `estimator`: the inner loss's
-    (metarl.estimators), in the gradient and the Fisher.
+    (metarl.estimators), in the gradient and the Fisher. `reduce` turns a mean over `meta`'s tasks into the mean
+    over the whole meta-batch when the tasks are split over ranks (metarl.distributed: World.mean); every rank then
+    takes the same step.
     """
+    reduce = reduce or (lambda x: x)
     params = {k: p.detach().requires_grad_(True) for k, p in policy.named_parameters()}
-    loss, g, fvp = meta_gradient_and_fvp(policy, params, meta, keys, lrs, first_order,
-                                         fvp_meta=subsample_episodes(meta, fvp_subsample), task_chunk=task_chunk,
-                                         fvp_precision=fvp_precision, estimator=estimator)
+    loss, g, local_fvp = meta_gradient_and_fvp(policy, params, meta, keys, lrs, first_order,
+                                               fvp_meta=subsample_episodes(meta, fvp_subsample),
+                                               task_chunk=task_chunk, fvp_precision=fvp_precision,
+                                               estimator=estimator)
+    loss, g = reduce(loss), reduce(g)
+
+    def fvp(v: torch.Tensor) -> torch.Tensor:
+        return reduce(local_fvp(v))
 
     extra = {}
     if estimator != "reinforce" and not first_order:
         # What the estimator changed: the share of the meta-gradient that reinforce's would not have.
-        g_reinforce = meta_gradient(policy, params, meta, keys, lrs, first_order, task_chunk)
+        g_reinforce = reduce(meta_gradient(policy, params, meta, keys, lrs, first_order, task_chunk))
         extra["estimator_term_share"] = float((g - g_reinforce).norm() / g.norm().clamp(min=1e-30))
 
     def damped_fvp(v: torch.Tensor) -> torch.Tensor:
@@ -297,7 +305,7 @@ def trpo_step(policy: GaussianMLP, meta: MetaBatch, keys: list[str], lrs: list[f
     scale = torch.sqrt(max_kl / shs.clamp(min=1e-12))  # largest step with 0.5 s^T F s = max_kl
     full_step = unflatten_like((direction * scale).detach(), params)
     old = {k: p.detach() for k, p in params.items()}
-    del fvp
+    del fvp, local_fvp
 
     def evaluate(candidate: Params) -> tuple[float, float]:
         # Loss and KL are means over tasks: summed chunk by chunk to bound memory. The inner step differentiates
@@ -310,7 +318,8 @@ def trpo_step(policy: GaussianMLP, meta: MetaBatch, keys: list[str], lrs: list[f
                                               estimator=estimator)
                 loss_c += float(loss_k.detach()) * share
                 kl_c += float(kl_k.detach()) * share
-        return loss_c, kl_c
+        both = reduce(torch.tensor([loss_c, kl_c], dtype=torch.float64))
+        return float(both[0]), float(both[1])
 
     # The surrogate at the old parameters is the gradient pass's; the KL of a policy to itself is 0.
     new_params, info = line_search(old, full_step, evaluate, max_kl=max_kl, max_steps=ls_max_steps,

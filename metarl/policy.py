@@ -120,7 +120,13 @@ def kl_divergence(mean_p, log_std_p, mean_q, log_std_q) -> torch.Tensor:
     return torch.distributions.kl_divergence(distribution(mean_p, log_std_p), distribution(mean_q, log_std_q)).sum(-1)
 
 
-def sample_actions(mean: torch.Tensor, log_std: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """Draw actions from the Gaussian with an explicit generator (no global RNG)."""
-    noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
+def sample_actions(mean: torch.Tensor, log_std: torch.Tensor, generator: torch.Generator | None,
+                   rows: tuple[slice, int] | None = None) -> torch.Tensor:
+    """Draw actions from the Gaussian with an explicit generator (no global RNG). With `rows` = (tasks, total),
+    `mean` holds the tasks `tasks` of `total`: the noise of all of them is drawn and these rows kept, so the actions
+    do not depend on how tasks are split over ranks (metarl.distributed)."""
+    if rows is None:
+        noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
+    else:
+        noise = torch.randn((rows[1], *mean.shape[1:]), generator=generator, dtype=mean.dtype)[rows[0]]
     return mean + torch.exp(log_std) * noise

@@ -46,32 +46,38 @@ class Sampler:
     """Collects `episodes_per_task` episodes of `horizon` steps for each task of a batch, all side by side."""
 
     def __init__(self, env: str, num_tasks: int, episodes_per_task: int, horizon: int | None = None,
-                 num_threads: int = 1, env_kwargs: dict | None = None):
+                 num_threads: int = 1, env_kwargs: dict | None = None, dtype: torch.dtype = torch.float32):
         self.num_tasks, self.episodes_per_task = num_tasks, episodes_per_task
+        self.dtype = dtype  # of the episode tensors (the simulator's are float64)
         self.env = make_batched(env, num_tasks * episodes_per_task, num_threads=num_threads,
                                 max_episode_steps=horizon, **(env_kwargs or {}))
         self.horizon = resolve_horizon(env, horizon)
         space = self.env.single_action_space
         self.obs_dim = int(np.prod(self.env.single_observation_space.shape))
         self.act_dim = int(np.prod(space.shape))
-        self._low = torch.as_tensor(space.low, dtype=torch.float32)
-        self._high = torch.as_tensor(space.high, dtype=torch.float32)
+        self._low = torch.as_tensor(space.low, dtype=dtype)
+        self._high = torch.as_tensor(space.high, dtype=dtype)
 
-    def sample(self, act, tasks: list, seed: int) -> tuple[Episodes, dict]:
-        """Run one batch: `act(obs (K, N, obs_dim)) -> actions (K, N, act_dim)`; returns episodes and timings."""
+    def sample(self, act, tasks: list, seed: int, any_alive=None) -> tuple[Episodes, dict]:
+        """Run one batch: `act(obs (K, N, obs_dim)) -> actions (K, N, act_dim)`; returns episodes and timings.
+
+        The batch stops early once every episode has terminated; `any_alive(flag) -> bool` decides it together with
+        other samplers of the same batch (metarl.distributed: World.any), so they stop at the same step.
+        """
         K, N, T = self.num_tasks, self.episodes_per_task, self.horizon
         if len(tasks) != K:
             raise ValueError(f"sampler was built for {K} tasks, got {len(tasks)}")
         self.env.set_attr("task", [task for task in tasks for _ in range(N)])
         obs_np, _ = self.env.reset(seed=seed)
-        observations = torch.zeros(K, T, N, self.obs_dim)
-        actions = torch.zeros(K, T, N, self.act_dim)
-        rewards = torch.zeros(K, T, N)
-        mask = torch.zeros(K, T, N)
-        alive = torch.ones(K, N)
+        dtype = self.dtype
+        observations = torch.zeros(K, T, N, self.obs_dim, dtype=dtype)
+        actions = torch.zeros(K, T, N, self.act_dim, dtype=dtype)
+        rewards = torch.zeros(K, T, N, dtype=dtype)
+        mask = torch.zeros(K, T, N, dtype=dtype)
+        alive = torch.ones(K, N, dtype=dtype)
         policy_s = env_s = 0.0
         for t in range(T):
-            obs = torch.as_tensor(obs_np, dtype=torch.float32).view(K, N, self.obs_dim)
+            obs = torch.as_tensor(obs_np, dtype=dtype).view(K, N, self.obs_dim)
             start = time.perf_counter()
             with torch.no_grad():
                 action = act(obs)
@@ -81,10 +87,11 @@ class Sampler:
             start = time.perf_counter()
             obs_np, reward, terminated, _, _ = self.env.step(clipped.view(K * N, self.act_dim).numpy())
             env_s += time.perf_counter() - start
-            rewards[:, t] = torch.as_tensor(reward, dtype=torch.float32).view(K, N) * alive
+            rewards[:, t] = torch.as_tensor(reward, dtype=dtype).view(K, N) * alive
             # Steps after an episode terminates are padding: masked out of every loss, fit and return.
-            alive = alive * (1.0 - torch.as_tensor(terminated, dtype=torch.float32).view(K, N))
-            if not alive.any():
+            alive = alive * (1.0 - torch.as_tensor(terminated, dtype=dtype).view(K, N))
+            running = bool(alive.any())
+            if not (running if any_alive is None else any_alive(running)):
                 break
         episodes = Episodes(observations, actions, rewards, mask)
         return episodes, {"policy_s": policy_s, "env_s": env_s, "env_steps": episodes.num_steps}

@@ -19,6 +19,7 @@ from metarl.advantages import fitted_advantages
 from metarl.allocator import keep_freed_memory
 from metarl.config import Config, env_kwargs
 from metarl.envs import get_family, make, resolve_horizon
+from metarl.distributed import World
 from metarl.inner_optimizers import attach, metric_names, rule_metrics
 from metarl.metalearner import Batch, MetaBatch, adapted_values, trpo_step
 from metarl.optim import backtracking_line_search
@@ -119,15 +120,26 @@ def resolve_device(name: str) -> torch.device:
 class Trainer:
     """Meta-trains a Gaussian MLP policy with MAML or ANIL on one task family."""
 
-    def __init__(self, cfg: Config):
+    def __init__(self, cfg: Config, world: World | None = None):
         self.cfg = cfg
+        # With several ranks (metarl.distributed) this trainer samples, adapts and differentiates its share of the
+        # meta-batch's tasks; the update's sums are all-reduced, so every rank holds the same policy.
+        self.world = world or World()
+        self.local = self.world.tasks(cfg.meta_batch_size)
+        if self.local.stop <= self.local.start:
+            raise ValueError(f"{self.world.size} ranks for a meta-batch of {cfg.meta_batch_size} tasks: each rank "
+                             "needs at least one task; use at most meta_batch_size ranks")
+        if self.world.size > 1 and cfg.outer != "trpo":
+            raise ValueError(f"outer: {cfg.outer} does not run over several ranks yet; use outer: trpo, or one "
+                             "process")
         if cfg.tune_allocator:
             keep_freed_memory()  # before the first big allocation (metarl.allocator)
         family = get_family(cfg.env)
         self.horizon = resolve_horizon(family, cfg.horizon)
         self.env_kwargs = env_kwargs(cfg)
         self._samplers: dict[tuple[int, int], Sampler] = {}
-        self.sampler = self._sampler(cfg.meta_batch_size, cfg.episodes_per_task)  # the training batches'
+        # the training batches' sampler: this rank's tasks
+        self.sampler = self._sampler(self.local.stop - self.local.start, cfg.episodes_per_task)
         self._task_env = make(cfg.env, **self.env_kwargs).unwrapped  # only to sample tasks
         # Independent streams for tasks/env seeds, action noise and initialisation, all from cfg.seed.
         tasks_seq, noise_seq, init_seq = np.random.SeedSequence(cfg.seed).spawn(3)
@@ -135,9 +147,10 @@ class Trainer:
         self.noise = torch.Generator().manual_seed(int(noise_seq.generate_state(1)[0]))
         init = torch.Generator().manual_seed(int(init_seq.generate_state(1)[0]))
         self.device = resolve_device(cfg.device)
+        self.dtype = getattr(torch, cfg.dtype)
         # Initialised on the CPU from its own stream (the same policy on every device), then moved.
         self.policy = GaussianMLP(self.sampler.obs_dim, self.sampler.act_dim, cfg.hidden_sizes, cfg.init_log_std,
-                                  generator=init).to(self.device)
+                                  generator=init).to(self.device, self.dtype)
         self.keys = adapted_keys(self.policy, cfg.algo)
         # A learned inner rule's factors join the policy's parameters (metarl.inner_optimizers): meta-parameters.
         attach(self.policy, self.keys, cfg.inner_optimizer, cfg.kfo_psd)
@@ -162,10 +175,13 @@ class Trainer:
         return self._task_env.sample_tasks(rng, n)
 
     def collect(self, params: Params, tasks: list, seed: int, noise: torch.Generator | None = None,
-                episodes_per_task: int | None = None) -> tuple[Episodes, dict]:
+                episodes_per_task: int | None = None, rows: tuple[slice, int] | None = None,
+                together: bool = False) -> tuple[Episodes, dict]:
         """Episodes of `tasks` acted by the policy with `params` (shared or per-task), env copies seeded from `seed`.
 
         `noise` draws the action noise (default: the training stream); `episodes_per_task` defaults to the config's.
+        `rows` = (these tasks, all tasks) when `tasks` are one rank's share: the noise of all is drawn, these rows
+        kept; `together`: stop early only when every rank's episodes have ended (metarl.distributed).
         Returns the episodes and the sampler's timings ({"policy_s", "env_s", "env_steps"}).
         """
         sampler = self._sampler(len(tasks), episodes_per_task or self.cfg.episodes_per_task)
@@ -173,7 +189,8 @@ class Trainer:
         # (more would oversubscribe a 2-core machine and slow small ops 10-20x); the update gets `update_threads`.
         torch.set_num_threads(self.cfg.torch_threads)
         try:
-            return sampler.sample(self._actor(params, self.noise if noise is None else noise), tasks, seed)
+            return sampler.sample(self._actor(params, self.noise if noise is None else noise, rows), tasks, seed,
+                                  self.world.any if together else None)
         finally:
             torch.set_num_threads(self._threads)
 
@@ -198,14 +215,14 @@ class Trainer:
         key = (num_tasks, episodes_per_task)
         if key not in self._samplers:
             self._samplers[key] = Sampler(self.cfg.env, num_tasks, episodes_per_task, self.horizon,
-                                          self.cfg.sampler_threads, self.env_kwargs)
+                                          self.cfg.sampler_threads, self.env_kwargs, getattr(torch, self.cfg.dtype))
         return self._samplers[key]
 
-    def _actor(self, params: Params, generator: torch.Generator):
+    def _actor(self, params: Params, generator: torch.Generator, rows: tuple[slice, int] | None = None):
         def act(obs: torch.Tensor) -> torch.Tensor:
             # One transfer each way per env step; the noise is drawn on the CPU, so every device acts alike.
             mean, log_std = forward(self.policy, params, obs.to(self.device))
-            return sample_actions(mean.cpu(), log_std.cpu(), generator)
+            return sample_actions(mean.cpu(), log_std.cpu(), generator, rows)
         return act
 
     # -- one meta-iteration ----------------------------------------------------------------------------------
@@ -218,13 +235,14 @@ class Trainer:
         update = self.update(meta)
         update_s = time.perf_counter() - t2
         self.iteration += 1
-        self.env_steps += timing["env_steps"]
+        # every rank's env steps (a sum: share 1 each)
+        self.env_steps += int(self.world.mean(torch.tensor(float(timing["env_steps"]), dtype=torch.float64), 1.0))
         total = time.perf_counter() - start
         return {
             "iteration": self.iteration,
             "env_steps": self.env_steps,
-            "returns/pre_adaptation": float(meta.inner[0].episodes.episode_returns().mean()),
-            "returns/post_adaptation": float(meta.post.episodes.episode_returns().mean()),
+            "returns/pre_adaptation": float(self._mean(meta.inner[0].episodes.episode_returns().mean())),
+            "returns/post_adaptation": float(self._mean(meta.post.episodes.episode_returns().mean())),
             **{f"{self.cfg.outer}/{k}": v for k, v in update.items()},
             **rule_metrics(self.policy, self.cfg.inner_lr),
             "time/sampling_s": timing["sampling_s"],
@@ -242,13 +260,15 @@ class Trainer:
         post-adaptation batch with its sampling policy. Returns it with timings ({"sampling_s", "policy_s",
         "env_s", "adaptation_s", "env_steps"}). What `update` (or a benchmark of it) takes."""
         cfg = self.cfg
-        tasks = self.sample_tasks(cfg.meta_batch_size, self.rng)
+        tasks = self.sample_tasks(cfg.meta_batch_size, self.rng)[self.local]  # this rank's share (all when alone)
+        rows = (self.local, cfg.meta_batch_size)
         params = self.meta_parameters()
         inner, timing = [], dict.fromkeys(("sampling_s", "policy_s", "env_s", "adaptation_s"), 0.0)
         timing["env_steps"] = 0
         for _ in range(cfg.inner_steps + 1):
             t0 = time.perf_counter()
-            episodes, sampled = self.collect(params, tasks, self._env_seed())
+            seed = self._env_seed() + self.local.start * cfg.episodes_per_task  # its env copies' global seeds
+            episodes, sampled = self.collect(params, tasks, seed, rows=rows, together=self.world.size > 1)
             t1 = time.perf_counter()
             batch = self.batch(episodes)
             timing["sampling_s"] += t1 - t0
@@ -282,10 +302,15 @@ class Trainer:
                          cg_damping=cfg.cg_damping, ls_max_steps=cfg.ls_max_steps,
                          ls_backtrack_ratio=cfg.ls_backtrack_ratio, fvp_subsample=cfg.fvp_subsample,
                          task_chunk=cfg.task_chunk, line_search=self.line_search,
-                         fvp_precision=cfg.fvp_precision, estimator=cfg.estimator)
+                         fvp_precision=cfg.fvp_precision, estimator=cfg.estimator, reduce=self._mean)
+
+    def _mean(self, value: torch.Tensor) -> torch.Tensor:
+        """The meta-batch's mean of a quantity whose mean over this rank's tasks is `value`."""
+        return self.world.mean(value, (self.local.stop - self.local.start) / self.cfg.meta_batch_size)
 
     def _env_seed(self) -> int:
-        return int(self.rng.integers(0, 2**31 - 1 - self.sampler.env.num_envs))
+        # the whole meta-batch's env copies, whatever this rank's share
+        return int(self.rng.integers(0, 2**31 - 1 - self.cfg.meta_batch_size * self.cfg.episodes_per_task))
 
     # -- held-out evaluation ---------------------------------------------------------------------------------
     def adaptation_trace(self, num_tasks: int | None = None, steps: int | None = None,

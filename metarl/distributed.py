@@ -1,0 +1,102 @@
+"""Data-parallel meta-training over tasks on torch.distributed, launched by torchrun.
+
+Everything expensive in a meta-iteration is a mean over the meta-batch's tasks, so each rank takes a contiguous
+share of the tasks (`World.tasks`), samples, fits baselines and adapts them, and the meta-update sums each rank's
+weighted share with one all-reduce per quantity (`World.mean`): the surrogate and the gradient, every
+Fisher-vector product, the line search's loss and KL. Every rank draws the same task and env-seed streams and the
+action noise of all the tasks (then keeps its rows), so a run's numbers do not depend on the number of ranks. Rank
+0 alone writes the run directory and evaluates. Gloo on the CPU, NCCL where the device is a GPU.
+
+    torchrun --nproc-per-node 2 -m metarl train --env nav2d --set sampler_threads=1 update_threads=1
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import dataclass
+
+import torch
+
+TIMEOUT_S = 600  # a collective that waits longer (a rank died or hangs) ends the run; rank 0's evaluation fits in it
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place among the ranks of one training (rank 0 of 1 when not launched by torchrun)."""
+
+    rank: int = 0
+    size: int = 1
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the one that writes the run directory and evaluates."""
+        return self.rank == 0
+
+    def tasks(self, n: int) -> slice:
+        """This rank's contiguous share of `n` tasks (the first n % size ranks get one more)."""
+        base, extra = divmod(n, self.size)
+        start = self.rank * base + min(self.rank, extra)
+        return slice(start, start + base + (self.rank < extra))
+
+    def mean(self, value: torch.Tensor, share: float) -> torch.Tensor:
+        """The mean over all tasks of a quantity whose mean over this rank's tasks is `value`, `share` being this
+        rank's fraction of the tasks: sum over ranks of share * value (itself when alone)."""
+        if self.size == 1:
+            return value
+        out = (value * share).detach().clone()
+        device = out.device
+        if dist_backend() == "gloo" and device.type != "cpu":
+            out = out.cpu()
+        torch.distributed.all_reduce(out)
+        return out.to(device)
+
+    def any(self, flag: bool) -> bool:
+        """True if `flag` holds on any rank (the sampler's "an episode is still running")."""
+        if self.size == 1:
+            return flag
+        t = torch.tensor([float(flag)])
+        torch.distributed.all_reduce(t)
+        return bool(t.item() > 0)
+
+    def broadcast(self, obj):
+        """Rank 0's `obj` on every rank (a run directory, a checkpoint)."""
+        if self.size == 1:
+            return obj
+        box = [obj]
+        torch.distributed.broadcast_object_list(box, src=0)
+        return box[0]
+
+
+def dist_backend() -> str | None:
+    return torch.distributed.get_backend() if torch.distributed.is_initialized() else None
+
+
+def launched_world() -> World:
+    """The World torchrun describes in the environment (RANK, WORLD_SIZE), not yet joined; rank 0 of 1 otherwise."""
+    return World(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)))
+
+
+def join(world: World, device: str = "cpu", timeout_s: float = TIMEOUT_S) -> World:
+    """Join the process group of a torchrun launch (gloo, or NCCL for a CUDA device); nothing when alone."""
+    if world.size > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if device == "cuda" else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        torch.distributed.init_process_group(backend, timeout=dt.timedelta(seconds=timeout_s))
+    return world
+
+
+def is_collective_failure(exc: BaseException) -> bool:
+    """Whether an exception is torch.distributed's report of a failed collective (a peer gone, a timeout)."""
+    kinds = tuple(getattr(torch.distributed, name) for name in ("DistError", "DistBackendError") if
+                  hasattr(torch.distributed, name))
+    text = str(exc).lower()
+    return isinstance(exc, kinds) or any(word in text for word in ("gloo", "nccl", "connection", "timed out",
+                                                                    "timeout", "peer"))
+
+
+def leave() -> None:
+    """Leave the process group (at the end of a run)."""
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()

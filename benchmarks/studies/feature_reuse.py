@@ -165,7 +165,7 @@ def markdown(result: dict) -> str:
     times = [f"{env} {statistics.fmean(w) / 60:.1f} min ({result['snapshots'][env]} snapshots)"
              for env, w in result["wall_s"].items() if w]
     lines += ["", f"Time to analyse one run at these settings (mean over the runs, one simulator and one torch thread, "
-              f"with a training run sharing the 2 cores): {'; '.join(times)}."]
+              f"with another process sharing the 2 cores): {'; '.join(times)}."]
     lines += ["", f"The {result['runs']} runs of benchmarks/results/grid/runs/, {result['tasks']} held-out tasks x "
               f"{result['episodes']} episodes each (the evaluation's); freezing sets: `head`; `hidden 2 + head`; "
               "`hidden 1-2 + head` (every layer, not log_std); `all` (also log_std: what MAML adapts). Share of the "

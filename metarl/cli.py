@@ -194,6 +194,13 @@ def _add_sweep(commands) -> None:
                    "see `metarl train --help-config`)")
     p.add_argument("--eval-tasks", type=_positive_int, metavar="N",
                    help=f"held-out tasks of the final evaluation (default: {sweep.EVAL_TASKS}, the protocol)")
+    p.add_argument("--engine", choices=sweep.ENGINES, help="where the runs train: local (this machine, --jobs at "
+                   "a time; the default) or ray (tasks of a Ray cluster; ROOT on a file system every machine sees; "
+                   "pip install \"metarl[ray]\")")
+    p.add_argument("--ray-address", metavar="HOST:PORT", help="the Ray cluster's head (default: a local Ray started "
+                   "for the call)")
+    p.add_argument("--cpus-per-run", type=_positive_int, metavar="N",
+                   help="CPUs each run reserves on Ray (default 1: one simulator and one update thread)")
     p.add_argument("--ppo-steps", type=_positive_int, metavar="N",
                    help="PPO env steps of the pretrained baseline (default: 1,000,000 for cheetah, 200,000 for nav2d)")
     p.add_argument("--ppo-envs", type=_positive_int, metavar="N",
@@ -418,11 +425,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     argv = ["sweep", "--root", args.root, *_typed(args, ("--envs", "--algos", "--seeds", "--only-baselines",
                                                          "--baselines", "--jobs", "--eval-tasks", "--ppo-steps",
-                                                         "--ppo-envs"))]
+                                                         "--ppo-envs", "--engine", "--ray-address",
+                                                         "--cpus-per-run"))]
     argv += ["--set", *args.overrides] if args.overrides else []
     given = {key: value for key, value in (("envs", args.envs), ("algos", args.algos), ("seeds", args.seeds),
                                            ("jobs", args.jobs), ("eval_tasks", args.eval_tasks),
-                                           ("ppo_envs", args.ppo_envs)) if value is not None}
+                                           ("ppo_envs", args.ppo_envs), ("engine", args.engine),
+                                           ("cpus_per_run", args.cpus_per_run), ("ray_address", args.ray_address))
+             if value is not None}
     return sweep.sweep(args.root, overrides=args.overrides, baseline_kinds=args.baselines or (),
                        only_baselines=args.only_baselines, ppo_steps=args.ppo_steps, command=argv, **given)
 

@@ -45,6 +45,7 @@ ENVS = ("cheetah-dir", "cheetah-vel", "nav2d")
 SEEDS = (0, 1, 2)
 EVAL_TASKS = 40
 EVAL_STEPS = 3
+ENGINES = ("local", "ray")
 # Keys that change speed, not results: a resumed run may use other values than it started with.
 BOOKKEEPING_KEYS = ("sampler_threads", "torch_threads", "update_threads", "task_chunk", "checkpoint_every",
                     "keep_checkpoint_every", "max_bad_iterations", "warn_rejected_iterations", "tune_allocator",
@@ -392,10 +393,12 @@ def run_parallel(root: Path, cells, overrides: Sequence[str], jobs: int, eval_ta
 
 
 def run_grid(root: Path, envs: Sequence[str], algos: Sequence[str], seeds: Sequence[int],
-             overrides: Sequence[str] = (), jobs: int = 1, eval_tasks: int = EVAL_TASKS) -> int:
+             overrides: Sequence[str] = (), jobs: int = 1, eval_tasks: int = EVAL_TASKS, engine: str = "local",
+             cpus_per_run: int = 1, ray_address: str | None = None) -> int:
     """Meta-train and evaluate every (env, algo, seed) cell under ROOT; returns 0, 1 (a cell failed) or 130.
 
-    `overrides` are --set KEY=VALUE strings (they travel to the child processes as typed).
+    `overrides` are --set KEY=VALUE strings (they travel to the child processes as typed). `engine` "ray" hands
+    the cells to a Ray cluster instead, `cpus_per_run` CPUs each (metarl.sweep_ray).
     """
     parsed = parse_overrides(list(overrides))
     cells = grid_cells(envs, algos, seeds)
@@ -403,6 +406,10 @@ def run_grid(root: Path, envs: Sequence[str], algos: Sequence[str], seeds: Seque
         cell_config(env, algos[0], seeds[0], grid_overrides(parsed, jobs))
     print(f"{len(cells)} runs under {root}: {', '.join(cell_name(*c, parsed) for c in cells)}", flush=True)
     with run.sigterm_as_interrupt():
+        if engine == "ray":
+            from metarl.sweep_ray import run_ray
+
+            return run_ray(root, cells, parsed, eval_tasks, cpus_per_run, ray_address)
         if jobs <= 1:
             return run_sequential(root, cells, parsed, eval_tasks)
         return run_parallel(root, cells, overrides, jobs, eval_tasks)
@@ -514,15 +521,20 @@ def check_choices(what: str, given: Sequence, allowed: Sequence) -> None:
 def sweep(root: str | os.PathLike, envs: Sequence[str] = ENVS, algos: Sequence[str] = ALGOS,
           seeds: Sequence[int] = SEEDS, overrides: Sequence[str] = (), jobs: int = 1, eval_tasks: int = EVAL_TASKS,
           baseline_kinds: Sequence[str] = (), only_baselines: bool = False, ppo_steps: int | None = None,
-          ppo_envs: int = PPO_ENVS, command: Sequence[str] | None = None) -> int:
+          ppo_envs: int = PPO_ENVS, command: Sequence[str] | None = None, engine: str = "local",
+          cpus_per_run: int = 1, ray_address: str | None = None) -> int:
     """Meta-train and evaluate the grid under ROOT (unless only_baselines), then compute `baseline_kinds` (every
     kind if only_baselines names none). Resumable: the same call continues or skips finished work.
 
     `command`: the argv (without `metarl`) recorded in ROOT/commands.txt when the sweep finishes or stops
-    cleanly. Returns 0, 1 (a cell failed; the others went on) or 130 (stopped; checkpoints saved).
+    cleanly. `engine`: "local" (this machine, `jobs` at a time) or "ray" (a Ray cluster, metarl.sweep_ray).
+    Returns 0, 1 (a cell failed; the others went on) or 130 (stopped; checkpoints saved).
     """
     root = Path(root)
-    for name, value in (("jobs", jobs), ("eval-tasks", eval_tasks), ("ppo-envs", ppo_envs), ("ppo-steps", ppo_steps)):
+    if engine not in ENGINES:
+        raise SweepError(f"--engine {engine!r} is not one of {', '.join(ENGINES)}")
+    for name, value in (("jobs", jobs), ("eval-tasks", eval_tasks), ("ppo-envs", ppo_envs), ("ppo-steps", ppo_steps),
+                        ("cpus-per-run", cpus_per_run)):
         if value is not None and value < 1:
             raise SweepError(f"--{name} must be >= 1, got {value}")
     check_choices("algorithm(s)", algos, ALGOS)
@@ -531,7 +543,8 @@ def sweep(root: str | os.PathLike, envs: Sequence[str] = ENVS, algos: Sequence[s
     kinds = list(baseline_kinds) or (list(BASELINE_KINDS) if only_baselines else [])
     code = 0
     if not only_baselines:
-        code = run_grid(root, envs, list(algos), list(seeds), overrides, jobs, eval_tasks)
+        code = run_grid(root, envs, list(algos), list(seeds), overrides, jobs, eval_tasks, engine, cpus_per_run,
+                        ray_address)
     if kinds and code != EXIT_INTERRUPTED:
         code = max(code, run_baselines(root, envs, list(seeds), kinds, overrides, ppo_steps, ppo_envs, eval_tasks))
     if command is not None and code in (0, EXIT_INTERRUPTED):

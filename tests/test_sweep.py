@@ -274,3 +274,29 @@ def test_ppo_actor_copy_gives_the_same_action_means():
 
     with pytest.raises(ValueError, match="hidden_sizes"):
         baselines.ppo_actor_state_dict(model.policy, GaussianMLP(17, 6, [64, 64]))
+
+
+def test_a_sweep_on_a_local_ray_instance_trains_and_evaluates_each_run_and_resumes(tmp_path, capsys):
+    pytest.importorskip("ray", reason="the optional extra `ray` is not installed (pip install \"metarl[ray]\")")
+    root = tmp_path / "grid"
+    args = ["sweep", "--root", str(root), "--envs", "nav2d", "--algos", "anil", "maml", "--seeds", "0",
+            "--engine", "ray", "--set", *TINY]
+    assert metarl_main(args) == 0
+    for algo in ("anil", "maml"):
+        run_dir = root / f"nav2d-{algo}-seed0"
+        assert json.loads((run_dir / EVAL_FILE).read_text())["iteration"] == 2
+        assert json.loads((run_dir / sweep.TIMING_FILE).read_text())["sittings"][0]["ended"]
+    capsys.readouterr()
+    assert metarl_main(args) == 0  # the same bookkeeping: finished runs are skipped
+    assert capsys.readouterr().out.count("already trained (2/2 iterations) and evaluated") == 2
+    assert "--engine ray" in (root / sweep.COMMANDS_FILE).read_text()
+
+
+def test_the_ray_engine_without_ray_is_a_one_line_error_naming_the_extra(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed
+    args = ["sweep", "--root", str(tmp_path / "grid"), "--envs", "nav2d", "--algos", "anil", "--seeds", "0",
+            "--engine", "ray", "--set", *TINY]
+    assert metarl_main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("metarl: error: --engine ray needs Ray") and 'metarl[ray]' in err
+    assert len(err.strip().splitlines()) == 1

@@ -3,11 +3,12 @@
 Everything expensive in a meta-iteration is a mean over the meta-batch's tasks, so each rank takes a contiguous
 share of the tasks (`World.tasks`), samples, fits baselines and adapts them, and the meta-update sums each rank's
 weighted share with one all-reduce per quantity (`World.mean`): the surrogate and the gradient, every
-Fisher-vector product, the line search's loss and KL. Every rank draws the same task and env-seed streams and the
-action noise of all the tasks (then keeps its rows), so a run's numbers do not depend on the number of ranks. Rank
-0 alone writes the run directory and evaluates. Gloo on the CPU, NCCL where the device is a GPU.
+Fisher-vector product, the line search's loss and KL; the samplers agree once per batch on its length
+(`World.max`). Every rank draws the same task and env-seed streams and the action noise of all the tasks (then
+keeps its rows), so a run's numbers do not depend on the number of ranks. Rank 0 alone writes the run directory
+and evaluates. Gloo on the CPU, NCCL where the device is a GPU.
 
-    torchrun --nproc-per-node 2 -m metarl train --env nav2d --set sampler_threads=1 update_threads=1
+    torchrun --standalone --nproc-per-node 2 -m metarl train --env nav2d --set sampler_threads=1 update_threads=1
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from dataclasses import dataclass
 
 import torch
 
+# Collectives issued by this process and the bytes they carried (for the iteration's dist/ metrics and the scaling
+# benchmark): all-reduces of the update and the sampler, broadcasts.
+TRAFFIC = {"collectives": 0, "bytes": 0}
 TIMEOUT_S = 600  # a collective that waits longer (a rank died or hangs) ends the run; rank 0's evaluation fits in it
 
 
@@ -48,16 +52,18 @@ class World:
         device = out.device
         if dist_backend() == "gloo" and device.type != "cpu":
             out = out.cpu()
+        _count(out)
         torch.distributed.all_reduce(out)
         return out.to(device)
 
-    def any(self, flag: bool) -> bool:
-        """True if `flag` holds on any rank (the sampler's "an episode is still running")."""
+    def max(self, value: int) -> int:
+        """The largest `value` over the ranks (the steps a batch ran: its samplers stop together)."""
         if self.size == 1:
-            return flag
-        t = torch.tensor([float(flag)])
-        torch.distributed.all_reduce(t)
-        return bool(t.item() > 0)
+            return value
+        t = torch.tensor([value], dtype=torch.int64)
+        _count(t)
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        return int(t.item())
 
     def broadcast(self, obj):
         """Rank 0's `obj` on every rank (a run directory, a checkpoint)."""
@@ -66,6 +72,16 @@ class World:
         box = [obj]
         torch.distributed.broadcast_object_list(box, src=0)
         return box[0]
+
+
+def _count(t: torch.Tensor) -> None:
+    TRAFFIC["collectives"] += 1
+    TRAFFIC["bytes"] += t.numel() * t.element_size()
+
+
+def traffic() -> dict:
+    """A copy of TRAFFIC: collectives issued so far and their bytes."""
+    return dict(TRAFFIC)
 
 
 def dist_backend() -> str | None:

@@ -58,11 +58,13 @@ class Sampler:
         self._low = torch.as_tensor(space.low, dtype=dtype)
         self._high = torch.as_tensor(space.high, dtype=dtype)
 
-    def sample(self, act, tasks: list, seed: int, any_alive=None) -> tuple[Episodes, dict]:
+    def sample(self, act, tasks: list, seed: int, steps_of_all=None) -> tuple[Episodes, dict]:
         """Run one batch: `act(obs (K, N, obs_dim)) -> actions (K, N, act_dim)`; returns episodes and timings.
 
-        The batch stops early once every episode has terminated; `any_alive(flag) -> bool` decides it together with
-        other samplers of the same batch (metarl.distributed: World.any), so they stop at the same step.
+        The batch stops early once every episode has terminated. When other samplers run the rest of the same
+        batch (metarl.distributed), `steps_of_all(steps) -> steps` gives the most steps any of them ran, and `act`
+        is called (its result unused) for the steps this one skipped: whatever `act` draws per step (the action
+        noise) stays aligned with one sampler running the whole batch.
         """
         K, N, T = self.num_tasks, self.episodes_per_task, self.horizon
         if len(tasks) != K:
@@ -76,7 +78,9 @@ class Sampler:
         mask = torch.zeros(K, T, N, dtype=dtype)
         alive = torch.ones(K, N, dtype=dtype)
         policy_s = env_s = 0.0
+        ran = 0
         for t in range(T):
+            ran = t + 1
             obs = torch.as_tensor(obs_np, dtype=dtype).view(K, N, self.obs_dim)
             start = time.perf_counter()
             with torch.no_grad():
@@ -90,9 +94,13 @@ class Sampler:
             rewards[:, t] = torch.as_tensor(reward, dtype=dtype).view(K, N) * alive
             # Steps after an episode terminates are padding: masked out of every loss, fit and return.
             alive = alive * (1.0 - torch.as_tensor(terminated, dtype=dtype).view(K, N))
-            running = bool(alive.any())
-            if not (running if any_alive is None else any_alive(running)):
+            if not alive.any():
                 break
+        if steps_of_all is not None:
+            idle = torch.zeros(K, N, self.obs_dim, dtype=dtype)
+            with torch.no_grad():
+                for _ in range(ran, steps_of_all(ran)):
+                    act(idle)  # the steps another sampler of the batch still ran
         episodes = Episodes(observations, actions, rewards, mask)
         return episodes, {"policy_s": policy_s, "env_s": env_s, "env_steps": episodes.num_steps}
 

@@ -19,7 +19,7 @@ from metarl.advantages import fitted_advantages
 from metarl.allocator import keep_freed_memory
 from metarl.config import Config, env_kwargs
 from metarl.envs import get_family, make, resolve_horizon
-from metarl.distributed import World
+from metarl.distributed import World, traffic
 from metarl.inner_optimizers import attach, metric_names, rule_metrics
 from metarl.metalearner import Batch, MetaBatch, adapted_values, trpo_step
 from metarl.optim import backtracking_line_search
@@ -63,6 +63,9 @@ METRICS = {
     "kfo/PARAM/left_condition": "condition number of the left factor",
     "kfo/PARAM/right_condition": "condition number of the right factor",
     "kfo/PARAM/scale_distance": "RMS distance from 1 of a vector parameter's (bias, log_std) elementwise factor",
+    "dist/collectives": "with several ranks (torchrun, metarl.distributed): all-reduces this iteration (the "
+                        "sampler's stop decisions, the update's sums)",
+    "dist/bytes": "with several ranks: the bytes those all-reduces carried from this rank",
     "time/sampling_s": "wall time spent sampling episodes (all inner steps and the post-adaptation batch)",
     "time/sampling_policy_s": "the part of sampling spent in the policy (actions for every step)",
     "time/sampling_env_s": "the part of sampling spent stepping the simulator",
@@ -76,13 +79,13 @@ METRICS = {
 
 
 def logged_metrics(cfg: Config) -> dict:
-    """The METRICS a run with `cfg` writes: its outer loop's, the estimator's diagnostic where it has one, and its
-    learned inner rule's, one per adapted parameter (PARAM)."""
+    """The METRICS a run with `cfg` writes in one process: its outer loop's, the estimator's diagnostic where it has
+    one, and its learned inner rule's, one per adapted parameter (PARAM); several ranks add the dist/ keys."""
     other = "promp/" if cfg.outer == "trpo" else "trpo/"
     keep = {k: v for k, v in METRICS.items() if not k.startswith(other)}
     if cfg.estimator == "reinforce" or cfg.first_order:
         keep.pop("trpo/estimator_term_share", None)
-    keep = {k: v for k, v in keep.items() if "/PARAM/" not in k}
+    keep = {k: v for k, v in keep.items() if "/PARAM/" not in k and not k.startswith("dist/")}
     shapes_of = GaussianMLP(1, 1, cfg.hidden_sizes)  # only the parameters' ranks matter
     keys = adapted_keys(shapes_of, cfg.algo)
     shapes = {k: tuple(shapes_of.get_parameter(k).shape) for k in keys}
@@ -181,7 +184,7 @@ class Trainer:
 
         `noise` draws the action noise (default: the training stream); `episodes_per_task` defaults to the config's.
         `rows` = (these tasks, all tasks) when `tasks` are one rank's share: the noise of all is drawn, these rows
-        kept; `together`: stop early only when every rank's episodes have ended (metarl.distributed).
+        kept; `together`: the batch's length is every rank's longest (metarl.distributed).
         Returns the episodes and the sampler's timings ({"policy_s", "env_s", "env_steps"}).
         """
         sampler = self._sampler(len(tasks), episodes_per_task or self.cfg.episodes_per_task)
@@ -190,7 +193,7 @@ class Trainer:
         torch.set_num_threads(self.cfg.torch_threads)
         try:
             return sampler.sample(self._actor(params, self.noise if noise is None else noise, rows), tasks, seed,
-                                  self.world.any if together else None)
+                                  self.world.max if together else None)
         finally:
             torch.set_num_threads(self._threads)
 
@@ -229,6 +232,7 @@ class Trainer:
     def step(self) -> dict:
         """Run one meta-iteration (sample_meta_batch, then update); return its metrics."""
         start = time.perf_counter()
+        sent = traffic()
         self._threads = self.thread_budget.now()  # for this iteration's inner loop and update
         meta, timing = self.sample_meta_batch()
         t2 = time.perf_counter()
@@ -253,6 +257,8 @@ class Trainer:
             "time/iteration_s": total,
             "time/env_steps_per_s": timing["env_steps"] / max(timing["sampling_s"], 1e-9),
             "threads/update": self._threads,
+            **({"dist/collectives": traffic()["collectives"] - sent["collectives"],
+                "dist/bytes": traffic()["bytes"] - sent["bytes"]} if self.world.size > 1 else {}),
         }
 
     def sample_meta_batch(self) -> tuple[MetaBatch, dict]:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from metarl.envs import Nav2DTask
-from metarl.sampler import Sampler
+from metarl.sampler import Episodes, Sampler
 
 
 def test_episodes_are_time_major_per_task_and_masked_after_termination():
@@ -24,6 +24,38 @@ def test_episodes_are_time_major_per_task_and_masked_after_termination():
     assert (episodes.rewards * (1 - episodes.mask)).abs().sum() == 0
     assert timing["env_steps"] == episodes.num_steps == 3 + 9
     torch.testing.assert_close(episodes.episode_returns()[0], torch.zeros(3))  # 0 distance after one move
+
+
+def test_samplers_splitting_a_batch_give_its_episodes_and_leave_the_noise_stream_where_one_sampler_would():
+    """Two samplers of one task each (two ranks) against one over both: task 0 ends after 1 step, task 1 after 3;
+    the short one draws the noise of the 2 steps the other still ran, so both generators end where one would."""
+    tasks = [Nav2DTask((0.05, 0.0)), Nav2DTask((-0.3, 0.3))]
+    goals = torch.tensor([[0.05, 0.0], [-0.3, 0.3]])
+
+    def actor(rows, generator):
+        def act(obs):
+            noise = 1e-3 * torch.randn(2, 3, 2, generator=generator)[rows]  # all tasks' noise, this one's rows
+            return (goals[rows][:, None, :] - obs).clamp(-0.1, 0.1) + noise
+        return act
+
+    whole = torch.Generator().manual_seed(5)
+    one, _ = Sampler("nav2d", 2, 3, horizon=30).sample(actor(slice(0, 2), whole), tasks, seed=0)
+    gens = [torch.Generator().manual_seed(5) for _ in range(2)]
+    second, _ = Sampler("nav2d", 1, 3, horizon=30).sample(actor(slice(1, 2), gens[1]), tasks[1:], seed=3,
+                                                          steps_of_all=lambda steps: steps)
+    longest = int(second.mask.sum(1).max())
+    first, _ = Sampler("nav2d", 1, 3, horizon=30).sample(actor(slice(0, 1), gens[0]), tasks[:1], seed=0,
+                                                         steps_of_all=lambda steps: max(steps, longest))
+    def real(ep, name):  # the real steps' values (padding is masked out of every use)
+        x = getattr(ep, name)
+        return x * (ep.mask[..., None] if x.dim() == 4 else ep.mask)
+
+    split = Episodes(*(torch.cat([getattr(first, n), getattr(second, n)]) for n in
+                       ("observations", "actions", "rewards", "mask")))
+    for name in ("observations", "actions", "rewards", "mask"):
+        torch.testing.assert_close(real(split, name), real(one, name))
+    for g in gens:
+        assert torch.equal(g.get_state(), whole.get_state())
 
 
 def test_actions_are_stored_as_sampled_and_clipped_for_the_env():

@@ -16,8 +16,10 @@ from __future__ import annotations
 import datetime as dt
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 # Collectives issued by this process and the bytes they carried (for the iteration's dist/ metrics and the scaling
 # benchmark): all-reduces of the update and the sampler, broadcasts.
@@ -48,6 +50,8 @@ class World:
         rank's fraction of the tasks: sum over ranks of share * value (itself when alone)."""
         if self.size == 1:
             return value
+        import torch
+
         out = (value * share).detach().clone()
         device = out.device
         if dist_backend() == "gloo" and device.type != "cpu":
@@ -60,6 +64,8 @@ class World:
         """The largest `value` over the ranks (the steps a batch ran: its samplers stop together)."""
         if self.size == 1:
             return value
+        import torch
+
         t = torch.tensor([value], dtype=torch.int64)
         _count(t)
         torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
@@ -69,6 +75,8 @@ class World:
         """Rank 0's `obj` on every rank (a run directory, a checkpoint)."""
         if self.size == 1:
             return obj
+        import torch
+
         box = [obj]
         torch.distributed.broadcast_object_list(box, src=0)
         return box[0]
@@ -85,16 +93,22 @@ def traffic() -> dict:
 
 
 def dist_backend() -> str | None:
+    """The process group's backend, None outside one."""
+    import torch
+
     return torch.distributed.get_backend() if torch.distributed.is_initialized() else None
 
 
 def launched_world() -> World:
-    """The World torchrun describes in the environment (RANK, WORLD_SIZE), not yet joined; rank 0 of 1 otherwise."""
+    """The World torchrun describes in the environment (RANK, WORLD_SIZE), not yet joined; rank 0 of 1 otherwise
+    (no torch import: a bad command line still fails at once)."""
     return World(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)))
 
 
 def join(world: World, device: str = "cpu", timeout_s: float = TIMEOUT_S) -> World:
     """Join the process group of a torchrun launch (gloo, or NCCL for a CUDA device); nothing when alone."""
+    import torch
+
     if world.size > 1 and not torch.distributed.is_initialized():
         backend = "nccl" if device == "cuda" else "gloo"
         if backend == "nccl":
@@ -105,6 +119,8 @@ def join(world: World, device: str = "cpu", timeout_s: float = TIMEOUT_S) -> Wor
 
 def is_collective_failure(exc: BaseException) -> bool:
     """Whether an exception is torch.distributed's report of a failed collective (a peer gone, a timeout)."""
+    import torch
+
     kinds = tuple(getattr(torch.distributed, name) for name in ("DistError", "DistBackendError") if
                   hasattr(torch.distributed, name))
     text = str(exc).lower()
@@ -114,5 +130,7 @@ def is_collective_failure(exc: BaseException) -> bool:
 
 def leave() -> None:
     """Leave the process group (at the end of a run)."""
+    import torch
+
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()

@@ -87,3 +87,21 @@ def test_estimator_time_quick_run_times_every_variant_of_both_algorithms(tmp_pat
                                                                     ("dice", "trpo"), ("lvc", "promp")]
         assert all(v["update_s"] > 0 for v in variants)
     assert out.with_suffix(".md").read_text().count("| MAML |") == 4
+
+
+def test_scaling_model_is_the_stated_ring_all_reduce_cost_and_its_table_reads_the_measurements():
+    scaling = _import_benchmark("scaling")
+    # n = 1: the work alone; n ranks: W / n + c * (2 (n - 1) alpha + 2 (n - 1) / n * b * beta)
+    assert scaling.model(10.0, 30, 400.0, 1e-4, 1e-9, 1) == 10.0
+    expected = 10.0 / 4 + 30 * (2 * 3 * 1e-4 + 2 * 3 / 4 * 400.0 * 1e-9)
+    assert scaling.model(10.0, 30, 400.0, 1e-4, 1e-9, 4) == pytest.approx(expected)
+    times = {"1 process x 2 threads": 6.0, "1 process x 1 thread": 10.0, "2 ranks x 1 thread": 5.5}
+    result = {"command": "python benchmarks/scaling.py", "date": "today", "iterations": 2, "overrides_text": "",
+              "machine": "2 CPUs", "probe": {"small_s": 2e-4, "large_s": 3e-4, "large_bytes": 51200},
+              "alpha_s": 1e-4, "beta_s_per_byte": 2e-9,
+              "algos": {"anil": {"iteration_s": times, "collectives": 30, "bytes": 12000.0,
+                                 "model": {str(n): scaling.model(10.0, 30, 400.0, 1e-4, 2e-9, n)
+                                           for n in scaling.RANKS}}}}
+    md = scaling.markdown(result)
+    assert "| ANIL | 6.00 | 10.00 | 5.50 | 1.09x | 30 | 12 |" in md
+    assert f"| {result['algos']['anil']['model']['2']:.2f} / 5.50 |" in md

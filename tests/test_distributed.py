@@ -36,6 +36,17 @@ def _torchrun(args: list[str], **kwargs) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, **kwargs)
 
 
+def _finish(proc: subprocess.Popen, timeout: float) -> tuple[str, str]:
+    """The launch's output once it ends; if it has not ended within `timeout` s, every process of it is killed (none
+    is left behind) and the test fails."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise AssertionError(f"the torchrun launch did not end within {timeout} s") from None
+
+
 def _iterations(run_dir: Path) -> list[dict]:
     lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return [line for line in lines if "returns/post_adaptation" in line]
@@ -54,8 +65,8 @@ def test_two_ranks_give_one_processs_run_and_a_run_resumes_on_another_number_of_
     train(alone, cfg, bar=False)
     ranks = tmp_path / "ranks"
     proc = _torchrun(["train", "--env", "nav2d", "--algo", algo, "--seed", "2", "--iterations", "2", "--run-dir",
-                      str(ranks), "--set", *_sets(TINY)])
-    out, err = proc.communicate(timeout=240)
+                      str(ranks), "--set", *_sets(TINY)], start_new_session=True)
+    out, err = _finish(proc, 240)
     assert proc.returncode == 0, err[-2000:]
     assert "training on 2 ranks: 5 tasks split between them" in out
     train(*prepare_resume(ranks, 3), bar=False)  # the third iteration in one process
@@ -79,11 +90,7 @@ def test_a_rank_that_dies_ends_the_launch_with_one_line_and_the_checkpoint_intac
     assert len(rank1) == 1
     os.kill(rank1[0], signal.SIGKILL)
     killed = time.time()
-    try:
-        out, err = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        raise AssertionError("the launch did not end within 60 s of a rank's death") from None
+    out, err = _finish(proc, 60)
     assert proc.returncode != 0 and time.time() - killed < 60
     ours = [line for line in err.splitlines() if line.startswith("metarl: error:")]
     assert len(ours) == 1 and "another rank stopped or hung" in ours[0] and "--resume" in ours[0]

@@ -274,9 +274,10 @@ def _non_negative_int(text: str) -> int:
 
 # -- the commands ---------------------------------------------------------------------------------------------
 
-def _launch_device(args: argparse.Namespace) -> str:
-    """The device the run will train on, read by every rank of a torchrun launch before they join (gloo or NCCL)."""
-    from metarl import run
+def _launch_device(args: argparse.Namespace, world) -> str:
+    """The device the run will train on, read by every rank of a torchrun launch before they join (gloo or NCCL);
+    a run that cannot train on these ranks is refused here, before anything is written."""
+    from metarl import distributed, run
     from metarl.config import load_config
     from metarl.trainer import resolve_device
 
@@ -285,6 +286,8 @@ def _launch_device(args: argparse.Namespace) -> str:
     else:
         cfg = run.resolve_config(args.env, args.config, parse_overrides(args.overrides),
                                  {"algo": args.algo, "seed": args.seed, "iterations": args.iterations})
+    if distributed.problem(world, cfg):
+        raise run.RunError(distributed.problem(world, cfg))
     return resolve_device(cfg.device).type
 
 
@@ -310,7 +313,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     world = distributed.launched_world()  # rank 0 of 1 unless torchrun launched several (metarl.distributed)
     if world.size == 1:
         return _train_main(args, world, run)
-    distributed.join(world, _launch_device(args))
+    distributed.join(world, _launch_device(args, world))
     try:
         return _train_rank(world) if not world.main else _train_main(args, world, run)
     except RuntimeError as exc:  # a collective failed: another rank died, or hung past the timeout

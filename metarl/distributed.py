@@ -82,6 +82,16 @@ class World:
         return box[0]
 
 
+def problem(world: World, cfg) -> str | None:
+    """Why a run with `cfg` cannot train on `world`'s ranks (one line), or None."""
+    if world.size > cfg.meta_batch_size:
+        return (f"{world.size} ranks for a meta-batch of {cfg.meta_batch_size} tasks: each rank needs at least one "
+                "task; launch at most meta_batch_size ranks")
+    if world.size > 1 and cfg.outer != "trpo":
+        return f"outer: {cfg.outer} does not run over several ranks yet; use outer: trpo, or one process"
+    return None
+
+
 def _count(t: torch.Tensor) -> None:
     TRAFFIC["collectives"] += 1
     TRAFFIC["bytes"] += t.numel() * t.element_size()

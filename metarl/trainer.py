@@ -19,7 +19,7 @@ from metarl.advantages import fitted_advantages
 from metarl.allocator import keep_freed_memory
 from metarl.config import Config, env_kwargs
 from metarl.envs import get_family, make, resolve_horizon
-from metarl.distributed import World, traffic
+from metarl.distributed import World, problem, traffic
 from metarl.inner_optimizers import attach, metric_names, rule_metrics
 from metarl.metalearner import Batch, MetaBatch, adapted_values, trpo_step
 from metarl.optim import backtracking_line_search
@@ -128,19 +128,16 @@ class Trainer:
         # With several ranks (metarl.distributed) this trainer samples, adapts and differentiates its share of the
         # meta-batch's tasks; the update's sums are all-reduced, so every rank holds the same policy.
         self.world = world or World()
+        if problem(self.world, cfg):
+            raise ValueError(problem(self.world, cfg))
         self.local = self.world.tasks(cfg.meta_batch_size)
-        if self.local.stop <= self.local.start:
-            raise ValueError(f"{self.world.size} ranks for a meta-batch of {cfg.meta_batch_size} tasks: each rank "
-                             "needs at least one task; use at most meta_batch_size ranks")
-        if self.world.size > 1 and cfg.outer != "trpo":
-            raise ValueError(f"outer: {cfg.outer} does not run over several ranks yet; use outer: trpo, or one "
-                             "process")
         if cfg.tune_allocator:
             keep_freed_memory()  # before the first big allocation (metarl.allocator)
         family = get_family(cfg.env)
         self.horizon = resolve_horizon(family, cfg.horizon)
         self.env_kwargs = env_kwargs(cfg)
         self._samplers: dict[tuple[int, int], Sampler] = {}
+        self.dtype = getattr(torch, cfg.dtype)  # of the policy, the episodes and the update
         # the training batches' sampler: this rank's tasks
         self.sampler = self._sampler(self.local.stop - self.local.start, cfg.episodes_per_task)
         self._task_env = make(cfg.env, **self.env_kwargs).unwrapped  # only to sample tasks
@@ -150,7 +147,6 @@ class Trainer:
         self.noise = torch.Generator().manual_seed(int(noise_seq.generate_state(1)[0]))
         init = torch.Generator().manual_seed(int(init_seq.generate_state(1)[0]))
         self.device = resolve_device(cfg.device)
-        self.dtype = getattr(torch, cfg.dtype)
         # Initialised on the CPU from its own stream (the same policy on every device), then moved.
         self.policy = GaussianMLP(self.sampler.obs_dim, self.sampler.act_dim, cfg.hidden_sizes, cfg.init_log_std,
                                   generator=init).to(self.device, self.dtype)
@@ -218,7 +214,7 @@ class Trainer:
         key = (num_tasks, episodes_per_task)
         if key not in self._samplers:
             self._samplers[key] = Sampler(self.cfg.env, num_tasks, episodes_per_task, self.horizon,
-                                          self.cfg.sampler_threads, self.env_kwargs, getattr(torch, self.cfg.dtype))
+                                          self.cfg.sampler_threads, self.env_kwargs, self.dtype)
         return self._samplers[key]
 
     def _actor(self, params: Params, generator: torch.Generator, rows: tuple[slice, int] | None = None):

@@ -52,6 +52,17 @@ def _iterations(run_dir: Path) -> list[dict]:
     return [line for line in lines if "returns/post_adaptation" in line]
 
 
+def test_a_run_that_cannot_split_over_the_ranks_is_refused_with_the_reason():
+    from metarl.distributed import problem
+
+    cfg = load_config(preset_path("nav2d"), {**TINY, "meta_batch_size": 2})
+    assert "3 ranks for a meta-batch of 2 tasks" in problem(World(0, 3), cfg)
+    assert "outer: promp does not run over several ranks" in problem(World(1, 2), load_config(
+        preset_path("nav2d"), {"outer": "promp"}))
+    assert problem(World(0, 2), cfg) is None and problem(World(), load_config(preset_path("nav2d"),
+                                                                              {"outer": "promp"})) is None
+
+
 def test_each_rank_takes_a_contiguous_share_of_the_tasks():
     shares = [World(rank, 3).tasks(8) for rank in range(3)]
     assert [(s.start, s.stop) for s in shares] == [(0, 3), (3, 6), (6, 8)]

@@ -24,7 +24,9 @@ if TYPE_CHECKING:
 # Collectives issued by this process and the bytes they carried (for the iteration's dist/ metrics and the scaling
 # benchmark): all-reduces of the update and the sampler, broadcasts.
 TRAFFIC = {"collectives": 0, "bytes": 0}
-TIMEOUT_S = 600  # a collective that waits longer (a rank died or hangs) ends the run; rank 0's evaluation fits in it
+# A collective that waits longer than this (a rank hangs) ends the run; rank 0's evaluation fits in it. The
+# environment variable METARL_DIST_TIMEOUT_S sets another.
+TIMEOUT_S = 600
 
 
 @dataclass(frozen=True)
@@ -115,10 +117,13 @@ def launched_world() -> World:
     return World(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)))
 
 
-def join(world: World, device: str = "cpu", timeout_s: float = TIMEOUT_S) -> World:
-    """Join the process group of a torchrun launch (gloo, or NCCL for a CUDA device); nothing when alone."""
+def join(world: World, device: str = "cpu", timeout_s: float | None = None) -> World:
+    """Join the process group of a torchrun launch (gloo, or NCCL for a CUDA device); nothing when alone.
+    `timeout_s`: the collectives' timeout, by default METARL_DIST_TIMEOUT_S or TIMEOUT_S."""
     import torch
 
+    if timeout_s is None:
+        timeout_s = float(os.environ.get("METARL_DIST_TIMEOUT_S", TIMEOUT_S))
     if world.size > 1 and not torch.distributed.is_initialized():
         backend = "nccl" if device == "cuda" else "gloo"
         if backend == "nccl":

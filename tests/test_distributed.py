@@ -30,8 +30,8 @@ def _sets(cfg: dict) -> list[str]:
     return [f"{k}={json.dumps(v).replace(' ', '')}" for k, v in cfg.items()]
 
 
-def _torchrun(args: list[str], **kwargs) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+def _torchrun(args: list[str], env_extra: dict | None = None, **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
     return subprocess.Popen([TORCHRUN, "--standalone", "--nproc-per-node", "2", "-m", "metarl", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, **kwargs)
 
@@ -119,3 +119,22 @@ def _is_rank(pid: int, rank: str, run_dir: Path) -> bool:
     except OSError:
         return False
     return f"RANK={rank}".encode() in environ and str(run_dir).encode() in cmdline and b"torchrun" not in cmdline
+
+
+def test_a_rank_that_hangs_ends_the_launch_after_the_collective_timeout(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = _torchrun(["train", "--env", "nav2d", "--iterations", "1000", "--run-dir", str(run_dir), "--set",
+                      *_sets({**TINY, "dtype": "float32"})], start_new_session=True,
+                     env_extra={"METARL_DIST_TIMEOUT_S": "10"})
+    deadline = time.time() + 120
+    while not (run_dir / "metrics.jsonl").is_file() or len(_iterations(run_dir)) < 2:
+        assert time.time() < deadline and proc.poll() is None, proc.communicate()[1][-2000:]
+        time.sleep(0.2)
+    rank1 = [int(p) for p in os.listdir("/proc") if p.isdigit() and _is_rank(int(p), "1", run_dir)]
+    os.kill(rank1[0], signal.SIGSTOP)  # alive but silent: only the timeout can tell
+    stopped = time.time()
+    out, err = _finish(proc, 90)
+    assert proc.returncode != 0 and time.time() - stopped < 90
+    ours = [line for line in err.splitlines() if line.startswith("metarl: error:")]
+    assert len(ours) == 1 and "another rank stopped or hung" in ours[0]
+    assert prepare_resume(run_dir)[2]["trainer"]["iteration"] >= 1

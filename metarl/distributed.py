@@ -2,11 +2,11 @@
 
 Everything expensive in a meta-iteration is a mean over the meta-batch's tasks, so each rank takes a contiguous
 share of the tasks (`World.tasks`), samples, fits baselines and adapts them, and the meta-update sums each rank's
-weighted share with one all-reduce per quantity (`World.mean`): the surrogate and the gradient, every
-Fisher-vector product, the line search's loss and KL; the samplers agree once per batch on its length
-(`World.max`). Every rank draws the same task and env-seed streams and the action noise of all the tasks (then
-keeps its rows), so a run's numbers do not depend on the number of ranks. Rank 0 alone writes the run directory
-and evaluates. Gloo on the CPU, NCCL where the device is a GPU.
+weighted share with one all-reduce per quantity (`World.mean`): TRPO's surrogate and gradient, every
+Fisher-vector product, the line search's loss and KL; ProMP's gradient at each optimiser step. The samplers agree
+once per batch on its length (`World.max`). Every rank draws the same task and env-seed streams and the action
+noise of all the tasks (then keeps its rows), so a run's numbers do not depend on the number of ranks. Rank 0
+alone writes the run directory and evaluates. Gloo on the CPU, NCCL where the device is a GPU.
 
     torchrun --standalone --nproc-per-node 2 -m metarl train --env nav2d --set sampler_threads=1 update_threads=1
 """
@@ -89,8 +89,6 @@ def problem(world: World, cfg) -> str | None:
     if world.size > cfg.meta_batch_size:
         return (f"{world.size} ranks for a meta-batch of {cfg.meta_batch_size} tasks: each rank needs at least one "
                 "task; launch at most meta_batch_size ranks")
-    if world.size > 1 and cfg.outer != "trpo":
-        return f"outer: {cfg.outer} does not run over several ranks yet; use outer: trpo, or one process"
     return None
 
 

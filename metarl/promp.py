@@ -82,12 +82,15 @@ def _objective(policy: GaussianMLP, params: Params, meta: MetaBatch, ref: _Refer
 
 def promp_step(policy: GaussianMLP, meta: MetaBatch, keys: list[str], lrs: list[float], optimizer:
                torch.optim.Optimizer, *, first_order: bool, estimator: str, clip: float, steps: int,
-               kl_coef: float, task_chunk: int) -> dict:
+               kl_coef: float, task_chunk: int, reduce=None) -> dict:
     """`steps` optimiser steps of ProMP's objective on `meta`, in place; returns metrics (first and last pass).
 
     Each step sums the objective's gradient chunk by chunk of `task_chunk` tasks (the loss is a mean over tasks),
     so memory is one chunk's graph. The metrics of the state after the last step come from one more pass.
+    `reduce` turns a mean over `meta`'s tasks into the whole meta-batch's when the tasks are split over ranks
+    (metarl.distributed: World.mean): applied to each step's gradient and to the metrics.
     """
+    reduce = reduce or (lambda x: x)
     params = dict(policy.named_parameters())
     # the sampling policy's log-std may be a view of a parameter (ANIL does not adapt it): keep its value
     meta = dataclasses.replace(meta, old_mean=meta.old_mean.clone(), old_log_std=meta.old_log_std.clone())
@@ -112,8 +115,10 @@ def promp_step(policy: GaussianMLP, meta: MetaBatch, keys: list[str], lrs: list[
             for name, value in zip(totals, (loss, surrogate, inner_kl.mean(), outer_kl, clip_fraction)):
                 totals[name] += float(value.detach()) * share
         if update:
+            _reduce_grads(policy, reduce)
             optimizer.step()
-        return totals
+        summed = reduce(torch.tensor(list(totals.values()), dtype=torch.float64))
+        return dict(zip(totals, summed.tolist()))
 
     first = run(update=True)
     for _ in range(steps - 1):
@@ -124,3 +129,14 @@ def promp_step(policy: GaussianMLP, meta: MetaBatch, keys: list[str], lrs: list[
             "inner_kl": last["inner_kl"], "clip_fraction": last["clip_fraction"],
             "grad_norm": float(torch.cat([p.grad.reshape(-1) for p in policy.parameters()
                                           if p.grad is not None]).norm())}
+
+
+def _reduce_grads(policy: GaussianMLP, reduce) -> None:
+    """Every parameter's gradient replaced by reduce(it), in one call over their concatenation (one all-reduce
+    across ranks); a parameter without a gradient keeps none, as the optimiser expects."""
+    with_grad = [p for p in policy.parameters() if p.grad is not None]
+    flat = reduce(torch.cat([p.grad.reshape(-1) for p in with_grad]))
+    offset = 0
+    for p in with_grad:
+        p.grad.copy_(flat[offset:offset + p.numel()].view_as(p.grad))
+        offset += p.numel()

@@ -298,7 +298,7 @@ class Trainer:
         if cfg.outer == "promp":
             return promp_step(self.policy, meta, self.keys, lrs, self.outer_optimizer, first_order=cfg.first_order,
                               estimator=cfg.estimator, clip=cfg.promp_clip, steps=cfg.promp_steps,
-                              kl_coef=cfg.promp_kl_coef, task_chunk=cfg.task_chunk)
+                              kl_coef=cfg.promp_kl_coef, task_chunk=cfg.task_chunk, reduce=self._mean)
         return trpo_step(self.policy, meta, self.keys, lrs,
                          first_order=cfg.first_order, max_kl=cfg.max_kl, cg_iters=cfg.cg_iters,
                          cg_damping=cfg.cg_damping, ls_max_steps=cfg.ls_max_steps,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import signal
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -314,18 +315,28 @@ def cmd_train(args: argparse.Namespace) -> int:
     if world.size == 1:
         return _train_main(args, world, run)
     distributed.join(world, _launch_device(args, world))
-    try:
-        return _train_rank(world) if not world.main else _train_main(args, world, run)
-    except RuntimeError as exc:  # a collective failed: another rank died, or hung past the timeout
-        if not distributed.is_collective_failure(exc):
-            raise
-        first = (str(exc).strip().splitlines() or [""])[0][:160]
-        print(f"metarl: error: rank {world.rank} of {world.size}: a collective operation failed ({first}): another "
-              "rank stopped or hung; the run directory's last checkpoint is intact: resume it with `torchrun ... -m "
-              "metarl train --resume RUN_DIR`", file=sys.stderr)
-        return EXIT_RANK_FAILED
-    finally:
-        distributed.leave()
+    resume = "resume it with `torchrun ... -m metarl train --resume RUN_DIR`"
+    # SIGTERM (torchrun stopping the launch after another rank failed) is an interrupt for the whole command, not
+    # only inside training: the default action would end this rank silently on its way out.
+    with run.sigterm_as_interrupt():
+        try:
+            return _train_rank(world) if not world.main else _train_main(args, world, run)
+        except RuntimeError as exc:  # a collective failed: another rank died, or hung past the timeout
+            if not distributed.is_collective_failure(exc):
+                raise
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # say it before torchrun's SIGTERM can cut us short
+            first = (str(exc).strip().splitlines() or [""])[0][:160]
+            print(f"metarl: error: rank {world.rank} of {world.size}: a collective operation failed ({first}): "
+                  f"another rank stopped or hung; the run directory's last checkpoint is intact: {resume}",
+                  file=sys.stderr)
+            return EXIT_RANK_FAILED
+        except KeyboardInterrupt:  # stopped outside training (its own interrupt path saves and says so)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            print(f"metarl: error: rank {world.rank} of {world.size}: stopped (by torchrun after another rank "
+                  f"failed, or Ctrl-C); the run directory's last checkpoint is intact: {resume}", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        finally:
+            distributed.leave()
 
 
 def _train_main(args: argparse.Namespace, world, run) -> int:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -27,6 +28,7 @@ TRAFFIC = {"collectives": 0, "bytes": 0}
 # A collective that waits longer than this (a rank hangs) ends the run; rank 0's evaluation fits in it. The
 # environment variable METARL_DIST_TIMEOUT_S sets another.
 TIMEOUT_S = 600
+POLL_S = 2e-4  # how often a pending collective is checked (see _wait)
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,7 @@ class World:
         if dist_backend() == "gloo" and device.type != "cpu":
             out = out.cpu()
         _count(out)
-        torch.distributed.all_reduce(out)
+        _wait(torch.distributed.all_reduce(out, async_op=True))
         return out.to(device)
 
     def max(self, value: int) -> int:
@@ -70,7 +72,7 @@ class World:
 
         t = torch.tensor([value], dtype=torch.int64)
         _count(t)
-        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        _wait(torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX, async_op=True))
         return int(t.item())
 
     def broadcast(self, obj):
@@ -90,6 +92,15 @@ def problem(world: World, cfg) -> str | None:
         return (f"{world.size} ranks for a meta-batch of {cfg.meta_batch_size} tasks: each rank needs at least one "
                 "task; launch at most meta_batch_size ranks")
     return None
+
+
+def _wait(work) -> None:
+    """Wait for a collective while staying responsive to signals: a blocking wait in C++ would hold off Python's
+    SIGTERM handler, so torchrun, stopping the launch after a rank died, would have to kill this rank unannounced.
+    Polling lets the interrupt save the checkpoint and say so; a failed collective raises here."""
+    while not work.is_completed():
+        time.sleep(POLL_S)
+    work.wait()
 
 
 def _count(t: torch.Tensor) -> None:

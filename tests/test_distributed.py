@@ -102,11 +102,11 @@ def test_a_rank_that_dies_ends_the_launch_with_one_line_and_the_checkpoint_intac
     killed = time.time()
     out, err = _finish(proc, 60)
     assert proc.returncode != 0 and time.time() - killed < 60
-    # Rank 0 either sees the collective fail first (one error line) or is stopped by torchrun, which noticed the dead
-    # worker first (the interrupt's message): either way it says what happened and how to resume.
+    # Rank 0 either sees the collective fail first or is stopped by torchrun, which noticed the dead worker first
+    # (during training: the interrupt's message; elsewhere: an error line): either way one line says how to resume.
     ours = [line for line in err.splitlines() if line.startswith(("metarl: error:", "interrupted: saved"))]
     assert len(ours) == 1, err[-3000:]
-    assert ("another rank stopped or hung" in ours[0] and "--resume" in ours[0]) or "resume with" in err
+    assert "--resume" in ours[0] or "resume with" in err
     done = prepare_resume(run_dir)[2]["trainer"]["iteration"]  # the checkpoint loads: intact
     assert done >= 1
     leftover = [p for p in os.listdir("/proc") if p.isdigit() and _is_rank(int(p), "0", run_dir)]

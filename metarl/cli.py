@@ -342,11 +342,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _train_main(args: argparse.Namespace, world, run) -> int:
     """`metarl train` in the process that owns the run directory (rank 0 of a torchrun launch)."""
 
+    announced = False
+
     def announce(job) -> None:  # the other ranks wait for this: what to train, or None for nothing
-        if world.size > 1 and not announce.done:
-            announce.done = True
+        nonlocal announced
+        if world.size > 1 and not announced:
+            announced = True
             world.broadcast(job)
-    announce.done = False
 
     try:
         return _train_run(args, world, run, announce)

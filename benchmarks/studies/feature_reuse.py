@@ -41,8 +41,9 @@ def analyse(run_dir: Path, out: Path, args) -> dict:
     """The run's analysis, from OUT/<run>/analysis.json when it was made with these settings, else computed."""
     done = out / analysis.ANALYSIS_FILE
     settings = {"tasks": args.tasks, "episodes": args.episodes, "every": args.every, "snapshot_steps": 1}
-    if done.is_file() and read_json(done).get("study_settings") == settings:
-        return read_json(done)
+    saved = read_json(done) if done.is_file() else {}
+    if saved.get("study_settings") == settings:
+        return saved
     print(f"== {run_dir.name}", flush=True)
     data = analysis.analyze_run(run_dir, out=out, tasks=args.tasks, episodes=args.episodes, every=args.every,
                                 snapshot_steps=1, figures=False, progress=lambda text: print(f"   {text}", flush=True),

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from metarl import __version__
-from metarl.config import ALGOS, ConfigError, config_help, parse_overrides
+from metarl.config import ALGOS, BOOKKEEPING_KEYS, ConfigError, config_help, parse_overrides
 
 # Exit codes: 0 done; 1 an operating-system error (a full disk); 2 a usage, config or run problem; 3 training
 # diverged (metarl.divergence); 4 another rank of a torchrun launch failed (metarl.distributed); 130 interrupted
@@ -123,8 +123,8 @@ def _add_train(commands) -> None:
                    help="override config keys, e.g. --set inner_lr=0.05 hidden_sizes=[64,64] "
                    "(default: none; list the keys with --help-config)")
     p.add_argument("--resume", metavar="RUN_DIR",
-                   help="continue the run in RUN_DIR from its checkpoint, with its saved config "
-                   "(only --iterations may be combined with it)")
+                   help="continue the run in RUN_DIR from its checkpoint, with its saved config (only "
+                   "--iterations, and --set of speed and disk settings such as device=cpu, may be combined with it)")
     p.add_argument("--help-config", action=_HelpConfig, help="list every config key with its meaning and default")
 
 
@@ -356,18 +356,29 @@ def _train_main(args: argparse.Namespace, world, run) -> int:
         announce(None)  # stopped before training (done already, an error): the other ranks end too
 
 
+def _on_gpu(device: str) -> bool:
+    from metarl.trainer import resolve_device
+
+    try:
+        return resolve_device(device).type == "cuda"
+    except ValueError:  # no GPU: the trainer says so in one line
+        return False
+
+
 def _train_run(args: argparse.Namespace, world, run, announce) -> int:
     with contextlib.ExitStack() as hold:  # the run directory's lock, from before its first write to the end
         if args.resume is not None:
             given = [flag for flag, value in (("--env", args.env), ("--algo", args.algo), ("--config", args.config),
-                                              ("--seed", args.seed), ("--run-dir", args.run_dir),
-                                              ("--set", args.overrides)) if value]
+                                              ("--seed", args.seed), ("--run-dir", args.run_dir)) if value]
+            speed = parse_overrides(args.overrides or [])
+            given += [f"--set {key}" for key in speed if key not in BOOKKEEPING_KEYS]
             if given:
                 raise run.RunError(f"{', '.join(given)} cannot be combined with --resume: a resumed run keeps its "
-                                   "saved config.yaml (only --iterations can change)")
+                                   "saved config.yaml (only --iterations can change, and with --set the settings "
+                                   f"of speed and disk use: {', '.join(BOOKKEEPING_KEYS)})")
             run.writable_dir(run.require_run_dir(args.resume))
             hold.enter_context(run.run_lock(args.resume))
-            run_dir, cfg, ckpt = run.prepare_resume(args.resume, args.iterations)
+            run_dir, cfg, ckpt = run.prepare_resume(args.resume, args.iterations, speed)
             done = int(ckpt["trainer"]["iteration"])
             if run.is_complete(cfg, ckpt):
                 print(f"{run_dir} is already complete ({done}/{cfg.iterations} iterations); "
@@ -389,6 +400,9 @@ def _train_run(args: argparse.Namespace, world, run, announce) -> int:
         print(f"watch it with: tensorboard --logdir {run_dir}", flush=True)
         if world.size > 1:
             print(f"training on {world.size} ranks: {cfg.meta_batch_size} tasks split between them", flush=True)
+        if cfg.device != "cpu" and cfg.task_chunk < cfg.meta_batch_size and _on_gpu(cfg.device):
+            print(f"note: on a GPU the update is fastest in one chunk: add --set task_chunk={cfg.meta_batch_size} "
+                  f"(task_chunk {cfg.task_chunk} is the CPU's best; docs/performance.md)", flush=True)
         announce((str(run_dir), cfg, ckpt))
         try:
             run.train(run_dir, cfg, ckpt, world=world)

@@ -36,6 +36,11 @@ __all__ = [
 ]
 
 ALGOS = ("anil", "maml")
+# Keys that change speed or disk use, not results: a resumed run may use other values than it started with
+# (`metarl train --resume RUN --set device=cpu`, the sweep's runs).
+BOOKKEEPING_KEYS = ("sampler_threads", "torch_threads", "update_threads", "task_chunk", "checkpoint_every",
+                    "keep_checkpoint_every", "max_bad_iterations", "warn_rejected_iterations", "tune_allocator",
+                    "device")
 
 
 class ConfigError(ValueError):
@@ -122,8 +127,9 @@ class Config:
     ls_backtrack_ratio: float = _field(0.8, "step shrink factor per line-search step",
                                        _interval(0, 1, True, True))
     task_chunk: int = _field(2, "tasks per chunk of the meta-gradient, Fisher products and line search "
-                             "(small chunks run faster and bound the gradient's memory; the result does "
-                             "not depend on it)", _at_least(1))
+                             "(on the CPU small chunks run faster and bound the gradient's memory; on a GPU one "
+                             "chunk of the whole meta-batch is fastest; the result does not depend on it)",
+                             _at_least(1))
     fvp_subsample: float = _field(1.0, "fraction of each task's episodes used in Fisher-vector "
                                   "products (1.0 = all, as in the papers; less is faster)",
                                   _interval(0, 1, True, False))
@@ -183,7 +189,8 @@ class Config:
                         "float32 round-off, so float32 runs drift apart after the first update; docs/scaling.md)",
                         _one_of("float32", "float64"))
     device: str = _field("cpu", "where the policy, the inner loop and the TRPO update run: 'cpu', 'cuda', or "
-                         "'auto' (cuda when a GPU is available); the simulator always runs on the CPU",
+                         "'auto' (cuda when a GPU is available); the simulator always runs on the CPU. On a GPU "
+                         "set task_chunk to meta_batch_size (docs/performance.md)",
                          _one_of("cpu", "cuda", "auto"))
     tune_allocator: bool = _field(True, "keep freed memory in the process (glibc mallopt) instead of returning it "
                                   "to the OS after every product, which made the update page-fault its memory in "

@@ -167,10 +167,22 @@ def speed(root: Path) -> str:
     scale = r["scaling"]["meta_batch_size"]
     first_k, first_t = next(iter(scale.items()))
     last_k, last_t = list(scale.items())[-1]
-    return ("\n".join(rows) + f"\n\nSampler: {s['metarl_steps_per_s']:,.0f} env steps/s on both cores, "
+    text = ("\n".join(rows) + f"\n\nSampler: {s['metarl_steps_per_s']:,.0f} env steps/s on both cores, "
             f"{s['metarl_over_naive']:.1f}x a naive gymnasium vector env. Scaling (ANIL): {int(last_k) // int(first_k)}x "
             f"the tasks cost {last_t / first_t:.1f}x the time. Measured by `{r['command']}` on {r['date']}, "
             f"{r['machine']['cpus']} CPUs ([performance](docs/performance.md)).")
+    gpu = root / "benchmarks/results/speed/device_speed_chunk40.json"
+    if gpu.is_file():  # benchmarks/device_speed.py on a GPU, the whole meta-batch in one chunk
+        g = json.loads(gpu.read_text(encoding="utf-8"))
+        runs = {r_["algo"]: r_ for r_ in g["runs"] if r_["device"] == "cuda"}
+        if set(ALGOS) <= set(runs):
+            name = runs[ALGOS[0]]["gpu"]
+            text += (f" On an {name} (`device: cuda`, `task_chunk: 40`) the update takes "
+                     + " and ".join(f"{runs[a]['update_s']:.2f} s ({a.upper()})" for a in ALGOS)
+                     + ", and the meta-iteration "
+                     + " and ".join(f"{runs[a]['iteration_s']:.1f} s" for a in ALGOS)
+                     + f", the simulator's time on {g['sampler_threads']} threads (`{g['command']}`, {g['date']}).")
+    return text
 
 
 def include(root: Path, path: str, page: Path) -> str:

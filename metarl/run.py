@@ -35,7 +35,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
-from metarl.config import Config, config_to_dict, env_kwargs, load_config, save_config
+from metarl.config import BOOKKEEPING_KEYS, Config, config_to_dict, env_kwargs, load_config, save_config
 from metarl.envs import ContractError, get_family, make, resolve_horizon
 from metarl.divergence import Diverged, DivergenceWatch
 from metarl.files import dumps, replaced_atomically, write_json, write_text
@@ -372,16 +372,23 @@ def is_complete(cfg: Config, ckpt: dict) -> bool:
     return iteration >= cfg.iterations and int(ckpt["last_eval_iteration"]) >= iteration
 
 
-def prepare_resume(run_dir: str | os.PathLike, iterations: int | None = None) -> tuple[Path, Config, dict]:
+def prepare_resume(run_dir: str | os.PathLike, iterations: int | None = None,
+                   speed: dict | None = None) -> tuple[Path, Config, dict]:
     """Load a run to continue, changing no file; with `iterations`, the returned config has that total, which
-    `train` saves in config.yaml once the checkpoint has been restored (a refused resume edits nothing)."""
+    `train` saves in config.yaml once the checkpoint has been restored (a refused resume edits nothing). `speed`:
+    settings of speed and disk use (config.BOOKKEEPING_KEYS, e.g. {"device": "cpu"}) for this sitting alone."""
     path, cfg, ckpt = load_run(run_dir)
     done = int(ckpt["trainer"]["iteration"])
+    other = sorted(set(speed or {}) - set(BOOKKEEPING_KEYS))
+    if other:
+        raise RunError(f"{', '.join(other)} cannot change on resume; only {', '.join(BOOKKEEPING_KEYS)} can")
     if iterations is not None and iterations != cfg.iterations:
         if iterations < done:
             raise RunError(f"--iterations {iterations} is below the checkpoint's iteration {done}; "
                            f"pass --iterations {done} or more")
         cfg = load_config(path / CONFIG_FILE, {"iterations": iterations})
+    if speed:
+        cfg = load_config(path / CONFIG_FILE, {**speed, "iterations": cfg.iterations})
     return path, cfg, ckpt
 
 

@@ -37,7 +37,7 @@ from typing import Iterator, Sequence
 
 from metarl import baselines, run
 from metarl.baselines import BASELINE_KINDS, PPO_ENVS
-from metarl.config import ALGOS, ConfigError, config_to_dict, load_config, parse_overrides
+from metarl.config import ALGOS, BOOKKEEPING_KEYS, ConfigError, config_to_dict, load_config, parse_overrides
 from metarl import files
 from metarl.files import write_json, write_text
 
@@ -46,10 +46,6 @@ SEEDS = (0, 1, 2)
 EVAL_TASKS = 40
 EVAL_STEPS = 3
 ENGINES = ("local", "ray")
-# Keys that change speed, not results: a resumed run may use other values than it started with.
-BOOKKEEPING_KEYS = ("sampler_threads", "torch_threads", "update_threads", "task_chunk", "checkpoint_every",
-                    "keep_checkpoint_every", "max_bad_iterations", "warn_rejected_iterations", "tune_allocator",
-                    "device")
 PARALLEL_OVERRIDES = {"sampler_threads": 1, "update_threads": 1}
 # Keys of the TRPO meta-update alone: a baseline is adapted and evaluated, never meta-trained, so its result stays
 # valid when they change (the cheetah configs moved to fvp_subsample 1.0 after the baselines were computed at 0.2).

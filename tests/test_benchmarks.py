@@ -105,3 +105,16 @@ def test_scaling_model_is_the_stated_ring_all_reduce_cost_and_its_table_reads_th
     md = scaling.markdown(result)
     assert "| ANIL | 6.00 | 10.00 | 5.50 | 1.09x | 30 | 12 |" in md
     assert f"| {result['algos']['anil']['model']['2']:.2f} / 5.50 |" in md
+
+
+def test_device_speed_quick_run_on_the_cpu_times_the_iteration_and_the_update(tmp_path):
+    out = tmp_path / "dev"
+    _import_benchmark("device_speed").main(["--devices", "cpu", "--quick", "--iterations", "1", "--repeats", "1",
+                                            "--out", str(out)])
+    result = json.loads(out.with_suffix(".json").read_text())
+    assert [(r["algo"], r["device"]) for r in result["runs"]] == [("anil", "cpu"), ("maml", "cpu")]
+    for r in result["runs"]:
+        assert r["iteration_s"] >= r["update_s"] > 0 and r["update_alone_s"] > 0 and r["bf16_fvp_update_alone_s"] > 0
+        assert r["peak_gpu_mb"] is None and r["peak_rss_mb"] > 0
+    assert "--out" not in result["command"]  # the command that reproduces the table
+    assert out.with_suffix(".md").read_text().count("| cpu |") == 2

@@ -131,6 +131,27 @@ def test_resume_after_a_clean_stop_matches_an_uninterrupted_run(straight_run, tm
     assert scalar_steps(run_dir, "trpo/kl") == [line["env_steps"] for line in straight[:4]]
 
 
+def test_resume_may_change_speed_settings_alone_and_they_change_no_result(straight_run, tmp_path):
+    """--set with --resume takes the settings of speed and disk use (another device, threads, chunk) for this
+    sitting: the run continues as the uninterrupted one (those that change no rounding: bitwise); config.yaml
+    keeps the run's own values."""
+    run_dir = tmp_path / "run"
+    metarl(*train_args(run_dir, 2), cwd=tmp_path)
+    saved = (run_dir / "config.yaml").read_text()
+    refused = metarl("train", "--resume", str(run_dir), "--set", "task_chunk=1", "inner_lr=0.5", "seed=4",
+                     cwd=tmp_path, check=False)
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert "--set inner_lr, --set seed cannot be combined with --resume" in refused.stderr
+    assert "device" in refused.stderr and "task_chunk" in refused.stderr  # what may change is named
+    assert (run_dir / "config.yaml").read_text() == saved
+    metarl("train", "--resume", str(run_dir), "--iterations", "4", "--set", "device=cpu", "checkpoint_every=2",
+           "max_bad_iterations=5", cwd=tmp_path)
+    resumed, _ = read_metrics(run_dir)
+    straight, _ = read_metrics(straight_run)
+    assert without_timing(resumed) == without_timing(straight[:4])
+    assert (run_dir / "config.yaml").read_text() == saved.replace("iterations: 2", "iterations: 4")
+
+
 def test_kept_checkpoints_are_snapshots_a_run_can_resume_from(straight_run, tmp_path):
     run_dir = tmp_path / "run"
     # checkpoint_every=3 does not divide 2 or 4: keeping must save a checkpoint of those iterations itself.

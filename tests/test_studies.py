@@ -373,7 +373,8 @@ def test_feature_reuse_aggregates_the_analyses_of_published_runs_and_skips_finis
 def test_depth_study_trains_each_variant_evaluates_it_once_and_resumes(tmp_path):
     study = _import_benchmark("depth")
     args = ["--envs", "nav2d", "--variants", "depth4", "depth1-kfo", "--iterations", "1", "--tasks", "2",
-            "--episodes", "2", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "depth")]
+            "--episodes", "2", "--runs", str(tmp_path / "runs"), "--published", str(tmp_path / "published"),
+            "--out", str(tmp_path / "depth")]
     study.main(args)
     from metarl.config import load_config
     kfo = tmp_path / "runs" / "nav2d-maml-depth1-kfo-seed0"
@@ -385,6 +386,16 @@ def test_depth_study_trains_each_variant_evaluates_it_once_and_resumes(tmp_path)
     assert result["envs"]["nav2d"]["depth1-kfo"]["mean"] == [evaluation["returns"][f"return_step_{k}"]
                                                              for k in range(4)]
     assert "| nav2d | depth4 | 1 |" in (tmp_path / "depth.md").read_text()
+    published = tmp_path / "published" / kfo.name
+    assert sorted(p.name for p in published.iterdir()) == sorted(["checkpoint.pt", "config.yaml", "metrics.jsonl",
+                                                                  "eval.json"])
+    assert (published / "eval.json").read_bytes() == (kfo / "eval.json").read_bytes()
     before = [(kfo / name).read_bytes() for name in ("metrics.jsonl", "eval.json")]
     study.main(args)  # finished and evaluated: left as it is
     assert [(kfo / name).read_bytes() for name in ("metrics.jsonl", "eval.json")] == before
+    # A later sitting on a machine that kept nothing but git: the published runs make the table, none is retrained.
+    import shutil
+    shutil.rmtree(tmp_path / "runs")
+    study.main(args)
+    assert not (tmp_path / "runs").exists()
+    assert json.loads((tmp_path / "depth.json").read_text())["envs"] == result["envs"]

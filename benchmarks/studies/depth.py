@@ -6,20 +6,23 @@ MAML at each family's protocol preset (configs/<env>.yaml, 500 iterations) with 
   depth1, depth2, depth4   hidden_sizes [100], [100, 100] (the protocol's), [100, 100, 100, 100], inner_optimizer sgd;
   depth1-meta-sgd          [100] with Meta-SGD's learned step sizes;
   depth1-kfo               [100] with the Kronecker-factored meta-optimiser (KFO).
-Each run is a real run directory under --runs (resumable: run the command again to continue; finished ones are
-skipped), evaluated at the end as `metarl eval` does (40 held-out tasks, returns after 0..3 adaptation steps).
-Writes benchmarks/results/studies/depth.{json,md,png}: per family and variant, the held-out return after 0..3
-steps (mean ± std over seeds) and the median seconds per iteration.
+Each run is a real run directory under --runs (resumable: run the command again to continue), evaluated at the end
+as `metarl eval` does (40 held-out tasks, returns after 0..3 adaptation steps), then published: its small files
+(checkpoint, config, metrics, eval.json, timing) are copied to --published, in git, where a later sitting finds it
+and trains it no more. So the study grows over sittings on machines that keep nothing outside git, and the table
+is always over the published runs. Writes benchmarks/results/studies/depth.{json,md,png}: per family and variant,
+the held-out return after 0..3 steps (mean ± std over seeds) and the median seconds per iteration.
 
     python benchmarks/studies/depth.py --envs nav2d --seeds 0 1 2      # 15 runs
     python benchmarks/studies/depth.py --envs cheetah-vel --seeds 0    # 5 runs
     python benchmarks/studies/depth.py --envs nav2d --seeds 0 --iterations 2 --tasks 2 --episodes 2 \\
-        --runs /tmp/d --out /tmp/depth                                 # a smoke test
+        --runs /tmp/d --published /tmp/dp --out /tmp/depth             # a smoke test
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import sys
 import time
@@ -27,6 +30,7 @@ from pathlib import Path
 
 from metarl.config import load_config
 from metarl.files import read_json, write_report
+from metarl.report import PUBLISHED_FILES
 from metarl.run import (CHECKPOINT_FILE, EVAL_FILE, create_run, evaluate_run, is_complete, load_run, prepare_resume,
                         preset_path, read_metrics, train)
 
@@ -51,6 +55,20 @@ def run_variant(run_dir: Path, env: str, overrides: dict) -> None:
     done = read_json(run_dir / EVAL_FILE) if (run_dir / EVAL_FILE).is_file() else None
     if not done or done.get("iteration") != ckpt["trainer"]["iteration"] or done.get("steps") != EVAL_STEPS:
         evaluate_run(run_dir, steps=EVAL_STEPS)
+
+
+def publish(run_dir: Path, published: Path) -> Path:
+    """Copy a finished, evaluated run's small files to published/<its name> (atomically: a half copy never counts)."""
+    target = published / run_dir.name
+    partial = published / f".{run_dir.name}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    for name in PUBLISHED_FILES:
+        if (run_dir / name).is_file():
+            shutil.copy2(run_dir / name, partial / name)
+    shutil.rmtree(target, ignore_errors=True)
+    partial.rename(target)
+    return target
 
 
 def summary(runs: list[Path]) -> dict:
@@ -108,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", type=int, help="meta_batch_size and eval_tasks (smoke tests only)")
     parser.add_argument("--episodes", type=int, help="episodes_per_task and eval_episodes_per_task (smoke tests)")
     parser.add_argument("--runs", type=Path, default=REPO / "runs" / "studies" / "depth")
+    parser.add_argument("--published", type=Path, default=REPO / "benchmarks" / "results" / "studies" / "depth_runs",
+                        help="where finished runs are copied and read from (in git; a run there is not trained again)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "studies" / "depth")
     parser.add_argument("--no-train", action="store_true", help="only report the finished runs (train nothing)")
     args = parser.parse_args(argv)
@@ -125,11 +145,13 @@ def main(argv: list[str] | None = None) -> int:
             finished = []
             for seed in args.seeds:
                 run_dir = args.runs / f"{env}-maml-{name}-seed{seed}"
-                if not args.no_train:
+                done = args.published / run_dir.name
+                if not (done / EVAL_FILE).is_file() and not args.no_train:
                     print(f"== {run_dir.name}", flush=True)
                     run_variant(run_dir, env, {"algo": "maml", "seed": seed, **VARIANTS[name], **small})
-                if (run_dir / EVAL_FILE).is_file():
-                    finished.append(run_dir)
+                    publish(run_dir, args.published)
+                if (done / EVAL_FILE).is_file():
+                    finished.append(done)
             if finished:
                 rows[name] = summary(finished)
         result["envs"][env] = rows

@@ -112,6 +112,12 @@ def _met(report: dict, env: str, algo: str) -> bool | None:
     return cell["mean"]["return_step_1"] >= paper[0]
 
 
+def _partial(report: dict, env: str, method: str) -> str:
+    """'' for a cell over all the grid's seeds; else ', so far: 2 of 3 seeds' (a verdict that may still change)."""
+    cell, expected = _cell(report, env, method), len(report.get("seeds", (0, 1, 2)))  # reports before the key: 3
+    return f", so far: {len(cell['seeds'])} of {expected} seeds" if cell and len(cell["seeds"]) < expected else ""
+
+
 def headline(root: Path) -> str:
     """Return after one adaptation step, ours against the papers, per family and algorithm (from the grid report)."""
     report = _grid(root)
@@ -126,7 +132,8 @@ def headline(root: Path) -> str:
                 cell = _cell(report, env, method)
                 ours = (f"{cell['mean']['return_step_1']:.1f} ± {cell['std']['return_step_1']:.1f} "
                         f"({len(cell['seeds'])})" if cell else "not run")
-                met = {True: "yes", False: "**no**", None: "-"}[_met(report, env, method)]
+                met = {True: "yes", False: "**no**", None: "-"}[_met(report, env, method)] + _partial(report, env,
+                                                                                                   method)
                 rows.append(f"| {FAMILY_TITLES.get(env, env)} | {_label(method)} | {ours} | "
                             f"{f'{paper[0]:.1f} ± {paper[1]:.1f}' if paper else '-'} | {met} | "
                             f"{f'{files[1]:.1f}' if files else ''} |")
@@ -143,7 +150,9 @@ def status(root: Path) -> str:
     missing = report.get("missing") or []
     line = (f"**Status:** {sum(judged.values())} of {len(judged)} cells of the ANIL paper's table reached after one "
             f"adaptation step; not reached: {', '.join(short) if short else 'none'}")
-    rescued = [f"{FAMILY_TITLES.get(env, env)} {_label(m)}" for (env, algo), v in judged.items() if not v
+    rescued = [f"{FAMILY_TITLES.get(env, env)} {_label(m)}" + (f" ({_partial(report, env, m)[2:]})"
+                                                                if _partial(report, env, m) else "")
+               for (env, algo), v in judged.items() if not v
                for m in _methods(report, env, algo)[1:] if _met(report, env, m)]
     tried = any(len(_methods(report, env, algo)) > 1 for (env, algo), v in judged.items() if not v)
     if tried:

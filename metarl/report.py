@@ -535,6 +535,7 @@ def build_report(root: Path, envs: Sequence[str] = ENVS, algos: Sequence[str] = 
         "statistic": f"per seed: mean return over {EVAL_TASKS} held-out tasks; per cell: mean and population std "
                      "(ddof=0) over seeds",
         "envs": reported,
+        "seeds": list(seeds),  # the grid's: a cell over fewer is partial
         "protocol": {env: env_protocol(env, runs, baselines) for env in reported},
         "cells": method_cells(runs, baselines),
         "references": {"anil_paper_table2": {m: {e: list(v) for e, v in t.items()}

@@ -103,7 +103,13 @@ def test_the_headline_puts_a_variants_row_under_its_algorithm_and_the_status_nam
     rows = [line.split(" | ") for line in pages.headline(tmp_path).splitlines() if line.startswith("| Half")]
     methods = [row[1] for row in rows[:4]]
     assert methods == ["ANIL", "ANIL, promp-lvc", "MAML", "MAML, promp-lvc"]
-    assert rows[1][2] == f"{paper + 1.0:.1f} ± 2.0 (3)" and rows[1][4] == "yes" and rows[3][4] == "**no**"
+    assert rows[1][2] == f"{paper + 1.0:.1f} ± 2.0 (3)" and rows[1][4] == "yes"
+    assert rows[3][4] == "**no**, so far: 1 of 3 seeds"  # a cell short of the grid's seeds says so
     status = pages.status(tmp_path)
     assert "not reached: HalfCheetah-Direction ANIL, HalfCheetah-Direction MAML" in status
     assert "reached with a variant: HalfCheetah-Direction ANIL, promp-lvc." in status
+    # a variant that reaches the number on fewer seeds than the grid's is named with its count
+    dir_cells["maml+promp-lvc"]["mean"]["return_step_1"] = 1000.0
+    (tmp_path / pages.GRID_REPORT).write_text(json.dumps(report))
+    assert ("reached with a variant: HalfCheetah-Direction ANIL, promp-lvc, HalfCheetah-Direction MAML, promp-lvc "
+            "(so far: 1 of 3 seeds).") in pages.status(tmp_path)

@@ -379,16 +379,17 @@ def prepare_resume(run_dir: str | os.PathLike, iterations: int | None = None,
     settings of speed and disk use (config.BOOKKEEPING_KEYS, e.g. {"device": "cpu"}) for this sitting alone."""
     path, cfg, ckpt = load_run(run_dir)
     done = int(ckpt["trainer"]["iteration"])
-    other = sorted(set(speed or {}) - set(BOOKKEEPING_KEYS))
+    overrides = dict(speed or {})
+    other = sorted(set(overrides) - set(BOOKKEEPING_KEYS))
     if other:
         raise RunError(f"{', '.join(other)} cannot change on resume; only {', '.join(BOOKKEEPING_KEYS)} can")
     if iterations is not None and iterations != cfg.iterations:
         if iterations < done:
             raise RunError(f"--iterations {iterations} is below the checkpoint's iteration {done}; "
                            f"pass --iterations {done} or more")
-        cfg = load_config(path / CONFIG_FILE, {"iterations": iterations})
-    if speed:
-        cfg = load_config(path / CONFIG_FILE, {**speed, "iterations": cfg.iterations})
+        overrides["iterations"] = iterations
+    if overrides:
+        cfg = load_config(path / CONFIG_FILE, overrides)
     return path, cfg, ckpt
 
 

@@ -147,6 +147,10 @@ def _add_eval(commands) -> None:
                    help="evaluate this checkpoint of the run instead of its latest, e.g. a snapshot kept by "
                    "keep_checkpoint_every (RUN_DIR/checkpoints/iteration-000100.pt); the report then goes "
                    "beside it (iteration-000100.eval.json) unless --out says otherwise")
+    p.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="settings of speed for this evaluation alone, of "
+                   f"{', '.join(BOOKKEEPING_KEYS)} (e.g. device=cpu for a run trained on a GPU); the run's "
+                   "config.yaml is unchanged")
 
 
 def _add_grid_args(p, envs, seeds, kinds, baselines_help: str) -> None:
@@ -282,8 +286,9 @@ def _launch_device(args: argparse.Namespace, world) -> str:
     from metarl.config import load_config
     from metarl.trainer import resolve_device
 
-    if args.resume is not None:
-        cfg = load_config(run.require_run_dir(args.resume) / run.CONFIG_FILE)
+    if args.resume is not None:  # the saved config with this sitting's speed settings (e.g. --set device=cpu)
+        speed = {key: value for key, value in parse_overrides(args.overrides or []).items() if key in BOOKKEEPING_KEYS}
+        cfg = load_config(run.require_run_dir(args.resume) / run.CONFIG_FILE, speed)
     else:
         cfg = run.resolve_config(args.env, args.config, parse_overrides(args.overrides),
                                  {"algo": args.algo, "seed": args.seed, "iterations": args.iterations})
@@ -419,7 +424,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     out = args.out or run.default_eval_path(Path(args.run_dir), args.checkpoint)
     report = run.evaluate_run(args.run_dir, args.tasks, args.steps, args.episodes, out=out,
-                              checkpoint=args.checkpoint)
+                              checkpoint=args.checkpoint, speed=parse_overrides(args.overrides))
     print(report.table())
     print(f"\nwrote {out}")
     return 0

@@ -259,11 +259,19 @@ def load_trainer(run_dir: str | os.PathLike, checkpoint: str | os.PathLike | Non
 
     `overrides` change bookkeeping keys of the saved config for this process only (threads, batch sizes of a study);
     the run directory is never written. The caller closes the trainer. This is what `metarl eval` and the studies in
-    benchmarks/studies/ start from.
+    benchmarks/studies/ start from. A run trained with device: cuda loads on the CPU where torch sees no GPU.
     """
+    import torch
+
     from metarl.trainer import Trainer
 
     path, cfg, ckpt = load_run(run_dir, checkpoint)
+    overrides = dict(overrides or {})
+    if "device" not in overrides and cfg.device == "cuda" and not torch.cuda.is_available():
+        # a run trained on a GPU, read on a machine without one: the device changes rounding, not results
+        print(f"note: {path} was trained with device: cuda and torch sees no GPU here; loading it on the CPU",
+              file=sys.stderr)
+        overrides["device"] = "cpu"
     if overrides:
         cfg = load_config(path / CONFIG_FILE, overrides)
     trainer = Trainer(cfg)
@@ -372,6 +380,16 @@ def is_complete(cfg: Config, ckpt: dict) -> bool:
     return iteration >= cfg.iterations and int(ckpt["last_eval_iteration"]) >= iteration
 
 
+def speed_settings(speed: dict | None, when: str) -> dict:
+    """A copy of `speed`, checked to hold only settings of speed and disk use (config.BOOKKEEPING_KEYS): the ones a
+    saved run may take other values of (`when`: "on resume", "for an evaluation") without changing its results."""
+    overrides = dict(speed or {})
+    other = sorted(set(overrides) - set(BOOKKEEPING_KEYS))
+    if other:
+        raise RunError(f"{', '.join(other)} cannot change {when}; only {', '.join(BOOKKEEPING_KEYS)} can")
+    return overrides
+
+
 def prepare_resume(run_dir: str | os.PathLike, iterations: int | None = None,
                    speed: dict | None = None) -> tuple[Path, Config, dict]:
     """Load a run to continue, changing no file; with `iterations`, the returned config has that total, which
@@ -379,10 +397,7 @@ def prepare_resume(run_dir: str | os.PathLike, iterations: int | None = None,
     settings of speed and disk use (config.BOOKKEEPING_KEYS, e.g. {"device": "cpu"}) for this sitting alone."""
     path, cfg, ckpt = load_run(run_dir)
     done = int(ckpt["trainer"]["iteration"])
-    overrides = dict(speed or {})
-    other = sorted(set(overrides) - set(BOOKKEEPING_KEYS))
-    if other:
-        raise RunError(f"{', '.join(other)} cannot change on resume; only {', '.join(BOOKKEEPING_KEYS)} can")
+    overrides = speed_settings(speed, "on resume")
     if iterations is not None and iterations != cfg.iterations:
         if iterations < done:
             raise RunError(f"--iterations {iterations} is below the checkpoint's iteration {done}; "
@@ -727,16 +742,18 @@ def default_eval_path(run_dir: Path, checkpoint: str | os.PathLike | None = None
 
 def evaluate_run(run_dir: str | os.PathLike, tasks: int | None = None, steps: int | None = None,
                  episodes: int | None = None, out: str | os.PathLike | None = None,
-                 checkpoint: str | os.PathLike | None = None) -> EvalReport:
+                 checkpoint: str | os.PathLike | None = None, speed: dict | None = None) -> EvalReport:
     """Evaluate a run's latest checkpoint (or `checkpoint`, a kept snapshot) on held-out tasks and write the report
-    to `out` (default: RUN_DIR/eval.json, or beside `checkpoint` as its name with .eval.json)."""
+    to `out` (default: RUN_DIR/eval.json, or beside `checkpoint` as its name with .eval.json). `speed`: settings of
+    speed and disk use for this process (e.g. {"device": "cpu"} for a run trained on a GPU); config.yaml is unchanged."""
+    speed = speed_settings(speed, "for an evaluation")
     path, cfg, _ = load_run(run_dir, checkpoint)  # checked before anything is created
     out = Path(out) if out is not None else default_eval_path(path, checkpoint)
     writable_dir(out.parent, "the evaluation report")  # before evaluating, so a bad --out or a read-only run directory fails at once
     tasks = tasks or cfg.eval_tasks
     steps = cfg.eval_steps if steps is None else steps
     episodes = episodes or cfg.eval_episodes_per_task
-    trainer = load_trainer(path, checkpoint)
+    trainer = load_trainer(path, checkpoint, speed)
     try:
         returns = trainer.evaluate(num_tasks=tasks, steps=steps, episodes_per_task=episodes, per_task=True)
         per_task = returns.pop("per_task")

@@ -300,7 +300,8 @@ def train_cell(root: Path, env: str, algo: str, seed: int, overrides: dict, jobs
             if final_eval_needed(run_dir, cfg, iteration, eval_tasks):
                 print(f"== {name}: final evaluation ({eval_tasks} held-out tasks, {EVAL_STEPS} steps)", flush=True)
                 with sitting.phase("eval_s"):
-                    run.evaluate_run(run_dir, tasks=eval_tasks, steps=EVAL_STEPS, episodes=cfg.eval_episodes_per_task)
+                    run.evaluate_run(run_dir, tasks=eval_tasks, steps=EVAL_STEPS, episodes=cfg.eval_episodes_per_task,
+                                     speed={key: getattr(cfg, key) for key in BOOKKEEPING_KEYS})
                 status += ", evaluated"
     return status
 

@@ -17,7 +17,7 @@ import torch
 
 from metarl.advantages import fitted_advantages
 from metarl.allocator import keep_freed_memory
-from metarl.config import Config, env_kwargs
+from metarl.config import Config, ConfigError, env_kwargs
 from metarl.envs import get_family, make, resolve_horizon
 from metarl.distributed import World, problem, traffic
 from metarl.inner_optimizers import attach, metric_names, rule_metrics
@@ -115,8 +115,8 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' needs a CUDA GPU, and torch sees none here (torch "
-                         f"{torch.__version__}); use device: cpu or auto")
+        raise ConfigError("device 'cuda' needs a CUDA GPU, and torch sees none here (torch "
+                         f"{torch.__version__}); use device: cpu or auto (for a saved run: --set device=cpu)")
     return torch.device(name)
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -214,6 +215,36 @@ def test_sweep_is_resumable_and_publishable(tmp_path, capsys):
     assert metarl_main(publish) == 0
     assert "published 0 finished run(s) (1 already there" in capsys.readouterr().out
     assert json.loads((copy / EVAL_FILE).read_text())["note"] == "re-evaluated on the copy"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_a_run_started_on_a_gpu_finishes_and_is_evaluated_on_a_cpu_machine(tmp_path, capsys):
+    """A run's config.yaml keeps the device it was started on (cuda on a GPU machine); a sweep resuming it on a
+    machine without a GPU trains and evaluates it with the sitting's device, and `metarl eval` takes --set device=cpu."""
+    root = tmp_path / "grid"
+    args = ["sweep", "--root", str(root), "--envs", "nav2d", "--algos", "anil", "--seeds", "0", "--set", *TINY]
+    assert metarl_main([*args[:-len(TINY)], *TINY, "iterations=1"]) == 0
+    run_dir = root / "nav2d-anil-seed0"
+    config_path = run_dir / CONFIG_FILE
+    save_config(dataclasses.replace(load_config(config_path), device="cuda"), config_path)  # as a GPU sitting saves it
+    capsys.readouterr()
+
+    assert metarl_main(args) == 0
+    assert "trained to 2 iterations, evaluated" in capsys.readouterr().out
+    assert json.loads((run_dir / EVAL_FILE).read_text())["iteration"] == 2
+    assert (load_config(config_path).device, load_config(config_path).iterations) == ("cuda", 2)
+
+    again = tmp_path / "again.json"
+    assert metarl_main(["eval", str(run_dir), "--out", str(again), "--set", "seed=3"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "seed cannot change for an evaluation" in err, err
+    assert not again.exists()
+    evaluation = json.loads((run_dir / EVAL_FILE).read_text())["returns"]
+    for speed in ([], ["--set", "device=cpu", "sampler_threads=2"]):  # the saved device is absent here: the CPU
+        assert metarl_main(["eval", str(run_dir), "--out", str(again), "--tasks", "40", "--steps", "3", *speed]) == 0
+        assert ("loading it on the CPU" in capsys.readouterr().err) == (not speed)
+        assert json.loads(again.read_text())["returns"] == evaluation
+    assert (load_config(config_path).device, load_config(config_path).iterations) == ("cuda", 2)
 
 
 def test_a_baseline_stays_valid_when_only_the_meta_update_changes():

@@ -111,6 +111,7 @@ class RunRecord:
     cfg: object
     iterations_done: int
     curve: list            # (iteration, env_steps, post-adaptation return) per training iteration
+    held_out: dict         # iteration -> held-out return after one step, at each evaluation during training
     eval: dict | None      # eval.json
     timing: dict | None    # timing.json
     iteration_time_s: float
@@ -136,8 +137,9 @@ def read_run(path: Path) -> RunRecord:
     by_iteration = {r["iteration"]: r for r in records}  # the last line of an iteration wins
     curve = [(i, by_iteration[i]["env_steps"], by_iteration[i]["returns/post_adaptation"])
              for i in sorted(by_iteration)]
+    held_out = {r["iteration"]: r["eval/return_step_1"] for r in run.read_metrics(path) if "eval/return_step_1" in r}
     return RunRecord(name=path.name, path=path, env=cfg.env, algo=cfg.algo, seed=cfg.seed, cfg=cfg,
-                     iterations_done=max(by_iteration, default=0), curve=curve,
+                     iterations_done=max(by_iteration, default=0), curve=curve, held_out=held_out,
                      eval=read_json(path / run.EVAL_FILE), timing=read_json(path / TIMING_FILE),
                      iteration_time_s=sum(r.get("time/iteration_s", 0.0) for r in by_iteration.values()),
                      method=method_of(cfg.algo, variant(cfg)))
@@ -181,6 +183,15 @@ def summarise(values_by_seed: dict[int, dict]) -> dict:
     return out
 
 
+def end_over_peak(r: RunRecord) -> float | None:
+    """The final held-out return after one step over the best of the run's evaluations (training's every
+    eval_every, and the final one): 1.0 for a run that ends at its best, below for one that fell from a peak
+    (issue 34's "no fall" asks >= 0.9). None where the peak is not positive (the ratio says nothing there)."""
+    final = number(r.eval["returns"]["return_step_1"])
+    peak = max([final, *(number(v) for v in r.held_out.values())])
+    return final / peak if peak > 0 else None
+
+
 def method_cells(runs: list[RunRecord], baselines: list[dict]) -> dict:
     """env -> method -> summary over seeds, from finished runs and baseline results only."""
     cells: dict = {}
@@ -190,7 +201,7 @@ def method_cells(runs: list[RunRecord], baselines: list[dict]) -> dict:
             cell["per_seed"][r.seed] = {"returns": r.eval["returns"], "iterations": r.iterations_done,
                                         "env_steps": r.eval.get("env_steps"), "wall_s": r.wall_s,
                                         "timing_source": TIMING_FILE if r.timing else "sum of time/iteration_s",
-                                        "run_dir": r.name}
+                                        "run_dir": r.name, "end_over_peak": end_over_peak(r)}
     for b in baselines:
         cell = cells.setdefault(b["env"], {}).setdefault(b["kind"], {"per_seed": {}})
         cell["per_seed"][b["seed"]] = {"returns": b["returns"], "wall_s": b.get("wall_s"),
@@ -296,6 +307,15 @@ def mean_wall(cell: dict) -> str:
     return format_duration(float(np.mean(walls))) if walls else "n/a"
 
 
+def lowest_end_over_peak(cell: dict) -> str:
+    """The lowest seed's end / peak ratio (end_over_peak), with that seed; "-" where no seed has one."""
+    ratios = {seed: v["end_over_peak"] for seed, v in cell["per_seed"].items() if v.get("end_over_peak") is not None}
+    if not ratios:
+        return "-"
+    seed = min(ratios, key=ratios.get)
+    return f"{ratios[seed]:.2f} (seed {seed})" if len(ratios) > 1 else f"{ratios[seed]:.2f}"
+
+
 def method_label(method: str, cell: dict) -> str:
     if method == "pretrained":
         steps = sorted({v["ppo_steps"] for v in cell["per_seed"].values() if v.get("ppo_steps")})
@@ -316,27 +336,29 @@ def method_order(cells: dict) -> list[str]:
 def env_table(env: str, cells: dict) -> list[str]:
     """The markdown table of one env: our methods, then the papers' reference rows."""
     head = ["| method | seeds | iterations | 0 steps | 1 step | 2 steps | 3 steps | ANIL paper, Table 2 "
-            "(avg return; compare with 1 step) | wall-clock per run (mean) |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+            "(avg return; compare with 1 step) | 1 step: end / peak (lowest seed) | wall-clock per run (mean) |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     rows = []
     order = method_order(cells)
     for method in order:
         cell = cells[method]
         paper = ANIL_PAPER_TABLE2.get(base_algo(method), {}).get(env)
         paper_text = f"{paper[0]:.1f} ± {paper[1]:.1f}" if paper else ""
-        its = iterations_text(cell) if base_algo(method) in ALGOS else "-"
+        trained = base_algo(method) in ALGOS
+        its = iterations_text(cell) if trained else "-"
+        fall = lowest_end_over_peak(cell) if trained else "-"
         rows.append(f"| {method_label(method, cell)} | {len(cell['seeds'])} | {its} | "
                     + " | ".join(fmt_cell(cell, k) for k in range(EVAL_STEPS + 1))
-                    + f" | {paper_text} | {mean_wall(cell)} |")
+                    + f" | {paper_text} | {fall} | {mean_wall(cell)} |")
     for method in ALGOS:
         paper = ANIL_PAPER_TABLE2[method].get(env)
         if paper and method not in cells:
             rows.append(f"| {METHOD_LABELS[method]}: not finished yet | 0 | - | - | - | - | - | "
-                        f"{paper[0]:.1f} ± {paper[1]:.1f} | |")
+                        f"{paper[0]:.1f} ± {paper[1]:.1f} | | |")
     curve = MAML_PAPER_CURVES.get(env)
     if curve:
         rows.append("| MAML, Finn et al. 2017 (reference result files) | - | - | "
-                    + " | ".join(f"{v:.1f}" for v in curve) + " | | |")
+                    + " | ".join(f"{v:.1f}" for v in curve) + " | | | |")
     return head + rows
 
 
@@ -393,6 +415,9 @@ def render_markdown(report: dict) -> str:
              "policy (our initialisation, seeded by the seed), and a stable-baselines3 PPO policy of the same "
              "architecture trained on the task mixture (a new random task at every reset), its actor copied into "
              "our policy.",
+             "- 1 step: end / peak: the final held-out return after one step over the best of the run's "
+             "evaluations during training (every `eval_every` iterations, same tasks) and the final one; 1.00 is a "
+             "run that ends at its best, the lowest seed is shown (\"-\" where the peak is not positive).",
              "- iterations: meta-iterations completed (one number if all seeds agree, else min–max); wall-clock: "
              f"seconds across sittings from `{TIMING_FILE}` (training, periodic and final evaluations), PPO training "
              "plus evaluation for the baselines.", ""]

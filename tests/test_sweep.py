@@ -100,6 +100,27 @@ def test_report_table_matches_the_eval_files(tmp_path):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
 
 
+def test_the_table_says_how_far_the_final_return_fell_from_the_runs_peak(tmp_path):
+    """end / peak: the final held-out return after one step over the best held-out evaluation of the run; the
+    lowest seed is shown, and a non-positive peak gives no ratio."""
+    root, out = tmp_path / "grid", tmp_path / "out"
+    finals = {("anil", 0): 80.0, ("anil", 1): 90.0, ("maml", 0): -12.0}
+    for (algo, seed), final in finals.items():
+        fake_run(root, algo, seed, {f"return_step_{k}": final for k in range(4)})
+        metrics = root / sweep.cell_name("nav2d", algo, seed, {}) / METRICS_FILE
+        peaks = {("anil", 0): 100.0, ("anil", 1): 60.0, ("maml", 0): -5.0}
+        metrics.write_text(metrics.read_text() + json.dumps({"iteration": 250, "eval/return_step_1": peaks[(algo, seed)]})
+                           + "\n")
+    assert metarl_main(["report", str(root), "--out", str(out), "--envs", "nav2d", "--seeds", "0", "1"]) == 0
+    rows = {line.split("|")[1].strip(): line.split("|") for line in (out / "report.md").read_text().splitlines()
+            if line.startswith("| ")}
+    assert rows["ANIL (ours)"][-3].strip() == "0.80 (seed 0)"  # 80 after a peak of 100; seed 1 ends at its best
+    assert rows["MAML (ours)"][-3].strip() == "-"
+    cells = json.loads((out / "report.json").read_text())["cells"]["nav2d"]
+    assert cells["anil"]["per_seed"]["1"]["end_over_peak"] == 1.0
+    assert cells["maml"]["per_seed"]["0"]["end_over_peak"] is None
+
+
 def test_a_variants_runs_get_their_own_directories_and_rows_beside_the_algorithms(tmp_path):
     promp = {"outer": "promp", "estimator": "lvc"}
     assert sweep.cell_name("nav2d", "anil", 0, promp) == "nav2d-anil-promp-lvc-seed0"

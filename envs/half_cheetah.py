@@ -25,6 +25,10 @@ from metarl.envs.vector import TaskVectorEnv
 
 CTRL_COST_WEIGHT = 0.05  # reference: reward = ... - 0.05 * sum(a^2), a clipped to the action space [-1, 1]^6
 HORIZON = 200
+# The v_x the forward reward reads: "displacement", the torso's x displacement over the env step / dt (gymnasium's
+# HalfCheetah); "com", the x velocity of the whole cheetah's centre of mass at the state after the step (the MAML
+# code's rllab cheetah: get_body_comvel("torso"), the torso subtree's mass-weighted body velocities).
+FORWARD_VELOCITIES = ("displacement", "com")
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,26 @@ def _model_load_warnings():
         mujoco.set_mju_user_warning(previous)
 
 
+def check_forward_velocity(name) -> str:
+    """Return `name` if it is one of FORWARD_VELOCITIES, else raise ValueError."""
+    if name not in FORWARD_VELOCITIES:
+        raise ValueError(f"forward_velocity {name!r} is not one of {', '.join(FORWARD_VELOCITIES)}")
+    return name
+
+
+def com_x_velocity(model: mujoco.MjModel, data: mujoco.MjData) -> float:
+    """x velocity of the centre of mass of body 1's subtree (the torso: the whole cheetah) at data's qpos and qvel.
+
+    Runs MuJoCo's kinematics, com and subtree-velocity stages on `data` (its derived quantities change; its state
+    does not). The same quantity as rllab's body_comvels[torso]: sum of mass * body COM velocity over the subtree
+    divided by its mass (tested against that sum)."""
+    mujoco.mj_kinematics(model, data)
+    mujoco.mj_comPos(model, data)
+    mujoco.mj_comVel(model, data)
+    mujoco.mj_subtreeVel(model, data)
+    return float(data.subtree_linvel[1, 0])
+
+
 def _count(n) -> int:
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
         raise ValueError(f"sample_tasks: n must be a non-negative int, got {n!r}")
@@ -118,7 +142,9 @@ class _TaskCheetah(HalfCheetahEnv):
     _sample = None
     _value = None
 
-    def __init__(self, ctrl_cost_weight: float = CTRL_COST_WEIGHT, reset_noise_scale: float = 0.1, **kwargs):
+    def __init__(self, ctrl_cost_weight: float = CTRL_COST_WEIGHT, reset_noise_scale: float = 0.1,
+                 forward_velocity: str = "displacement", **kwargs):
+        self.forward_velocity = check_forward_velocity(forward_velocity)
         with _model_load_warnings():
             super().__init__(ctrl_cost_weight=ctrl_cost_weight, reset_noise_scale=reset_noise_scale, **kwargs)
         self._task = self._default_task
@@ -155,6 +181,8 @@ class _TaskCheetah(HalfCheetahEnv):
         return obs, reward, terminated, truncated, info
 
     def _get_rew(self, x_velocity: float, action):
+        if self.forward_velocity == "com":  # called by HalfCheetahEnv.step after the physics
+            x_velocity = com_x_velocity(self.model, self.data)
         forward = float(self._forward(self._value(self._task), x_velocity))
         # In float64 whatever the action's dtype, as the batched form does (float32 actions would otherwise
         # give a float32 control cost, off from the formula and from HalfCheetahBatch by ~1e-8).
@@ -167,7 +195,8 @@ class HalfCheetahDirEnv(_TaskCheetah):
 
     Tasks: `CheetahDirTask(direction)`, direction in {-1, +1} with probability 1/2 each.
     Reward: `d * v_x - 0.05 * sum(a^2)` with `a` the action clipped to the action space [-1, 1]^6 (as rllab and the
-    MAML code) and `v_x = (x_after - x_before) / dt`, dt = 0.05 (5 frames of 0.01 s); `info` holds
+    MAML code) and `v_x = (x_after - x_before) / dt`, dt = 0.05 (5 frames of 0.01 s), or with
+    `forward_velocity="com"` the x velocity of the cheetah's centre of mass after the step (the MAML code's); `info` holds
     `reward_forward` (d * v_x) and `reward_ctrl` (-0.05 * sum(a^2)), which sum to the reward.
     Observation, action space, reset noise: gymnasium HalfCheetah-v5. Episode end: never terminates; time limit 200.
     """
@@ -184,8 +213,8 @@ class HalfCheetahVelEnv(_TaskCheetah):
 
     Tasks: `CheetahVelTask(velocity)`, velocity uniform on [0, 2] (ProMP used [0, 3]; we follow MAML).
     Reward: `-|v_x - g| - 0.05 * sum(a^2)` with `a` the action clipped to the action space [-1, 1]^6 and
-    `v_x = (x_after - x_before) / dt`; `info` holds `reward_forward` (-|v_x - g|) and `reward_ctrl`, which sum to
-    the reward.
+    `v_x = (x_after - x_before) / dt` (or, with `forward_velocity="com"`, the centre of mass's x velocity after the
+    step); `info` holds `reward_forward` (-|v_x - g|) and `reward_ctrl`, which sum to the reward.
     Observation, action space, reset noise: gymnasium HalfCheetah-v5. Episode end: never terminates; time limit 200.
     """
 
@@ -207,18 +236,21 @@ class HalfCheetahBatch(TaskVectorEnv):
     `num_threads`. Tasks are set per copy with `set_attr("task", tasks)`; `reset(seed=s)` seeds copy i with s + i,
     as gymnasium's vector envs do. Copies never terminate; `truncated` turns True at the family's horizon.
     Actions are clipped to the action space before the simulator and the control cost, as in the single env.
-    `frame_skip` is HalfCheetah-v5's 5 by default; the single env takes the same keyword (gymnasium's).
+    `frame_skip` is HalfCheetah-v5's 5 by default; the single env takes the same keyword (gymnasium's), and
+    `forward_velocity` (FORWARD_VELOCITIES) too: "com" computes each copy's centre-of-mass velocity in Python after
+    the step (MuJoCo's kinematics stages, a few microseconds a copy).
     """
 
     def __init__(self, family: type[_TaskCheetah], num_envs: int, *, num_threads: int = 2,
                  ctrl_cost_weight: float = CTRL_COST_WEIGHT, reset_noise_scale: float = 0.1,
-                 max_episode_steps: int = HORIZON, frame_skip: int = 5):
+                 max_episode_steps: int = HORIZON, frame_skip: int = 5, forward_velocity: str = "displacement"):
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         if num_threads < 1:
             raise ValueError(f"num_threads must be >= 1, got {num_threads}")
         if isinstance(frame_skip, bool) or not isinstance(frame_skip, (int, np.integer)) or frame_skip < 1:
             raise ValueError(f"frame_skip must be an int >= 1 (simulator steps per env step), got {frame_skip!r}")
+        self.forward_velocity = check_forward_velocity(forward_velocity)
         self.family = family
         self.num_envs = num_envs
         self.max_episode_steps = max_episode_steps
@@ -313,6 +345,8 @@ class HalfCheetahBatch(TaskVectorEnv):
         self._state[:] = self._out[:, -1]
         self._t += 1
         x_velocity = (self.qpos[:, 0] - x_before) / self.dt
+        if self.forward_velocity == "com":
+            x_velocity = self._com_x_velocities()
         forward = self.family._forward(self._task_values, x_velocity)
         ctrl = -self._ctrl_cost_weight * np.sum(np.square(actions), axis=1)
         rewards = forward + ctrl
@@ -337,6 +371,16 @@ class HalfCheetahBatch(TaskVectorEnv):
 
     def _obs(self) -> np.ndarray:
         return np.concatenate([self.qpos[:, 1:], self.qvel], axis=1)
+
+    def _com_x_velocities(self) -> np.ndarray:
+        """com_x_velocity of every copy at its current state."""
+        m, d = self.model, self._scratch
+        out = np.empty(self.num_envs)
+        for i, (qpos, qvel) in enumerate(zip(self.qpos, self.qvel)):
+            d.qpos[:] = qpos
+            d.qvel[:] = qvel
+            out[i] = com_x_velocity(m, d)
+        return out
 
     def close_extras(self, **kwargs) -> None:
         if self._rollout is not None:

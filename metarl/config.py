@@ -107,6 +107,11 @@ class Config:
     frame_skip: int | None = _field(None, "simulator steps per env step, for families that take it "
                                     "(cheetah: 5 = gymnasium's HalfCheetah-v5, 1 = the MAML code's rllab "
                                     "cheetah); null = the family's own", _at_least(1))
+    forward_velocity: str | None = _field(None, "the v_x of the cheetah families' forward reward: 'displacement' "
+                                          "(the torso's x displacement per env step / dt, gymnasium's) or 'com' "
+                                          "(the x velocity of the centre of mass after the step, the MAML code's "
+                                          "rllab cheetah); null = the family's own (displacement)",
+                                          _one_of("displacement", "com"))
     hidden_sizes: list[int] = _field([100, 100], "policy MLP hidden layer widths",
                                      _layer_widths())
     init_log_std: float = _field(0.0, "initial log standard deviation of the Gaussian policy")
@@ -221,7 +226,7 @@ def _hints() -> types.MappingProxyType:
 # --- checking one value ---------------------------------------------------------------
 
 _EXPECTED = {str: "a string", bool: "a boolean (true/false)", int: "an integer",
-             float: "a number", int | None: "an integer or null",
+             float: "a number", int | None: "an integer or null", str | None: "a string or null",
              list[int]: "a list of integers"}
 
 
@@ -247,6 +252,8 @@ def _coerce(hint: Any, v: Any) -> tuple[bool, Any]:
         return False, v
     if hint == int | None:
         return (True, None) if v is None else _coerce(int, v)
+    if hint == str | None:
+        return (True, None) if v is None else _coerce(str, v)
     if hint == list[int]:
         if isinstance(v, (list, tuple)) and all(_is_int(x) for x in v):
             return True, [int(x) for x in v]
@@ -351,7 +358,7 @@ def _unknown_key_message(key: Any, source: str) -> str:
 
 def env_kwargs(cfg: Config) -> dict:
     """Keyword arguments for the family's env constructors: only the settings the config gives (not null)."""
-    return {} if cfg.frame_skip is None else {"frame_skip": cfg.frame_skip}
+    return {key: getattr(cfg, key) for key in ("frame_skip", "forward_velocity") if getattr(cfg, key) is not None}
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: dict | None = None,

@@ -73,7 +73,8 @@ METHOD_LABELS = {"anil": "ANIL (ours)", "maml": "MAML (ours)", "random-init": "r
                  "pretrained": "PPO pre-trained on the task mixture + adaptation"}
 
 
-VARIANT_LABELS = {"promp": "ProMP outer loop", "lvc": "LVC estimator", "dice": "DiCE estimator"}
+VARIANT_LABELS = {"promp": "ProMP outer loop", "lvc": "LVC estimator", "dice": "DiCE estimator",
+                  "com": "centre-of-mass velocity reward"}
 
 
 def method_of(algo: str, kind: str) -> str:

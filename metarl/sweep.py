@@ -70,10 +70,12 @@ class SweepError(run.RunError):
 # -- names, files, commands, locks --------------------------------------------------------------------------------
 
 def variant(cfg) -> str:
-    """The meta-gradient variant of a config, which makes a row of its own beside the algorithm's: its outer loop
-    unless TRPO and its estimator unless reinforce (e.g. 'promp-lvc', 'lvc'); '' for the reference algorithm."""
+    """The variant of a config, which makes a row of its own beside the algorithm's: its outer loop unless TRPO, its
+    estimator unless reinforce and the cheetah reward's centre-of-mass velocity if chosen (e.g. 'promp-lvc', 'lvc',
+    'promp-lvc-com'); '' for the reference algorithm."""
     return "-".join([*([cfg.outer] if cfg.outer != "trpo" else []),
-                     *([cfg.estimator] if cfg.estimator != "reinforce" else [])])
+                     *([cfg.estimator] if cfg.estimator != "reinforce" else []),
+                     *(["com"] if cfg.forward_velocity == "com" else [])])
 
 
 def run_name(env: str, algo: str, seed: int, kind: str = "") -> str:

@@ -67,6 +67,24 @@ def test_batched_cheetah_equals_single_envs_up_to_round_off(name, num_threads, b
 
 
 @pytest.mark.parametrize("name", ["cheetah-dir", "cheetah-vel"])
+def test_batched_cheetah_with_com_velocity_equals_single_envs_up_to_round_off(name):
+    tasks = MIXED_TASKS[name]
+    batch = envs.make_batched(name, COPIES, num_threads=2, frame_skip=1, forward_velocity="com")
+    batch.set_attr("task", tasks)
+    batch.reset(seed=SEED)
+    singles = [envs.make(name, frame_skip=1, forward_velocity="com") for _ in range(COPIES)]
+    for i, env in enumerate(singles):
+        env.reset(seed=SEED + i, options={"task": tasks[i]})
+    rng = np.random.default_rng(3)
+    for _ in range(8):
+        actions = rng.uniform(-1, 1, (COPIES, 6)).astype(np.float32)
+        _, rewards, _, _, info = batch.step(actions)
+        results = [env.step(actions[i]) for i, env in enumerate(singles)]
+        np.testing.assert_allclose(rewards, [r[1] for r in results], **ROUND_OFF)
+        np.testing.assert_allclose(info["reward_forward"], [r[4]["reward_forward"] for r in results], **ROUND_OFF)
+
+
+@pytest.mark.parametrize("name", ["cheetah-dir", "cheetah-vel"])
 def test_batched_cheetah_charges_the_control_cost_on_the_action_clipped_to_the_action_space(name):
     # Copies 0-2 step at 3x the bound (or a mix of in- and out-of-range), copies 3-5 at its clipped value.
     batch = envs.make_batched(name, COPIES)

@@ -110,6 +110,45 @@ def test_cheetah_vel_reward_is_minus_velocity_error_minus_ctrl(goal):
         assert info["task"] == task
 
 
+def body_momentum_velocity(model, qpos, qvel) -> float:
+    """rllab's body_comvels[torso][0], computed its way: sum over bodies of mass * (body COM velocity from
+    mj_objectVelocity, world frame) over the total mass, at the given state."""
+    import mujoco
+
+    data = mujoco.MjData(model)
+    data.qpos[:], data.qvel[:] = qpos, qvel
+    mujoco.mj_forward(model, data)
+    momentum, vel = np.zeros(3), np.zeros(6)
+    for body in range(1, model.nbody):
+        mujoco.mj_objectVelocity(model, data, mujoco.mjtObj.mjOBJ_BODY, body, vel, 0)
+        momentum += model.body_mass[body] * vel[3:]
+    return float(momentum[0] / model.body_mass[1:].sum())
+
+
+@pytest.mark.parametrize("name", ["cheetah-dir", "cheetah-vel"])
+def test_cheetah_com_forward_velocity_is_the_centre_of_mass_velocity_after_the_step(name):
+    """forward_velocity="com": the forward term reads the x velocity of the cheetah's centre of mass at the state
+    after the step (the MAML code's get_body_comvel("torso")), not the torso's displacement."""
+    env = envs.make(name, frame_skip=1, forward_velocity="com")
+    task = TASKS[name][1]
+    env.reset(seed=5, options={"task": task})
+    model, data = env.unwrapped.model, env.unwrapped.data
+    differs = 0.0
+    for action in _random_actions(np.random.default_rng(2), 15):
+        x_before = float(data.qpos[0])
+        _, reward, _, _, info = env.step(action)
+        v_com = body_momentum_velocity(model, data.qpos.copy(), data.qvel.copy())
+        goal = task.direction if name == "cheetah-dir" else task.velocity
+        forward = goal * v_com if name == "cheetah-dir" else -abs(v_com - goal)
+        a = action.astype(np.float64)
+        assert info["reward_forward"] == pytest.approx(forward, rel=1e-10, abs=1e-10)
+        assert reward == pytest.approx(forward - CTRL * float(np.sum(a * a)), rel=1e-10, abs=1e-10)
+        differs = max(differs, abs(v_com - (float(data.qpos[0]) - x_before) / env.unwrapped.dt))
+    assert differs > 1e-2  # not the displacement under another name
+    with pytest.raises(ValueError, match="forward_velocity 'fast' is not one of displacement, com"):
+        envs.make(name, forward_velocity="fast")
+
+
 @pytest.mark.parametrize("name", ["cheetah-dir", "cheetah-vel"])
 def test_cheetah_charges_the_control_cost_on_the_action_clipped_to_the_action_space(name):
     # As rllab and the MAML code: 3.0 costs what the bound 1.0 costs, and moves the cheetah as 1.0 does.

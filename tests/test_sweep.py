@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from metarl import baselines, sweep
+from metarl.report import variant_label as report_variant_label
 from metarl.cli import main as metarl_main
 from metarl.config import load_config, save_config
 from metarl.run import CHECKPOINT_FILE, CONFIG_FILE, EVAL_FILE, KEPT_CHECKPOINTS_DIR, METRICS_FILE, presets_dir
@@ -126,6 +127,10 @@ def test_a_variants_runs_get_their_own_directories_and_rows_beside_the_algorithm
     assert sweep.cell_name("nav2d", "anil", 0, promp) == "nav2d-anil-promp-lvc-seed0"
     assert sweep.cell_name("nav2d", "maml", 1, {"estimator": "dice"}) == "nav2d-maml-dice-seed1"
     assert sweep.cell_name("nav2d", "anil", 0, {"max_kl": 0.02}) == "nav2d-anil-seed0"  # not a variant
+    com = {**promp, "forward_velocity": "com"}  # the cheetah reward's other v_x is a variant of its own
+    assert sweep.cell_name("cheetah-dir", "anil", 0, com) == "cheetah-dir-anil-promp-lvc-com-seed0"
+    assert report_variant_label("anil+promp-lvc-com") == ("ANIL (ours), ProMP outer loop + LVC estimator + "
+                                                           "centre-of-mass velocity reward")
     root, out, rng = tmp_path / "grid", tmp_path / "out", np.random.default_rng(2)
     evals, _ = fake_grid(root, rng)
     variant = {seed: fake_returns(rng) for seed in (0, 1)}

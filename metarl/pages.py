@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -205,7 +206,21 @@ def include(root: Path, path: str, page: Path) -> str:
     lines = text.splitlines()
     if lines and lines[0].startswith("# "):
         lines = lines[1:]
-    return "\n".join(lines).strip("\n") + f"\n\n<sub>Generated file: {link}.</sub>"
+    body = rebase_links("\n".join(lines).strip("\n"), (root / path).parent, page.parent)
+    return body + f"\n\n<sub>Generated file: {link}.</sub>"
+
+
+RELATIVE_LINK = re.compile(r"(\]\()(?![a-z]+:|/|#)([^)\s]+)(\))")
+
+
+def rebase_links(text: str, source_dir: Path, page_dir: Path) -> str:
+    """Markdown links and images relative to `source_dir` (an included file's folder) made relative to `page_dir`,
+    so a figure beside a report still shows in the page that includes it."""
+    def rebase(match: re.Match) -> str:
+        target = os.path.relpath(source_dir.resolve() / match.group(2), page_dir.resolve())
+        return match.group(1) + Path(target).as_posix() + match.group(3)
+
+    return RELATIVE_LINK.sub(rebase, text)
 
 
 GENERATORS: dict[str, Callable[[Path], str]] = {"config-keys": config_keys, "metrics": metrics,

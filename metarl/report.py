@@ -5,8 +5,9 @@ write_report reads every run directory and baseline result under a sweep's ROOT 
     report.md                   per family, our methods' returns after 0..3 adaptation steps beside the papers'
                                 numbers, the protocol, wall-clock times, what is missing, and the commands behind it
     report.json                 the same figures, for other tools (see below)
-    adaptation_<env>.png,       return against adaptation steps, and meta-training curves (matplotlib: the optional
-    curves_<env>.png            extra `plots`, `pip install "metarl[plots]"`)
+    adaptation_<env>.png,       return against adaptation steps, meta-training curves and the held-out evaluations
+    curves_<env>.png,           during training (matplotlib: the optional extra `plots`, `pip install
+    heldout_<env>.png           "metarl[plots]"`)
 
 report.json's top-level keys:
 
@@ -22,7 +23,7 @@ report.json's top-level keys:
     runs        one entry per run directory (finished or not: iterations, wall-clock, timing, eval)
     baselines   the baseline results as read from ROOT/baselines/
     missing     grid cells without a finished full-protocol result, each with the reason and what to do
-    plots       env -> {"adaptation", "curves"}: the figure files (None where there was nothing to draw)
+    plots       env -> {"adaptation", "curves", "held_out"}: the figure files (None where there was nothing to draw)
 
 publish copies each finished run's small files (no TensorBoard events), its kept snapshots, the baseline results
 and commands.txt to a folder that can be committed; the copies are ordinary run directories (`metarl eval` re-checks
@@ -425,7 +426,7 @@ def render_markdown(report: dict) -> str:
     for env in report["envs"]:
         lines += [f"## {env}", "", f"Protocol: {protocol_line(report['protocol'][env])}.", "",
                   *env_table(env, report["cells"].get(env, {})), ""]
-        for kind in ("adaptation", "curves"):
+        for kind in ("adaptation", "curves", "held_out"):
             name = report["plots"].get(env, {}).get(kind)
             if name:
                 lines.append(f"![{kind} {env}]({name})")
@@ -490,6 +491,41 @@ def plot_curves(env: str, runs: list[RunRecord], out: Path) -> str | None:
     ax.legend()
     ax.grid(alpha=0.3)
     name = f"curves_{env}.png"
+    fig.tight_layout()
+    fig.savefig(out / name, dpi=120)
+    plt.close(fig)
+    return name
+
+
+def plot_held_out(env: str, runs: list[RunRecord], out: Path) -> str | None:
+    """Held-out return after one step at each evaluation during training (every eval_every iterations, the same
+    tasks) against the iteration: mean and min-max over seeds, per method. A run that falls from a peak shows here."""
+    plt = pyplot()
+    by_method: dict[str, list[RunRecord]] = {}
+    for r in runs:
+        if r.env == env and r.held_out:
+            by_method.setdefault(r.method, []).append(r)
+    if not by_method:
+        return None
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for method in method_order(by_method):
+        group = by_method[method]
+        table: dict[int, list[float]] = {}
+        for r in group:
+            for iteration, value in r.held_out.items():
+                table.setdefault(iteration, []).append(number(value))
+        its = sorted(table)
+        label = method.upper() if "+" not in method else variant_label(method).replace(" (ours)", "")
+        (line,) = ax.plot(its, [np.mean(table[i]) for i in its], marker=".",
+                          label=f"{label} ({len(group)} seed{'s' if len(group) > 1 else ''})")
+        ax.fill_between(its, [min(table[i]) for i in its], [max(table[i]) for i in its], color=line.get_color(),
+                        alpha=0.2)
+    ax.set_xlabel("meta-iteration")
+    ax.set_ylabel("held-out return after one step")
+    ax.set_title(f"{env}: held-out evaluations during training (mean, min-max over seeds)")
+    ax.legend(fontsize="small")
+    ax.grid(alpha=0.3)
+    name = f"heldout_{env}.png"
     fig.tight_layout()
     fig.savefig(out / name, dpi=120)
     plt.close(fig)
@@ -595,7 +631,8 @@ def write_report(root: str | os.PathLike, out: str | os.PathLike, envs: Sequence
     report = build_report(Path(root), envs, algos, seeds, kinds, command)
     out.mkdir(parents=True, exist_ok=True)
     report["plots"] = {env: {"adaptation": plot_adaptation(env, report["cells"].get(env, {}), out),
-                             "curves": plot_curves(env, report["_runs"], out)} for env in report["envs"]}
+                             "curves": plot_curves(env, report["_runs"], out),
+                             "held_out": plot_held_out(env, report["_runs"], out)} for env in report["envs"]}
     write_text(out / REPORT_MD, render_markdown(report))
     public = {k: v for k, v in report.items() if not k.startswith("_")}
     write_json(out / REPORT_JSON, json.loads(json.dumps(public, default=str)))

@@ -113,3 +113,24 @@ def test_the_headline_puts_a_variants_row_under_its_algorithm_and_the_status_nam
     (tmp_path / pages.GRID_REPORT).write_text(json.dumps(report))
     assert ("reached with a variant: HalfCheetah-Direction ANIL, promp-lvc, HalfCheetah-Direction MAML, promp-lvc "
             "(so far: 1 of 3 seeds).") in pages.status(tmp_path)
+
+
+def test_every_relative_link_and_figure_of_a_page_points_at_a_file():
+    """Included reports bring their figures' links along, rebased to the including page."""
+    broken = []
+    for page in pages.pages():
+        text = re.sub(r"```.*?```", "", page.read_text(encoding="utf-8"), flags=re.S)
+        for match in pages.RELATIVE_LINK.finditer(text):
+            target = match.group(2).split("#")[0]
+            if target and not (page.parent / target).exists():
+                broken.append(f"{page.relative_to(REPO)}: {target}")
+    assert broken == []
+
+
+def test_an_included_figure_link_is_rebased_to_the_including_page(tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "report.md").write_text("# R\n![a](fig.png) [b](https://x.org/y) [c](#top)\n")
+    page = tmp_path / "docs" / "page.md"
+    page.parent.mkdir()
+    body = pages.include(tmp_path, "out/report.md", page)
+    assert "![a](../out/fig.png) [b](https://x.org/y) [c](#top)" in body

@@ -113,6 +113,8 @@ def test_the_table_says_how_far_the_final_return_fell_from_the_runs_peak(tmp_pat
         metrics.write_text(metrics.read_text() + json.dumps({"iteration": 250, "eval/return_step_1": peaks[(algo, seed)]})
                            + "\n")
     assert metarl_main(["report", str(root), "--out", str(out), "--envs", "nav2d", "--seeds", "0", "1"]) == 0
+    assert (out / "heldout_nav2d.png").read_bytes()[:4] == b"\x89PNG"  # the evaluations drawn against iteration
+    assert "](heldout_nav2d.png)" in (out / "report.md").read_text()
     rows = {line.split("|")[1].strip(): line.split("|") for line in (out / "report.md").read_text().splitlines()
             if line.startswith("| ")}
     assert rows["ANIL (ours)"][-3].strip() == "0.80 (seed 0)"  # 80 after a peak of 100; seed 1 ends at its best

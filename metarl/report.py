@@ -469,67 +469,59 @@ def aligned_curve(group: list[RunRecord]):
         np.array([v.max() for v in values])
 
 
-def plot_curves(env: str, runs: list[RunRecord], out: Path) -> str | None:
-    """Meta-training curves: post-adaptation return against env steps, mean and min-max over seeds, per algo."""
-    plt = pyplot()
-    by_algo: dict[str, list[RunRecord]] = {}
-    for r in runs:
-        if r.env == env and r.curve:
-            by_algo.setdefault(r.method, []).append(r)
-    if not by_algo:
-        return None
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for method in method_order(by_algo):
-        group = by_algo[method]
-        x, mean, low, high = aligned_curve(group)
-        label = method.upper() if "+" not in method else variant_label(method).replace(" (ours)", "")
-        (line,) = ax.plot(x, mean, label=f"{label} ({len(group)} seed{'s' if len(group) > 1 else ''})")
-        ax.fill_between(x, low, high, color=line.get_color(), alpha=0.25)
-    ax.set_xlabel("environment steps (mean over seeds)")
-    ax.set_ylabel("post-adaptation return (meta-batch mean)")
-    ax.set_title(f"{env}: meta-training (line: mean, band: min-max over seeds)")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    name = f"curves_{env}.png"
-    fig.tight_layout()
-    fig.savefig(out / name, dpi=120)
-    plt.close(fig)
-    return name
+def held_out_series(group: list[RunRecord]):
+    """The held-out evaluations of seeds aligned by iteration: (iterations, mean, min, max) over the seeds present."""
+    table: dict[int, list[float]] = {}
+    for r in group:
+        for iteration, value in r.held_out.items():
+            table.setdefault(iteration, []).append(number(value))
+    its = sorted(table)
+    return (np.array(its), np.array([np.mean(table[i]) for i in its]), np.array([min(table[i]) for i in its]),
+            np.array([max(table[i]) for i in its]))
 
 
-def plot_held_out(env: str, runs: list[RunRecord], out: Path) -> str | None:
-    """Held-out return after one step at each evaluation during training (every eval_every iterations, the same
-    tasks) against the iteration: mean and min-max over seeds, per method. A run that falls from a peak shows here."""
+def plot_methods(env: str, runs: list[RunRecord], out: Path, name: str, series, has_data, labels: tuple) -> str | None:
+    """One line per method (mean over seeds) with a min-max band, from `series(group) -> (x, mean, low, high)` over
+    the env's runs that `has_data`; `labels`: x label, y label, title. Returns the file name, None if nothing to draw."""
     plt = pyplot()
     by_method: dict[str, list[RunRecord]] = {}
     for r in runs:
-        if r.env == env and r.held_out:
+        if r.env == env and has_data(r):
             by_method.setdefault(r.method, []).append(r)
     if not by_method:
         return None
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for method in method_order(by_method):
         group = by_method[method]
-        table: dict[int, list[float]] = {}
-        for r in group:
-            for iteration, value in r.held_out.items():
-                table.setdefault(iteration, []).append(number(value))
-        its = sorted(table)
+        x, mean, low, high = series(group)
         label = method.upper() if "+" not in method else variant_label(method).replace(" (ours)", "")
-        (line,) = ax.plot(its, [np.mean(table[i]) for i in its], marker=".",
-                          label=f"{label} ({len(group)} seed{'s' if len(group) > 1 else ''})")
-        ax.fill_between(its, [min(table[i]) for i in its], [max(table[i]) for i in its], color=line.get_color(),
-                        alpha=0.2)
-    ax.set_xlabel("meta-iteration")
-    ax.set_ylabel("held-out return after one step")
-    ax.set_title(f"{env}: held-out evaluations during training (mean, min-max over seeds)")
+        (line,) = ax.plot(x, mean, label=f"{label} ({len(group)} seed{'s' if len(group) > 1 else ''})")
+        ax.fill_between(x, low, high, color=line.get_color(), alpha=0.25)
+    xlabel, ylabel, title = labels
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize="medium")
     ax.legend(fontsize="small")
     ax.grid(alpha=0.3)
-    name = f"heldout_{env}.png"
     fig.tight_layout()
     fig.savefig(out / name, dpi=120)
     plt.close(fig)
     return name
+
+
+def plot_curves(env: str, runs: list[RunRecord], out: Path) -> str | None:
+    """Meta-training curves: post-adaptation return against env steps, mean and min-max over seeds, per method."""
+    return plot_methods(env, runs, out, f"curves_{env}.png", aligned_curve, lambda r: r.curve,
+                        ("environment steps (mean over seeds)", "post-adaptation return (meta-batch mean)",
+                         f"{env}: meta-training (band: min-max over seeds)"))
+
+
+def plot_held_out(env: str, runs: list[RunRecord], out: Path) -> str | None:
+    """Held-out return after one step at each evaluation during training (every eval_every iterations, the same
+    tasks) against the iteration: mean and min-max over seeds, per method. A run that falls from a peak shows here."""
+    return plot_methods(env, runs, out, f"heldout_{env}.png", held_out_series, lambda r: r.held_out,
+                        ("meta-iteration", "held-out return after one step",
+                         f"{env}: held-out during training (band: min-max over seeds)"))
 
 
 def plot_adaptation(env: str, cells: dict, out: Path) -> str | None:

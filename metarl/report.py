@@ -135,11 +135,12 @@ class RunRecord:
 def read_run(path: Path) -> RunRecord:
     """A run directory's config, training curve, final evaluation and timing."""
     cfg = load_config(path / run.CONFIG_FILE)
-    records = [r for r in run.read_metrics(path) if "returns/post_adaptation" in r]
-    by_iteration = {r["iteration"]: r for r in records}  # the last line of an iteration wins
+    metrics = run.read_metrics(path)
+    # the last line of an iteration wins
+    by_iteration = {r["iteration"]: r for r in metrics if "returns/post_adaptation" in r}
     curve = [(i, by_iteration[i]["env_steps"], by_iteration[i]["returns/post_adaptation"])
              for i in sorted(by_iteration)]
-    held_out = {r["iteration"]: r["eval/return_step_1"] for r in run.read_metrics(path) if "eval/return_step_1" in r}
+    held_out = {r["iteration"]: r["eval/return_step_1"] for r in metrics if "eval/return_step_1" in r}
     return RunRecord(name=path.name, path=path, env=cfg.env, algo=cfg.algo, seed=cfg.seed, cfg=cfg,
                      iterations_done=max(by_iteration, default=0), curve=curve, held_out=held_out,
                      eval=read_json(path / run.EVAL_FILE), timing=read_json(path / TIMING_FILE),

@@ -189,8 +189,12 @@ def open_existing_run(run_dir: Path, requested):
         raise SweepError(f"{run_dir} is set to {saved.iterations} iterations but {requested.iterations} were "
                          f"requested; pass --set iterations={saved.iterations} or use another --root")
     _, cfg, ckpt = run.prepare_resume(run_dir, requested.iterations)
-    speed = {key: getattr(requested, key) for key in BOOKKEEPING_KEYS}
-    return dataclasses.replace(cfg, **speed), ckpt
+    return dataclasses.replace(cfg, **speed_of(requested)), ckpt
+
+
+def speed_of(cfg) -> dict:
+    """A config's settings of speed and disk use (BOOKKEEPING_KEYS): what a sitting may set for a saved run."""
+    return {key: getattr(cfg, key) for key in BOOKKEEPING_KEYS}
 
 
 def has_started(run_dir: Path) -> bool:
@@ -303,7 +307,7 @@ def train_cell(root: Path, env: str, algo: str, seed: int, overrides: dict, jobs
                 print(f"== {name}: final evaluation ({eval_tasks} held-out tasks, {EVAL_STEPS} steps)", flush=True)
                 with sitting.phase("eval_s"):
                     run.evaluate_run(run_dir, tasks=eval_tasks, steps=EVAL_STEPS, episodes=cfg.eval_episodes_per_task,
-                                     speed={key: getattr(cfg, key) for key in BOOKKEEPING_KEYS})
+                                     speed=speed_of(cfg))
                 status += ", evaluated"
     return status
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from metarl.estimators import step_weights
+from metarl.fisher import GaussianKLCurvature
 from metarl.inner_optimizers import precondition
 from metarl.optim import backtracking_line_search, conjugate_gradient, unflatten_like
 from metarl.policy import GaussianMLP, Params, forward, kl_divergence, log_prob
@@ -230,13 +231,10 @@ def precision(name: str, device: torch.device):
 def _chunk_fvp(policy: GaussianMLP, names: list[str], inputs: list[torch.Tensor], outputs: list[torch.Tensor],
                leaves: Params, meta: MetaBatch, share: float, fvp_precision: str = "float32"):
     """v -> share * J^T H J v for the tasks of `meta` (one chunk): J of the adaptation graph inputs -> outputs,
-    H the KL Hessian at `leaves` (the adapted parameters)."""
-    leaf_list = [leaves[k] for k in names]
-    with precision(fvp_precision, inputs[0].device):
-        _, kl = post_adaptation_terms(policy, leaves, meta)
-    # the KL's gradient in the adapted policy's own parameters (a learned inner rule's factors are not among them)
-    kl_grad = torch.autograd.grad(kl * share, leaf_list, create_graph=True, allow_unused=True)
-    used = [i for i, grad in enumerate(kl_grad) if grad is not None]
+    H the KL Hessian at `leaves` (the adapted parameters) in closed form (metarl.fisher)."""
+    mask = meta.post.episodes.mask
+    weight = share * mask / mask.sum((1, 2), keepdim=True).clamp(min=1.0) / mask.shape[0]  # the KL's mean
+    curvature = GaussianKLCurvature(policy, leaves, meta.post.episodes.observations, weight)
 
     # J v by the double-vjp trick: J^T u is linear in u, and its vjp in u with v is J v.
     dummies = [torch.zeros_like(o, requires_grad=True) for o in outputs]
@@ -248,13 +246,10 @@ def _chunk_fvp(policy: GaussianMLP, names: list[str], inputs: list[torch.Tensor]
         jv = torch.autograd.grad([jt_dummies[i] for i in linked], dummies,
                                  grad_outputs=[v_parts[names[i]] for i in linked], retain_graph=True,
                                  allow_unused=True)
-        jv = [torch.zeros_like(d) if x is None else x for x, d in zip(jv, dummies)]
-        hjv = [None] * len(leaf_list)
-        found = torch.autograd.grad([kl_grad[i] for i in used], [leaf_list[i] for i in used],
-                                    grad_outputs=[jv[i] for i in used], retain_graph=True, allow_unused=True)
-        for i, x in zip(used, found):
-            hjv[i] = x
-        hjv = [torch.zeros_like(d) if x is None else x for x, d in zip(hjv, leaf_list)]
+        jv = {k: torch.zeros_like(d) if x is None else x for k, x, d in zip(names, jv, dummies)}
+        with precision(fvp_precision, inputs[0].device):
+            hjv = curvature(jv)
+        hjv = [None if hjv[k] is None else hjv[k].to(leaves[k].dtype) for k in names]
         return _flat(_vjp(outputs, inputs, hjv, retain=True), inputs)
 
     return fvp

@@ -1,0 +1,92 @@
+"""The Hessian of TRPO's mean KL in the Gaussian MLP policy's parameters, as a closed-form Gauss-Newton product.
+
+Where the new policy equals the one that sampled the episodes (where TRPO takes its Fisher), the Hessian of the
+mean KL(pi_old || pi) in the parameters is exactly J^T M J, J the Jacobian of the policy's outputs (the mean of
+every sample, log sigma) in the parameters and M the KL's Hessian in those outputs: w / sigma^2 per sample and
+action dimension for the mean, 2 w for log sigma, no cross terms (w the sample's weight in the mean KL). The term
+with the KL's gradient in the outputs vanishes there (the Fisher of an exponential family equals its Gauss-Newton
+matrix: Martens, "New Insights and Perspectives on the Natural Gradient Method", JMLR 2020, sec. 9.2). So a
+product H u is one forward-mode pass through the MLP (the tangent of its outputs), a scaling, and one backward
+pass (Pearlmutter 1994; Schraudolph 2002), with the ReLU masks and layer inputs kept from one forward pass: no
+double backward through the KL.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from metarl.policy import GaussianMLP, Params
+
+
+def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x W^T + b for x (K, S, in) and a shared (out, in) or per-task (K, out, in) weight."""
+    out = x @ weight.transpose(-1, -2)
+    return out if bias is None else out + (bias if bias.dim() == 1 else bias.unsqueeze(1))
+
+
+def _weight_grad(delta: torch.Tensor, x: torch.Tensor, per_task: bool) -> torch.Tensor:
+    """sum over samples of delta x^T: (K, out, in) per task, (out, in) summed over tasks for a shared weight."""
+    if per_task:
+        return delta.transpose(1, 2) @ x
+    return delta.reshape(-1, delta.shape[-1]).T @ x.reshape(-1, x.shape[-1])
+
+
+class GaussianKLCurvature:
+    """u -> H u for the mean KL of `policy` under `params` on observations `obs` (K, ..., obs_dim), each sample
+    weighted by `weight` (K, ...) in the mean; `params` may hold per-task (adapted) tensors with a leading K axis.
+    Names outside the policy's own layers (a learned inner rule's factors) get no curvature (None)."""
+
+    def __init__(self, policy: GaussianMLP, params: Params, obs: torch.Tensor, weight: torch.Tensor):
+        self.policy, self.params = policy, {k: v.detach() for k, v in params.items()}
+        self.ndim = {name: p.dim() for name, p in policy.named_parameters()}
+        num_tasks = obs.shape[0]
+        self.weight = weight.reshape(num_tasks, -1, 1)  # (K, S, 1)
+        self.linears = [f"body.{i}" for i, m in enumerate(policy.body) if isinstance(m, nn.Linear)] + ["head"]
+        # inputs of each linear layer, and the ReLU masks of the hidden ones, at `params` (no graph)
+        self.inputs, self.masks = [], []
+        with torch.no_grad():
+            x = obs.reshape(num_tasks, -1, obs.shape[-1])
+            for name in self.linears:
+                self.inputs.append(x)
+                if name == "head":
+                    break
+                z = _linear(x, self.params[f"{name}.weight"], self.params[f"{name}.bias"])
+                mask = (z > 0).to(z.dtype)
+                self.masks.append(mask)
+                x = z * mask
+            log_std = self.params["log_std"]
+            # M for the mean: w / sigma^2 per action dimension, sigma per task where log_std is adapted
+            inv_var = torch.exp(-2 * (log_std if log_std.dim() == 1 else log_std.unsqueeze(1)))
+            self.mean_metric = self.weight * inv_var  # (K, S, act_dim)
+            # M for log sigma: 2 w summed over a task's samples (log sigma is the same for all of them)
+            self.log_std_metric = 2 * self.weight.sum(1)  # (K, 1)
+
+    def per_task(self, name: str) -> bool:
+        return self.params[name].dim() > self.ndim[name]
+
+    def __call__(self, u: Params) -> Params:
+        """H u, with u a tangent per parameter name (shaped as `params`)."""
+        p, out = self.params, {}
+        # forward mode: the tangent of each layer's output
+        tangent = None
+        for i, name in enumerate(self.linears):
+            w, b = f"{name}.weight", f"{name}.bias"
+            dz = _linear(self.inputs[i], u[w], u[b])
+            if tangent is not None:
+                dz = dz + _linear(tangent, p[w])
+            if name == "head":
+                break
+            tangent = dz * self.masks[i]
+        delta = dz * self.mean_metric  # M J u for the mean
+        # backward: J^T of it, layer by layer
+        for i in reversed(range(len(self.linears))):
+            name = self.linears[i]
+            w, b = f"{name}.weight", f"{name}.bias"
+            out[w] = _weight_grad(delta, self.inputs[i], self.per_task(w))
+            out[b] = delta.sum(1) if self.per_task(b) else delta.sum((0, 1))
+            if i:
+                delta = (delta @ p[w]) * self.masks[i - 1]
+        log_std = self.log_std_metric * u["log_std"]
+        out["log_std"] = log_std if self.per_task("log_std") else log_std.sum(0)
+        return {k: out.get(k) for k in p}

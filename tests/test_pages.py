@@ -113,6 +113,14 @@ def test_the_headline_puts_a_variants_row_under_its_algorithm_and_the_status_nam
     (tmp_path / pages.GRID_REPORT).write_text(json.dumps(report))
     assert ("reached with a variant: HalfCheetah-Direction ANIL, promp-lvc, HalfCheetah-Direction MAML, promp-lvc "
             "(so far: 1 of 3 seeds).") in pages.status(tmp_path)
+    # one seed of a variant where the algorithm itself reaches the paper is a no-regression check, not a partial cell
+    vel_anil = report["references"]["anil_paper_table2"]["anil"]["cheetah-vel"][0]
+    report["cells"]["cheetah-vel"]["anil"]["mean"]["return_step_1"] = vel_anil + 1.0
+    report["cells"]["cheetah-vel"]["anil+promp-lvc"] = {"seeds": [0], "mean": {"return_step_1": vel_anil + 2.0},
+                                                        "std": {"return_step_1": 0.0}}
+    (tmp_path / pages.GRID_REPORT).write_text(json.dumps(report))
+    vel = [line.split(" | ") for line in pages.headline(tmp_path).splitlines() if line.startswith("| HalfCheetah-Vel")]
+    assert vel[1][1] == "ANIL, promp-lvc" and vel[1][4] == "yes, one seed: a no-regression check"
 
 
 def test_every_relative_link_and_figure_of_a_page_points_at_a_file():

@@ -399,3 +399,45 @@ def test_depth_study_trains_each_variant_evaluates_it_once_and_resumes(tmp_path)
     study.main(args)
     assert not (tmp_path / "runs").exists()
     assert json.loads((tmp_path / "depth.json").read_text())["envs"] == result["envs"]
+
+
+def test_cheetah_dir_candidates_continues_a_copy_of_the_published_run_and_reports_it(tmp_path, monkeypatch):
+    study = _import_benchmark("cheetah_dir_candidates")
+    from metarl.config import load_config
+    from metarl.run import create_run, evaluate_run, preset_path, train
+    # a tiny stand-in for the grid's published ProMP + LVC seed 0 (one iteration, two tasks, two episodes)
+    grid = tmp_path / "grid"
+    tiny = {"algo": "anil", "seed": 0, "estimator": "lvc", "outer": "promp", "iterations": 1, "meta_batch_size": 2,
+            "episodes_per_task": 2, "eval_tasks": 2, "eval_episodes_per_task": 2, "horizon": 20, "eval_every": 1,
+            "promp_steps": 1}
+    cfg = load_config(preset_path("cheetah-dir"), tiny)
+    chosen = grid / "cheetah-dir-anil-promp-lvc-seed0"
+    train(create_run(cfg, chosen), cfg)
+    evaluate_run(chosen, steps=3)
+    monkeypatch.setattr(study, "GRID", grid)
+    args = ["--candidates", "800-iterations", "--continue-to", "3", "--runs", str(tmp_path / "runs"),
+            "--published", str(tmp_path / "published"), "--out", str(tmp_path / "cand")]
+    study.main(args)
+    run_dir = tmp_path / "runs" / "cheetah-dir-anil-promp-lvc-800-iterations-seed0"
+    assert load_config(run_dir / "config.yaml").iterations == 3
+    assert load_config(chosen / "config.yaml").iterations == 1  # the published run is copied, never changed
+    evaluation = json.loads((run_dir / "eval.json").read_text())
+    assert evaluation["iteration"] == 3 and evaluation["steps"] == 3
+    row = json.loads((tmp_path / "cand.json").read_text())["algos"]["anil"]["800-iterations"]
+    assert row["iterations"] == 3 and row["returns"] == [evaluation["returns"][f"return_step_{k}"] for k in range(4)]
+    held_out = {m["iteration"]: m["eval/return_step_1"] for m in map(json.loads, (run_dir / "metrics.jsonl")
+                                                                      .read_text().splitlines())
+                if "eval/return_step_1" in m}
+    curve = {**held_out, 3: evaluation["returns"]["return_step_1"]}
+    assert row["curve"] == {str(k): v for k, v in curve.items()} and row["peak"] == max(curve.values())
+    assert len([m for m in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
+                if "time/iteration_s" in m and m["iteration"] > 1]) == 2  # its own iterations time the row
+    text = (tmp_path / "cand.md").read_text()
+    assert "| ANIL | chosen: ProMP + LVC (published) |" in text
+    assert "`metarl train --resume RUN --iterations 800`" in text
+    import shutil
+    shutil.rmtree(tmp_path / "runs")  # a later sitting that kept only git reports the published copy, trains nothing
+    study.main(args)
+    assert not (tmp_path / "runs").exists()
+    again = json.loads((tmp_path / "cand.json").read_text())["algos"]["anil"]["800-iterations"]
+    assert again["returns"] == row["returns"]

@@ -22,53 +22,20 @@ the held-out return after 0..3 steps (mean ± std over seeds) and the median sec
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import sys
 import time
 from pathlib import Path
 
-from metarl.config import load_config
 from metarl.files import read_json, write_report
-from metarl.report import PUBLISHED_FILES
-from metarl.run import (CHECKPOINT_FILE, EVAL_FILE, create_run, evaluate_run, is_complete, load_run, prepare_resume,
-                        preset_path, read_metrics, train)
+from metarl.run import EVAL_FILE, read_metrics
+from study_runs import EVAL_STEPS, publish, run_variant
 
 REPO = Path(__file__).resolve().parents[2]
 VARIANTS = {"depth1": {"hidden_sizes": [100]}, "depth2": {"hidden_sizes": [100, 100]},
             "depth4": {"hidden_sizes": [100, 100, 100, 100]},
             "depth1-meta-sgd": {"hidden_sizes": [100], "inner_optimizer": "meta-sgd"},
             "depth1-kfo": {"hidden_sizes": [100], "inner_optimizer": "kfo"}}
-EVAL_STEPS = 3
-
-
-def run_variant(run_dir: Path, env: str, overrides: dict) -> None:
-    """Train (or continue) one run to its length, then evaluate its final checkpoint once (eval.json)."""
-    if (run_dir / CHECKPOINT_FILE).exists():
-        path, cfg, ckpt = prepare_resume(run_dir, overrides.get("iterations"))
-        if not is_complete(cfg, ckpt):
-            train(path, cfg, ckpt)
-    else:
-        cfg = load_config(preset_path(env), overrides)
-        train(create_run(cfg, run_dir), cfg)
-    _, cfg, ckpt = load_run(run_dir)
-    done = read_json(run_dir / EVAL_FILE) if (run_dir / EVAL_FILE).is_file() else None
-    if not done or done.get("iteration") != ckpt["trainer"]["iteration"] or done.get("steps") != EVAL_STEPS:
-        evaluate_run(run_dir, steps=EVAL_STEPS)
-
-
-def publish(run_dir: Path, published: Path) -> Path:
-    """Copy a finished, evaluated run's small files to published/<its name> (atomically: a half copy never counts)."""
-    target = published / run_dir.name
-    partial = published / f".{run_dir.name}.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    for name in PUBLISHED_FILES:
-        if (run_dir / name).is_file():
-            shutil.copy2(run_dir / name, partial / name)
-    shutil.rmtree(target, ignore_errors=True)
-    partial.rename(target)
-    return target
 
 
 def summary(runs: list[Path]) -> dict:

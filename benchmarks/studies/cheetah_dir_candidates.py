@@ -1,0 +1,169 @@
+"""HalfCheetah-Direction: the candidates beyond the estimators, each checked at the full protocol with one seed.
+
+Issue 34 names them for a cell that ProMP's outer loop with the LVC estimator (the chosen variant) leaves below the
+references: the MAML code's forward reward (the torso's centre-of-mass velocity, `forward_velocity: com`, where
+ours is the torso's x displacement per step) and its training length (800 meta-iterations). Each candidate is one
+change to the chosen variant's seed-0 run (published in the grid, 500 iterations):
+  800-iterations   that run continued to 800 iterations (a copy of the published run, resumed);
+  com              the chosen variant trained from scratch with the centre-of-mass velocity reward.
+Runs are real run directories under --runs (resumable: run the command again to continue), evaluated at the end as
+`metarl eval` does (40 held-out tasks, returns after 0..3 adaptation steps), then published to --published (in git),
+where a later sitting finds them and trains them no more. Writes benchmarks/results/studies/cheetah_dir_candidates
+.{json,md,png}: per candidate the final held-out return after 0..3 steps, the peak of the held-out return after one
+step during training, the end over the peak, the seconds per iteration, and the curve of the held-out return after
+one step against the iteration.
+
+    python benchmarks/studies/cheetah_dir_candidates.py --algos anil            # about 1.5 h on 2 cores
+    python benchmarks/studies/cheetah_dir_candidates.py --no-train              # the table of the published runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from metarl.files import write_report
+from metarl.report import pyplot, read_run
+from metarl.run import CHECKPOINT_FILE, EVAL_FILE, read_metrics
+from study_runs import EVAL_STEPS, publish, run_variant
+
+REPO = Path(__file__).resolve().parents[2]
+GRID = REPO / "benchmarks" / "results" / "grid" / "runs"
+CHOSEN = {"estimator": "lvc", "outer": "promp"}
+CANDIDATES = {"800-iterations": {"iterations": 800}, "com": {**CHOSEN, "forward_velocity": "com"}}
+# what each row is, as a metarl command (RUN: a copy of the published seed's run directory)
+COMMANDS = {"chosen": "metarl sweep --root runs/promp --envs cheetah-dir --algos {algo} --seeds {seed} "
+                      "--set estimator=lvc outer=promp",
+            "800-iterations": "metarl train --resume RUN --iterations 800",
+            "com": "metarl sweep --root runs/cand --envs cheetah-dir --algos {algo} --seeds {seed} "
+                   "--set estimator=lvc outer=promp forward_velocity=com"}
+# the numbers each algorithm's cell is held to (issue 34): ANIL paper Table 2 (Raghu et al. 2020) for ANIL, the MAML
+# paper's result files (Finn et al. 2017) for MAML; after one adaptation step
+TARGETS = {"anil": 363.2, "maml": 293.2}
+
+
+def reference(algo: str, seed: int) -> Path:
+    return GRID / f"cheetah-dir-{algo}-promp-lvc-seed{seed}"
+
+
+def train_candidate(name: str, algo: str, seed: int, run_dir: Path, continue_to: int = 800) -> None:
+    """Train one candidate to its length and evaluate it (800-iterations starts from a copy of the published run
+    and continues it to `continue_to` iterations)."""
+    overrides = {**CANDIDATES[name], **({"iterations": continue_to} if name == "800-iterations" else {})}
+    if name == "800-iterations" and not (run_dir / CHECKPOINT_FILE).exists():
+        source = reference(algo, seed)
+        if not (source / CHECKPOINT_FILE).is_file():
+            raise SystemExit(f"cannot continue {source}: it is not published (run the grid's promp-lvc seed first)")
+        shutil.copytree(source, run_dir)
+    run_variant(run_dir, "cheetah-dir", {"algo": algo, "seed": seed, **overrides})
+
+
+def summary(run_dir: Path, since: int = 0) -> dict:
+    """Final held-out returns after 0..3 steps, the curve of the held-out return after one step (its evaluations
+    during training and the final one), its peak, the end over the peak, and the median seconds per iteration of
+    the iterations after `since` (a continued run's own)."""
+    r = read_run(run_dir)
+    final = [r.eval["returns"][f"return_step_{k}"] for k in range(EVAL_STEPS + 1)]
+    curve = {int(i): float(v) for i, v in sorted({**r.held_out, r.iterations_done: final[1]}.items())}
+    peak = max(curve, key=curve.get)
+    times = [m["time/iteration_s"] for m in read_metrics(run_dir)
+             if "time/iteration_s" in m and m["iteration"] > since]
+    return {"iterations": r.iterations_done, "returns": final, "curve": curve, "peak": curve[peak],
+            "peak_iteration": peak, "end_over_peak": final[1] / curve[peak] if curve[peak] > 0 else None,
+            "iteration_s": statistics.median(times) if times else None}
+
+
+def markdown(result: dict) -> str:
+    steps = " | ".join(f"after {k} step{'s' * (k != 1)}" for k in range(EVAL_STEPS + 1))
+    lines = ["| algorithm | row | command | iterations | " + steps
+             + " | peak after 1 step (iteration) | end / peak | target after 1 step | reached | s / iteration |",
+             "| --- | --- | --- | --- | " + "--- | " * (EVAL_STEPS + 1) + "--- | --- | --- | --- | --- |"]
+    for algo, rows in result["algos"].items():
+        for name, row in rows.items():
+            target = TARGETS[algo]
+            ratio = f"{row['end_over_peak']:.2f}" if row["end_over_peak"] is not None else "-"
+            speed = f"{row['iteration_s']:.1f}" if row["iteration_s"] else "-"
+            lines.append(f"| {algo.upper()} | {name} | `{row['command']}` | {row['iterations']} | "
+                         + " | ".join(f"{v:.1f}" for v in row["returns"])
+                         + f" | {row['peak']:.1f} ({row['peak_iteration']}) | {ratio} | {target:.1f} | "
+                         + ("yes" if row["returns"][1] >= target else "**no**") + f" | {speed} |")
+    lines += ["", f"configs/cheetah-dir.yaml with ProMP's outer loop and the LVC estimator (the chosen variant), seed "
+              f"{result['seed']}, one change per row; held-out return on the evaluation's 40 tasks after k "
+              "adaptation steps at the run's last iteration; the peak is over the evaluations every 25 iterations "
+              "and the final one (issue 34's no-fall check asks end / peak >= 0.90); s / iteration: the median over "
+              "the iterations the row trained itself (none for the chosen run, whose first iterations ran on a GPU; "
+              "the performance page times ProMP + LVC on the CPU). Targets: the ANIL paper's Table 2 (ANIL) and "
+              "the MAML paper's result files (MAML). "
+              f"Command: `{result['command']}`, {result['date']}."]
+    return "\n".join(lines) + "\n"
+
+
+def figure(result: dict, path: Path) -> None:
+    plt = pyplot()
+    algos = list(result["algos"])
+    fig, axes = plt.subplots(1, len(algos), figsize=(6 * len(algos), 3.8), squeeze=False)
+    for ax, algo in zip(axes[0], algos):
+        for number, (name, row) in enumerate(result["algos"][algo].items()):
+            points = sorted(row["curve"].items())
+            ax.plot(*zip(*points), marker=".", label=name, color=f"C{number}")
+        ax.axhline(TARGETS[algo], color="grey", linestyle="--", label="target")
+        ax.set_title(f"cheetah-dir {algo.upper()}, ProMP + LVC, seed {result['seed']}")
+        ax.set_xlabel("meta-iteration")
+        ax.set_ylabel("held-out return after 1 step")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--algos", nargs="+", default=["anil"], choices=list(TARGETS))
+    parser.add_argument("--candidates", nargs="+", default=list(CANDIDATES), choices=list(CANDIDATES))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--runs", type=Path, default=REPO / "runs" / "studies" / "cheetah_dir_candidates")
+    parser.add_argument("--published", type=Path,
+                        default=REPO / "benchmarks" / "results" / "studies" / "cheetah_dir_candidates_runs",
+                        help="where finished runs are copied and read from (in git; a run there is not trained again)")
+    parser.add_argument("--out", type=Path,
+                        default=REPO / "benchmarks" / "results" / "studies" / "cheetah_dir_candidates")
+    parser.add_argument("--no-train", action="store_true", help="only report the finished runs (train nothing)")
+    parser.add_argument("--continue-to", type=int, default=800,
+                        help="the iterations the 800-iterations candidate continues to (smoke tests only)")
+    args = parser.parse_args(argv)
+    result = {"command": " ".join(["python", "benchmarks/studies/cheetah_dir_candidates.py",
+                                   *(sys.argv[1:] if argv is None else argv)]), "seed": args.seed, "algos": {}}
+    for algo in args.algos:
+        rows = {}
+        chosen = reference(algo, args.seed)
+        if (chosen / EVAL_FILE).is_file():
+            # its first iterations ran on a GPU, so its seconds per iteration are not this machine's
+            rows["chosen: ProMP + LVC (published)"] = {**summary(chosen), "iteration_s": None,
+                                                       "command": COMMANDS["chosen"]}
+        for name in args.candidates:
+            run_dir = args.runs / f"cheetah-dir-{algo}-promp-lvc-{name}-seed{args.seed}"
+            done = args.published / run_dir.name
+            if not (done / EVAL_FILE).is_file() and not args.no_train:
+                print(f"== {run_dir.name}", flush=True)
+                train_candidate(name, algo, args.seed, run_dir, args.continue_to)
+                publish(run_dir, args.published)
+            if (done / EVAL_FILE).is_file():
+                since = summary(chosen)["iterations"] if name == "800-iterations" else 0
+                rows[name] = {**summary(done, since), "command": COMMANDS[name]}
+        for row in rows.values():
+            row["command"] = row["command"].format(algo=algo, seed=args.seed)
+        result["algos"][algo] = rows
+    result["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    text = markdown(result)
+    write_report(args.out, result, text)
+    figure(result, args.out.with_suffix(".png"))
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""What the long studies share: train a run to its length and evaluate it once, then publish its small files to a
+folder in git, so that a study grows over sittings on machines that keep nothing outside git."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from metarl.config import load_config
+from metarl.files import read_json
+from metarl.report import PUBLISHED_FILES
+from metarl.run import (CHECKPOINT_FILE, EVAL_FILE, create_run, evaluate_run, is_complete, load_run, prepare_resume,
+                        preset_path, train)
+from metarl.sweep import speed_of
+
+EVAL_STEPS = 3
+
+
+def run_variant(run_dir: Path, env: str, overrides: dict) -> None:
+    """Train (or continue, to overrides' `iterations` if given) one run, then evaluate its final checkpoint once
+    (eval.json: 40 held-out tasks, 0..3 steps). A run resumed here takes the preset's speed settings (a run
+    started on a GPU continues on this machine's CPU)."""
+    speed = speed_of(load_config(preset_path(env)))
+    if (run_dir / CHECKPOINT_FILE).exists():
+        path, cfg, ckpt = prepare_resume(run_dir, overrides.get("iterations"), speed=speed)
+        if not is_complete(cfg, ckpt):
+            train(path, cfg, ckpt)
+    else:
+        cfg = load_config(preset_path(env), overrides)
+        train(create_run(cfg, run_dir), cfg)
+    _, cfg, ckpt = load_run(run_dir)
+    done = read_json(run_dir / EVAL_FILE) if (run_dir / EVAL_FILE).is_file() else None
+    if not done or done.get("iteration") != ckpt["trainer"]["iteration"] or done.get("steps") != EVAL_STEPS:
+        evaluate_run(run_dir, steps=EVAL_STEPS, speed=speed)
+
+
+def publish(run_dir: Path, published: Path) -> Path:
+    """Copy a finished, evaluated run's small files to published/<its name> (atomically: a half copy never counts)."""
+    target = published / run_dir.name
+    partial = published / f".{run_dir.name}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    for name in PUBLISHED_FILES:
+        if (run_dir / name).is_file():
+            shutil.copy2(run_dir / name, partial / name)
+    shutil.rmtree(target, ignore_errors=True)
+    partial.rename(target)
+    return target

@@ -89,6 +89,16 @@ def test_estimator_time_quick_run_times_every_variant_of_both_algorithms(tmp_pat
     assert out.with_suffix(".md").read_text().count("| MAML |") == 4
 
 
+def test_inner_optimizer_time_quick_run_times_every_depth_study_variant_against_shallow_sgd(tmp_path):
+    out = tmp_path / "iot"
+    _import_benchmark("inner_optimizer_time").main(["--quick", "--rounds", "1", "--threads", "1", "--out", str(out)])
+    rows = json.loads(out.with_suffix(".json").read_text())["envs"]["nav2d"]
+    assert list(rows) == ["depth1", "depth2", "depth4", "depth1-meta-sgd", "depth1-kfo"]
+    assert all(len(r["iteration_s_runs"]) == 1 and r["iteration_s"] >= r["update_s"] > 0 for r in rows.values())
+    table = out.with_suffix(".md").read_text()
+    assert "| nav2d | depth1 |" in table and table.count("| nav2d |") == 5 and "1.00x | 1.00x |" in table
+
+
 def test_scaling_model_is_the_stated_ring_all_reduce_cost_and_its_table_reads_the_measurements():
     scaling = _import_benchmark("scaling")
     # n = 1: the work alone; n ranks: W / n + c * (2 (n - 1) alpha + 2 (n - 1) / n * b * beta)

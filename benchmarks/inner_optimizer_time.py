@@ -68,7 +68,8 @@ def measure(env: str, rounds: int, threads: int, quick: bool) -> dict:
 
 def markdown(result: dict) -> str:
     lines = ["| family | variant | iteration (s) | sampling and inner loop (s) | update (s) | "
-             f"iteration vs. {BASELINE} sgd | update vs. {BASELINE} sgd |", "| --- | --- | --- | --- | --- | --- | --- |"]
+             f"iteration vs. {BASELINE} sgd | update vs. {BASELINE} sgd |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for env, rows in result["envs"].items():
         base = rows[BASELINE]
         for name, r in rows.items():

@@ -72,7 +72,8 @@ def summary(run_dir: Path, since: int = 0) -> dict:
     peak = max(curve, key=curve.get)
     times = [m["time/iteration_s"] for m in read_metrics(run_dir)
              if "time/iteration_s" in m and m["iteration"] > since]
-    return {"iterations": r.iterations_done, "returns": final, "curve": curve, "peak": curve[peak],
+    return {"iterations": r.iterations_done, "from_iteration": since, "returns": final, "curve": curve,
+            "peak": curve[peak],
             "peak_iteration": peak, "end_over_peak": final[1] / curve[peak] if curve[peak] > 0 else None,
             "iteration_s": statistics.median(times) if times else None}
 
@@ -108,7 +109,8 @@ def figure(result: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, len(algos), figsize=(6 * len(algos), 3.8), squeeze=False)
     for ax, algo in zip(axes[0], algos):
         for number, (name, row) in enumerate(result["algos"][algo].items()):
-            points = sorted(row["curve"].items())
+            # a continued run's curve from where it left the run it continues (before that they are one)
+            points = sorted((int(i), v) for i, v in row["curve"].items() if int(i) >= row["from_iteration"])
             ax.plot(*zip(*points), marker=".", label=name, color=f"C{number}")
         ax.axhline(TARGETS[algo], color="grey", linestyle="--", label="target")
         ax.set_title(f"cheetah-dir {algo.upper()}, ProMP + LVC, seed {result['seed']}")

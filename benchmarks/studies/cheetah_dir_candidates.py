@@ -94,7 +94,8 @@ def markdown(result: dict) -> str:
                          + ("yes" if row["returns"][1] >= target else "**no**") + f" | {speed} |")
     lines += ["", f"configs/cheetah-dir.yaml with ProMP's outer loop and the LVC estimator (the chosen variant), seed "
               f"{result['seed']}, one change per row; held-out return on the evaluation's 40 tasks after k "
-              "adaptation steps at the run's last iteration; the peak is over the evaluations every 25 iterations "
+              "adaptation steps at the run's last iteration (the com row's under its own reward, the centre-of-mass "
+              "velocity's, as it trained); the peak is over the evaluations every 25 iterations "
               "and the final one (issue 34's no-fall check asks end / peak >= 0.90); s / iteration: the median over "
               "the iterations the row trained itself (none for the chosen run, whose first iterations ran on a GPU; "
               "the performance page times ProMP + LVC on the CPU). Targets: the ANIL paper's Table 2 (ANIL) and "

@@ -73,8 +73,7 @@ def summary(run_dir: Path, since: int = 0) -> dict:
     times = [m["time/iteration_s"] for m in read_metrics(run_dir)
              if "time/iteration_s" in m and m["iteration"] > since]
     return {"iterations": r.iterations_done, "from_iteration": since, "returns": final, "curve": curve,
-            "peak": curve[peak],
-            "peak_iteration": peak, "end_over_peak": final[1] / curve[peak] if curve[peak] > 0 else None,
+            "peak": curve[peak], "peak_iteration": peak, "end_over_peak": final[1] / curve[peak] if curve[peak] > 0 else None,
             "iteration_s": statistics.median(times) if times else None}
 
 
@@ -143,9 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     for algo in args.algos:
         rows = {}
         chosen = reference(algo, args.seed)
-        if (chosen / EVAL_FILE).is_file():
+        chosen_row = summary(chosen) if (chosen / EVAL_FILE).is_file() else None
+        if chosen_row:
             # its first iterations ran on a GPU, so its seconds per iteration are not this machine's
-            rows["chosen: ProMP + LVC (published)"] = {**summary(chosen), "iteration_s": None,
+            rows["chosen: ProMP + LVC (published)"] = {**chosen_row, "iteration_s": None,
                                                        "command": COMMANDS["chosen"]}
         for name in args.candidates:
             run_dir = args.runs / f"cheetah-dir-{algo}-promp-lvc-{name}-seed{args.seed}"
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
                 train_candidate(name, algo, args.seed, run_dir, args.continue_to)
                 publish(run_dir, args.published)
             if (done / EVAL_FILE).is_file():
-                since = summary(chosen)["iterations"] if name == "800-iterations" else 0
+                since = chosen_row["iterations"] if chosen_row and name == "800-iterations" else 0
                 rows[name] = {**summary(done, since), "command": COMMANDS[name]}
         for row in rows.values():
             row["command"] = row["command"].format(algo=algo, seed=args.seed)

@@ -14,6 +14,7 @@ import torch
 
 from metarl.estimators import step_weights
 from metarl.fisher import GaussianKLCurvature
+from metarl.inner_jacobian import InnerChain, cast, supported
 from metarl.inner_optimizers import precondition
 from metarl.optim import backtracking_line_search, conjugate_gradient, unflatten_like
 from metarl.policy import GaussianMLP, Params, forward, kl_divergence, log_prob
@@ -79,6 +80,15 @@ def adapted_values(policy: GaussianMLP, params: Params, batches: list[Batch], ke
     fresh = {k: v.detach().requires_grad_(k in keys) for k, v in params.items()}
     adapted = adapt_steps(policy, fresh, batches, keys, lrs, create_graph=False, estimator=estimator)
     return {k: v.detach() for k, v in adapted.items()}
+
+
+def inner_points(policy: GaussianMLP, params: Params, batches: list[Batch], keys: list[str], lrs: list[float],
+                 estimator: str = "reinforce") -> list[Params]:
+    """`params` and the parameters after each inner step, as plain tensors (the same values as `adapt_steps`)."""
+    points = [{k: v.detach() for k, v in params.items()}]
+    for batch, lr in zip(batches, lrs):
+        points.append(adapted_values(policy, points[-1], [batch], keys, [lr], estimator))
+    return points
 
 
 @dataclass
@@ -158,7 +168,7 @@ def post_adaptation_terms(policy: GaussianMLP, adapted: Params, meta: MetaBatch)
 def meta_gradient_and_fvp(policy: GaussianMLP, params: Params, meta: MetaBatch, keys: list[str],
                           lrs: list[float], first_order: bool, fvp_meta: MetaBatch | None = None,
                           task_chunk: int | None = None, fvp_precision: str = "float32",
-                          estimator: str = "reinforce"):
+                          estimator: str = "reinforce", closed_form: bool | None = None):
     """Meta-gradient g and a Fisher-vector product v -> F v, both through the inner step, at `params`.
 
     F is the Hessian of the post-adaptation KL as a function of the meta-parameters theta. The KL is minimal
@@ -172,12 +182,15 @@ def meta_gradient_and_fvp(policy: GaussianMLP, params: Params, meta: MetaBatch, 
     `fvp_precision="bfloat16"` the Fisher's graphs (a second adaptation graph and the KL's) run their matrix
     products in bfloat16 under autocast, at the same float32 point; the loss and g stay float32 (docs/performance.md
     gives the error). `estimator` is the inner loss's (metarl.estimators): J includes its second-order terms.
+    `closed_form` (default: wherever metarl.inner_jacobian covers the inner loop) takes J v and J^T u as
+    Hessian-vector products of the inner loss in closed form instead of autograd's double backward: the same
+    products to round-off, no adaptation graph kept.
     Returns (loss, g, fvp) with g and fvp's input/output flat over `params`.
     """
-    names = list(params)
-    inputs = [params[k] for k in names]
-    loss_sum = torch.zeros((), dtype=inputs[0].dtype, device=inputs[0].device)
-    g = torch.zeros(sum(p.numel() for p in inputs), dtype=inputs[0].dtype, device=inputs[0].device)
+    if supported(policy, estimator) if closed_form is None else closed_form:
+        return _closed_form_gradient_and_fvp(policy, params, meta, keys, lrs, first_order, fvp_meta, task_chunk,
+                                             fvp_precision, estimator)
+    names, inputs, loss_sum, g = _accumulators(params)
     parts = []
     for tasks, part, share in task_chunks(meta, task_chunk):
         adapted = adapt_steps(policy, params, part.inner, keys, lrs, create_graph=not first_order,
@@ -201,6 +214,65 @@ def meta_gradient_and_fvp(policy: GaussianMLP, params: Params, meta: MetaBatch, 
         return sum(part(v) for part in parts)
 
     return loss_sum, g, fvp
+
+
+def _accumulators(params: Params):
+    """The parameters' names and tensors, and a zero loss and flat gradient to sum the chunks into."""
+    names = list(params)
+    inputs = [params[k] for k in names]
+    loss_sum = torch.zeros((), dtype=inputs[0].dtype, device=inputs[0].device)
+    g = torch.zeros(sum(p.numel() for p in inputs), dtype=inputs[0].dtype, device=inputs[0].device)
+    return names, inputs, loss_sum, g
+
+
+def _closed_form_gradient_and_fvp(policy: GaussianMLP, params: Params, meta: MetaBatch, keys: list[str],
+                                  lrs: list[float], first_order: bool, fvp_meta: MetaBatch | None,
+                                  task_chunk: int | None, fvp_precision: str, estimator: str):
+    """`meta_gradient_and_fvp` with J from metarl.inner_jacobian: per chunk, the inner chain's points and errors
+    are computed once and serve g = J^T (d loss / d theta') and every product J^T H J v."""
+    names, inputs, loss_sum, g = _accumulators(params)
+    parts = []
+    for tasks, part, share in task_chunks(meta, task_chunk):
+        points = inner_points(policy, params, part.inner, keys, lrs, estimator)
+        chain = InnerChain(policy, points[:-1], part.inner, keys, lrs, estimator, first_order)
+        leaves = {k: v.detach().requires_grad_(True) for k, v in points[-1].items()}  # theta'
+        loss, _ = post_adaptation_terms(policy, leaves, part)
+        d_loss = torch.autograd.grad(loss * share, [leaves[k] for k in names], allow_unused=True)
+        d_loss = {k: torch.zeros_like(leaves[k]) if d is None else d for k, d in zip(names, d_loss)}
+        with torch.no_grad():
+            jt_d_loss = chain.vjp(d_loss)
+            g += _flat([jt_d_loss[k] for k in names], inputs)
+        loss_sum += loss.detach() * share
+        if fvp_meta is not None and fvp_meta is not meta:  # J from the subsample, at the exact theta'
+            part = task_slice(fvp_meta, tasks)
+            points = inner_points(policy, params, part.inner, keys, lrs, estimator)
+            chain = InnerChain(policy, points[:-1], part.inner, keys, lrs, estimator, first_order)
+        leaves = {k: v.detach() for k, v in leaves.items()}
+        parts.append(_closed_form_chunk_fvp(policy, names, inputs, chain, leaves, part, share, fvp_precision))
+
+    def fvp(v: torch.Tensor) -> torch.Tensor:
+        return sum(part(v) for part in parts)
+
+    return loss_sum, g, fvp
+
+
+def _closed_form_chunk_fvp(policy: GaussianMLP, names: list[str], inputs: list[torch.Tensor], chain: InnerChain,
+                           leaves: Params, meta: MetaBatch, share: float, fvp_precision: str):
+    """v -> share * J^T H J v for one chunk, J from `chain` (metarl.inner_jacobian), H as in `_chunk_fvp`."""
+    mask = meta.post.episodes.mask
+    weight = share * mask / mask.sum((1, 2), keepdim=True).clamp(min=1.0) / mask.shape[0]  # the KL's mean
+    curvature = GaussianKLCurvature(policy, leaves, meta.post.episodes.observations, weight)
+    low = inputs[0].dtype if fvp_precision == "float32" else getattr(torch, fvp_precision)
+    if low != inputs[0].dtype:  # every cached tensor converted once; the products then run wholly in `low`
+        chain, curvature = chain.to(low), cast(curvature, low)
+
+    @torch.no_grad()
+    def fvp(v: torch.Tensor) -> torch.Tensor:
+        v_parts = unflatten_like(v.to(low), dict(zip(names, inputs)))
+        out = chain.vjp(curvature(chain.jvp(v_parts)))
+        return _flat([out[k].to(inputs[0].dtype) for k in names], inputs)
+
+    return fvp
 
 
 def meta_gradient(policy: GaussianMLP, params: Params, meta: MetaBatch, keys: list[str], lrs: list[float],

@@ -1,0 +1,216 @@
+"""Closed-form products with the Jacobian J = d theta' / d theta of the inner loop, for TRPO's Fisher J^T H J.
+
+One SGD inner step theta' = theta - lr * M grad L(theta) (M keeps the adapted keys) has J = I - lr * M Hess L,
+and Hess L is symmetric, so J v = v - lr * M (Hess L v) and J^T u = u - lr * Hess L (M u): both are one
+Hessian-vector product of the inner loss. For the Gaussian MLP policy that product is Pearlmutter's R-operator
+(Pearlmutter, "Fast Exact Multiplication by the Hessian", Neural Computation 1994): a forward pass of tangents
+through the layers and one backward pass of the tangents of the back-propagated errors, with the layer inputs, ReLU
+masks and errors at the step's point computed once per meta-batch chunk and reused by every conjugate-gradient
+product. Autograd would instead go back through a graph that itself holds a backward pass (a double backward),
+twice per product. Several inner steps chain: J = J_S ... J_1, each at its own point.
+
+Estimators (metarl.estimators): `reinforce`'s inner loss -E[log pi A] has Hessian -E[A Hess log pi]; `lvc`'s
+-E[pi / pi_ref A] has -E[rho A (Hess log pi + grad log pi grad log pi^T)], rho = pi / pi_ref (1 at the sampling
+policy; ProMP, Rothfuss et al. ICLR 2019, sec. 5). `dice` and learned inner rules use autograd (`supported`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from metarl.fisher import _linear, _weight_grad
+from metarl.inner_optimizers import RULE
+from metarl.policy import GaussianMLP, Params
+
+ESTIMATORS = ("reinforce", "lvc")
+
+
+def supported(policy: GaussianMLP, estimator: str) -> bool:
+    """Whether the closed form covers this inner loop: plain SGD (no learned rule) and a reinforce or lvc loss."""
+    return getattr(policy, RULE, None) is None and estimator in ESTIMATORS
+
+
+def cast(obj, dtype: torch.dtype):
+    """A shallow copy of `obj` with its floating-point tensors (also in its lists and dicts) in `dtype`: the cached
+    state of a product (metarl.fisher.GaussianKLCurvature, InnerStep) converted once, not at every product."""
+    def convert(x):
+        if isinstance(x, torch.Tensor) and x.is_floating_point():
+            return x.to(dtype)
+        if isinstance(x, list):
+            return [convert(y) for y in x]
+        if isinstance(x, dict):
+            return {k: convert(y) for k, y in x.items()}
+        return x
+
+    copy = object.__new__(type(obj))
+    copy.__dict__.update({k: convert(v) for k, v in vars(obj).items()})
+    return copy
+
+
+class InnerStep:
+    """One SGD inner step at the point `params` (adapted keys per task after the first step) on `batch`: the
+    products J v and J^T u, without autograd."""
+
+    def __init__(self, policy: GaussianMLP, params: Params, batch, keys: list[str], lr: float, estimator: str,
+                 first_order: bool):
+        self.keys, self.lr, self.first_order = list(keys), lr, first_order
+        self.ndim = {name: p.dim() for name, p in policy.named_parameters()}
+        self.params = {k: v.detach() for k, v in params.items()}
+        self.linears = [f"body.{i}" for i, m in enumerate(policy.body) if isinstance(m, nn.Linear)] + ["head"]
+        self.layer_of = {f"{name}.{part}": i for i, name in enumerate(self.linears) for part in ("weight", "bias")}
+        ep = batch.episodes
+        num_tasks = ep.observations.shape[0]
+        p = self.params
+        with torch.no_grad():
+            x = ep.observations.reshape(num_tasks, -1, ep.observations.shape[-1])
+            self.inputs, self.masks = [], []
+            for name in self.linears:
+                self.inputs.append(x)
+                z = _linear(x, p[f"{name}.weight"], p[f"{name}.bias"])
+                if name == "head":
+                    break
+                mask = (z > 0).to(z.dtype)
+                self.masks.append(mask)
+                x = z * mask
+            log_std = p["log_std"] if p["log_std"].dim() == 1 else p["log_std"].unsqueeze(1)  # (A) or (K, 1, A)
+            residual = ep.actions.reshape(num_tasks, -1, ep.actions.shape[-1]) - z
+            self.inv_var = torch.exp(-2 * log_std)
+            self.residual = residual
+            self.d_mean = residual * self.inv_var  # d log pi / d mean
+            self.d_log_std = residual ** 2 * self.inv_var - 1  # d log pi / d log sigma
+            mask = ep.mask.reshape(num_tasks, -1)
+            coef = -mask * batch.advantages.reshape(num_tasks, -1) / mask.sum(1, keepdim=True).clamp(min=1.0)
+            self.outer = estimator == "lvc"
+            if self.outer and batch.behaviour_log_prob is not None:  # rho = pi / pi_ref
+                log_pi = (-0.5 * residual ** 2 * self.inv_var - log_std).sum(-1) - 0.5 * residual.shape[-1] * \
+                    torch.log(torch.tensor(2 * torch.pi, dtype=residual.dtype))
+                coef = coef * torch.exp(log_pi - batch.behaviour_log_prob.reshape(num_tasks, -1))
+            self.coef = coef.unsqueeze(-1)  # (K, S, 1): the inner loss is sum_t coef_t w_t
+            # the back-propagated errors at the point, output layer first
+            delta = self.coef * self.d_mean
+            self.deltas = [delta]
+            for i in reversed(range(1, len(self.linears))):
+                delta = (delta @ p[f"{self.linears[i]}.weight"]) * self.masks[i - 1]
+                self.deltas.insert(0, delta)
+
+    def _per_task(self, name: str, value: torch.Tensor, num_tasks: int) -> torch.Tensor:
+        return value if value.dim() > self.ndim[name] else value.expand(num_tasks, *value.shape)
+
+    def _backward(self, deltas, tangents, log_std_grad, outputs: dict[str, bool]) -> Params:
+        """Gradients for the names in `outputs` (value: per task, else summed over tasks) from the errors `deltas`
+        of each layer: sum_t delta_l x_l^T, plus the point's errors times the tangents `tangents` of the layer
+        inputs where given (the R-operator's weight term)."""
+        out = {}
+        for name, per_task in outputs.items():
+            if name == "log_std":
+                out[name] = log_std_grad if per_task else log_std_grad.sum(0)
+                continue
+            i = self.layer_of[name]
+            if name.endswith(".bias"):
+                out[name] = deltas[i].sum(1) if per_task else deltas[i].sum((0, 1))
+                continue
+            grad = _weight_grad(deltas[i], self.inputs[i], per_task)
+            if tangents[i] is not None:
+                grad = grad + _weight_grad(self.deltas[i], tangents[i], per_task)
+            out[name] = grad
+        return out
+
+    def hvp(self, u: Params, outputs: dict[str, bool]) -> Params:
+        """Hess L u for the tangent `u` (a name -> tensor dict; missing names are zero), for the names in `outputs`
+        (value: per task, else summed over tasks): Pearlmutter's R-operator through the MLP."""
+        p, n = self.params, len(self.linears)
+        # forward: tangents of each layer's input (t[i]) and of the mean
+        tangents, t, d_mean = [None] * n, None, None
+        for i, name in enumerate(self.linears):
+            tangents[i] = t
+            w, b = f"{name}.weight", f"{name}.bias"
+            dz = _linear(self.inputs[i], u[w], u.get(b)) if w in u else (None if b not in u else
+                                                                          _bias(u[b], self.inputs[i]))
+            if t is not None:
+                dz = _linear(t, p[w]) if dz is None else dz + _linear(t, p[w])
+            if i < n - 1:
+                t = None if dz is None else dz * self.masks[i]
+            else:
+                d_mean = dz
+        d_log_std = u.get("log_std")
+        if d_log_std is not None and d_log_std.dim() == 2:
+            d_log_std = d_log_std.unsqueeze(1)
+        # tangent of the errors at the mean and of log sigma's gradient (the per-sample Hessian of log pi)
+        r_delta = torch.zeros_like(self.d_mean) if d_mean is None else -self.inv_var * d_mean
+        r_log_std = torch.zeros_like(self.d_mean)
+        if d_mean is not None:
+            r_log_std = r_log_std - 2 * self.d_mean * d_mean
+        if d_log_std is not None:
+            r_delta = r_delta - 2 * self.d_mean * d_log_std
+            r_log_std = r_log_std - 2 * self.residual * self.d_mean * d_log_std
+        if self.outer:  # lvc: + (grad log pi . u) grad log pi
+            dot = torch.zeros_like(self.coef)
+            if d_mean is not None:
+                dot = dot + (self.d_mean * d_mean).sum(-1, keepdim=True)
+            if d_log_std is not None:
+                dot = dot + (self.d_log_std * d_log_std).sum(-1, keepdim=True)
+            r_delta = r_delta + dot * self.d_mean
+            r_log_std = r_log_std + dot * self.d_log_std
+        r_delta = self.coef * r_delta
+        r_log_std = (self.coef * r_log_std).sum(1)
+        # backward of the errors' tangents, down to the lowest layer asked for
+        lowest = min((self.layer_of[k] for k in outputs if k != "log_std"), default=n - 1)
+        r_deltas = [None] * n
+        r_deltas[n - 1] = r_delta
+        for i in reversed(range(lowest + 1, n)):
+            w = f"{self.linears[i]}.weight"
+            back = r_deltas[i] @ p[w]
+            if w in u:
+                back = back + self.deltas[i] @ u[w]
+            r_deltas[i - 1] = back * self.masks[i - 1]
+        return self._backward(r_deltas, tangents, r_log_std, outputs)
+
+    def jvp(self, v: Params) -> Params:
+        """J v: v on the non-adapted names; v - lr * (Hess L v) per task on the adapted ones."""
+        num_tasks = self.coef.shape[0]
+        out = dict(v)
+        hv = {} if self.first_order else self.hvp(v, {k: True for k in self.keys})
+        for k in self.keys:
+            out[k] = self._per_task(k, v[k], num_tasks) - (self.lr * hv[k] if k in hv else 0)
+        return out
+
+    def vjp(self, u: Params) -> Params:
+        """J^T u, shaped as the point's parameters (a shared one gets the sum over tasks)."""
+        per_task = {k: self.params[k].dim() > self.ndim[k] for k in self.params}
+        out = {k: (u[k] if per_task[k] else u[k].sum(0)) if k in self.keys else u[k] for k in self.params}
+        if not self.first_order:
+            hu = self.hvp({k: u[k] for k in self.keys}, per_task)
+            out = {k: out[k] - self.lr * hu[k] for k in out}
+        return out
+
+
+def _bias(db: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A bias tangent broadcast to the layer's output samples (K, S, out)."""
+    return (db if db.dim() == 1 else db.unsqueeze(1)).expand(x.shape[0], x.shape[1], db.shape[-1])
+
+
+class InnerChain:
+    """The products J v and J^T u of the whole inner loop, J = J_S ... J_1, step i taken at `points[i]` (the
+    meta-parameters, then each step's result: metalearner.adapted_values) on `batches[i]` with `lrs[i]`."""
+
+    def __init__(self, policy: GaussianMLP, points: list[Params], batches: list, keys: list[str],
+                 lrs: list[float], estimator: str, first_order: bool):
+        self.steps = [InnerStep(policy, point, batch, keys, lr, estimator, first_order)
+                      for point, batch, lr in zip(points, batches, lrs)]
+
+    def to(self, dtype: torch.dtype) -> "InnerChain":
+        """The same chain with its cached state in `dtype` (products then run in it)."""
+        copy = object.__new__(InnerChain)
+        copy.steps = [cast(step, dtype) for step in self.steps]
+        return copy
+
+    def jvp(self, v: Params) -> Params:
+        for step in self.steps:
+            v = step.jvp(v)
+        return v
+
+    def vjp(self, u: Params) -> Params:
+        for step in reversed(self.steps):
+            u = step.vjp(u)
+        return u

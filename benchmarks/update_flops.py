@@ -11,8 +11,9 @@ dispatch mode during one more update. Elementwise work (tanh, exp, sums) is not 
 work the algorithm needs, the rest is memory traffic. The machine's rate: each distinct product shape timed alone
 (same threads, warm) in float32 and bfloat16, weighted by how often the update runs it. The fraction is the
 update's counted FLOPs per second of its wall time over that float32 rate. Beside it, the same update in a process
-that keeps glibc's default allocator (`tune_allocator: false`, metarl/allocator.py), and one whose Fisher-vector
-products run in bfloat16 (`fvp_precision: bfloat16`).
+that keeps glibc's default allocator (`tune_allocator: false`, metarl/allocator.py), one whose Fisher-vector
+products run in bfloat16 (`fvp_precision: bfloat16`), and one that takes the inner step's Jacobian products by
+autograd's double backward instead of in closed form (metarl/inner_jacobian.py; the path before it).
 
     python benchmarks/update_flops.py      # ANIL and MAML: benchmarks/results/speed/update_flops.{json,md}
     python benchmarks/update_flops.py --quick --out /tmp/flops   # tiny sizes, a smoke test
@@ -81,14 +82,16 @@ def time_product(op: str, shapes: tuple, dtype, reps: int) -> float:
 
 def child(algo: str, repeats: int, quick: bool, threads: int, allocator: bool, count: bool) -> None:
     """In a fresh process, on one meta-batch: `repeats` rounds of a float32 update and (allocator tuned) one with
-    bfloat16 Fisher products, interleaved, and the float32 peak memory; with `count`, the FLOPs and the machine's
-    rates at the update's shapes instead. Printed as JSON."""
+    bfloat16 Fisher products and one with autograd's inner-step Jacobian, interleaved, and the float32 peak memory;
+    with `count`, the FLOPs and the machine's rates at the update's shapes instead. Printed as JSON."""
     import dataclasses
     import resource
+    from unittest import mock
 
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
+    import metarl.metalearner
     from metarl.config import load_config
     from metarl.run import preset_path
     from metarl.trainer import Trainer
@@ -100,12 +103,14 @@ def child(algo: str, repeats: int, quick: bool, threads: int, allocator: bool, c
     meta, _ = trainer.sample_meta_batch()
     start = {k: v.clone() for k, v in trainer.policy.state_dict().items()}
 
-    def update(precision: str = "float32") -> float:
+    def update(precision: str = "float32", autograd_jacobian: bool = False) -> float:
         trainer.cfg = dataclasses.replace(cfg, fvp_precision=precision)
         trainer.policy.load_state_dict(start)
-        t0 = time.perf_counter()
-        trainer.update(meta)
-        return time.perf_counter() - t0
+        closed_form = (lambda *_: False) if autograd_jacobian else metarl.metalearner.supported
+        with mock.patch.object(metarl.metalearner, "supported", closed_form):
+            t0 = time.perf_counter()
+            trainer.update(meta)
+            return time.perf_counter() - t0
 
     result = {"algo": algo, "allocator_tuned": allocator, "threads": threads,
               "samples": cfg.meta_batch_size * cfg.episodes_per_task * resolve(cfg)}
@@ -123,14 +128,15 @@ def child(algo: str, repeats: int, quick: bool, threads: int, allocator: bool, c
                       products_f32_s=sum(n * time_product(op, s, torch.float32, reps) for op, s, n, _ in shapes),
                       products_bf16_s=sum(n * time_product(op, s, torch.bfloat16, reps) for op, s, n, _ in shapes))
     else:
-        f32, bf16 = [update()], []
+        f32, bf16, autograd = [update()], [], []
         result["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # float32's footprint
         for i in range(repeats):
             if allocator:
                 bf16.append(update("bfloat16"))
+                autograd.append(update(autograd_jacobian=True))
             if i + 1 < repeats:
                 f32.append(update())
-        result.update(update_s=f32, bf16_fvp_update_s=bf16)
+        result.update(update_s=f32, bf16_fvp_update_s=bf16, autograd_jacobian_update_s=autograd)
     trainer.close()
     print("RESULT " + json.dumps(result))
 
@@ -154,9 +160,11 @@ def summarise(algo: str, counted: dict, tuned: list[dict], plain: list[dict]) ->
     update_s = statistics.median([t for r in tuned for t in r["update_s"]])
     plain_s = statistics.median([t for r in plain for t in r["update_s"]])
     bf16_s = statistics.median([t for r in tuned for t in r["bf16_fvp_update_s"]])
+    autograd_s = statistics.median([t for r in tuned for t in r["autograd_jacobian_update_s"]])
     gflop = counted["flops"] / 1e9
     return {**counted, "algo": algo, "update_s": update_s, "plain_allocator_update_s": plain_s,
-            "bf16_fvp_update_s": bf16_s, "gflop": gflop, "achieved_gflops": gflop / update_s,
+            "bf16_fvp_update_s": bf16_s, "autograd_jacobian_update_s": autograd_s,
+            "closed_form_jacobian_speedup": autograd_s / update_s, "gflop": gflop, "achieved_gflops": gflop / update_s,
             "f32_rate_gflops": counted["product_flops"] / 1e9 / counted["products_f32_s"],
             "bf16_rate_gflops": counted["product_flops"] / 1e9 / counted["products_bf16_s"],
             "fraction_of_f32_rate": counted["products_f32_s"] / update_s,
@@ -168,18 +176,19 @@ def summarise(algo: str, counted: dict, tuned: list[dict], plain: list[dict]) ->
 
 def markdown(result: dict) -> str:
     rows = ["| algorithm | update (s) | with glibc's default allocator (s) | with bfloat16 Fisher products (s) | "
-            "matrix-product work (GFLOP) | achieved (GFLOP/s) | machine, float32 at these "
+            "with autograd's inner-step Jacobian (s) | matrix-product work (GFLOP) | achieved (GFLOP/s) | machine, float32 at these "
             "shapes (GFLOP/s) | fraction of it | machine, bfloat16 (GFLOP/s) | peak memory (GB) |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["runs"]:
         rows.append(f"| {r['algo'].upper()} | {r['update_s']:.2f} | {r['plain_allocator_update_s']:.2f} | "
-                    f"{r['bf16_fvp_update_s']:.2f} | {r['gflop']:.0f} | {r['achieved_gflops']:.0f} | "
+                    f"{r['bf16_fvp_update_s']:.2f} | {r['autograd_jacobian_update_s']:.2f} | {r['gflop']:.0f} | {r['achieved_gflops']:.0f} | "
                     f"{r['f32_rate_gflops']:.0f} | {r['fraction_of_f32_rate']:.2f} | {r['bf16_rate_gflops']:.0f} | "
                     f"{r['peak_rss_gb']:.2f} |")
     m = result["machine"]
     rows += ["", f"One full-protocol cheetah-dir update ({result['protocol']}), median of {result['rounds']} x "
-             f"{result['repeats']} updates per setting (interleaved: float32 and bfloat16 Fisher products alternate "
-             "in one process, processes with the tuned and the default allocator alternate), "
+             f"{result['repeats']} updates per setting (interleaved: the float32, bfloat16-Fisher "
+             "and autograd-Jacobian updates alternate in one process, processes with the tuned and the default "
+             "allocator alternate), "
              f"{result['threads']} torch threads, each algorithm in a fresh process; {m['cpu_count']} CPUs, "
              f"torch {m['torch']}, Python {m['python']}. Command: `{result['command']}`."]
     return "\n".join(rows) + "\n"

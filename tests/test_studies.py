@@ -441,3 +441,34 @@ def test_cheetah_dir_candidates_continues_a_copy_of_the_published_run_and_report
     assert not (tmp_path / "runs").exists()
     again = json.loads((tmp_path / "cand.json").read_text())["algos"]["anil"]["800-iterations"]
     assert again["returns"] == row["returns"]
+
+
+def test_fisher_precision_trains_one_bfloat16_change_and_compares_it_with_the_grids_float32_seeds(tmp_path,
+                                                                                                 monkeypatch):
+    study = _import_benchmark("fisher_precision")
+    import statistics
+
+    from metarl.config import load_config
+    from metarl.run import preset_path
+    real = study.run_variant
+    tiny = {"iterations": 1, "meta_batch_size": 2, "episodes_per_task": 2, "eval_tasks": 2, "eval_episodes_per_task": 2,
+            "horizon": 20, "eval_every": 1}
+    monkeypatch.setattr(study, "run_variant", lambda run_dir, env, overrides: real(run_dir, env, {**overrides, **tiny}))
+    args = ["--runs", str(tmp_path / "runs"), "--published", str(tmp_path / "published"), "--out", str(tmp_path / "fp")]
+    study.main(args)
+    run_dir = tmp_path / "published" / "cheetah-dir-anil-bf16-fisher-seed0"
+    cfg = load_config(run_dir / "config.yaml")
+    assert cfg.fvp_precision == "bfloat16"
+    preset = load_config(preset_path("cheetah-dir"), {"algo": "anil", "seed": 0, **tiny})
+    assert {**vars(cfg), "fvp_precision": None} == {**vars(preset), "fvp_precision": None}  # the one change
+    row = json.loads((tmp_path / "fp.json").read_text())["rows"][0]
+    final = json.loads((run_dir / "eval.json").read_text())["returns"]
+    assert row["returns"] == [final[f"return_step_{k}"] for k in range(4)]
+    seeds = [json.loads((GRID_RUNS / f"cheetah-dir-anil-seed{s}" / "eval.json").read_text())["returns"]["return_step_1"]
+             for s in range(3)]
+    assert row["float32_seeds"] == 3
+    assert row["float32_mean"][1] == pytest.approx(statistics.mean(seeds))
+    assert row["float32_std"][1] == pytest.approx(statistics.stdev(seeds))
+    assert row["within_spread"] == (abs(row["returns"][1] - statistics.mean(seeds)) <= statistics.stdev(seeds))
+    assert "bfloat16 (`metarl train --env cheetah-dir --algo anil --seed 0 --set fvp_precision=bfloat16`)" in \
+        (tmp_path / "fp.md").read_text()

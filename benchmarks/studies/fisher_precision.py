@@ -57,7 +57,8 @@ def markdown(result: dict) -> str:
                      + " | ".join(f"{m:.1f} ± {s:.1f}" for m, s in zip(row["float32_mean"], row["float32_std"]))
                      + " | - |")
         lines.append(f"| {row['algo'].upper()} | bfloat16 (`{row['command']}`) | seed {row['seed']} | "
-                     + " | ".join(f"{v:.1f}" for v in row["returns"]) + f" | {row['end_over_peak']:.2f} |")
+                     + " | ".join(f"{v:.1f}" for v in row["returns"]) + " | "
+                     + ("-" if row["end_over_peak"] is None else f"{row['end_over_peak']:.2f}") + " |")
     verdicts = "; ".join(f"{row['algo'].upper()}: " + ("within" if row["within_spread"] else "**outside**")
                          for row in result["rows"])
     lines += ["", "Held-out return on the evaluation's 40 tasks after k adaptation steps at the run's last "

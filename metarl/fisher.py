@@ -20,16 +20,43 @@ from metarl.policy import GaussianMLP, Params
 
 
 def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """x W^T + b for x (K, S, in) and a shared (out, in) or per-task (K, out, in) weight."""
-    out = x @ weight.transpose(-1, -2)
-    return out if bias is None else out + (bias if bias.dim() == 1 else bias.unsqueeze(1))
+    """x W^T + b for x (K, S, in) and a shared (out, in) or per-task (K, out, in) weight; the bias is added by the
+    product itself (addmm, baddbmm) where its shape allows, saving a pass over the output."""
+    if bias is None:
+        return x @ weight.transpose(-1, -2)
+    if weight.dim() == 3:
+        return torch.baddbmm(bias if bias.dim() == 1 else bias.unsqueeze(1), x, weight.transpose(1, 2))
+    if bias.dim() == 1:
+        return torch.addmm(bias, x.reshape(-1, x.shape[-1]), weight.T).reshape(*x.shape[:-1], weight.shape[0])
+    return x @ weight.T + bias.unsqueeze(1)
 
 
-def _weight_grad(delta: torch.Tensor, x: torch.Tensor, per_task: bool) -> torch.Tensor:
-    """sum over samples of delta x^T: (K, out, in) per task, (out, in) summed over tasks for a shared weight."""
+def _add_product(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """out += a @ b in place (out a fresh contiguous (K, S, n) result, a (K, S, m), b shared (m, n) or per task
+    (K, m, n)): one pass fewer over `out` than a separate product and sum. Out of place under autocast (the
+    product's dtype may differ from `out`'s)."""
+    if not _in_place(out, a, b):
+        return out + a @ b
+    if b.dim() == 3:
+        return out.baddbmm_(a, b)
+    out.view(-1, out.shape[-1]).addmm_(a.reshape(-1, a.shape[-1]), b)
+    return out
+
+
+def _weight_grad(delta: torch.Tensor, x: torch.Tensor, per_task: bool, out: torch.Tensor | None = None) -> torch.Tensor:
+    """sum over samples of delta x^T: (K, out, in) per task, (out, in) summed over tasks for a shared weight; added
+    into `out` in place when given."""
+    if out is not None and not _in_place(out, delta, x):
+        return out + _weight_grad(delta, x, per_task)
     if per_task:
-        return delta.transpose(1, 2) @ x
-    return delta.reshape(-1, delta.shape[-1]).T @ x.reshape(-1, x.shape[-1])
+        return delta.transpose(1, 2) @ x if out is None else out.baddbmm_(delta.transpose(1, 2), x)
+    delta, x = delta.reshape(-1, delta.shape[-1]), x.reshape(-1, x.shape[-1])
+    return delta.T @ x if out is None else out.addmm_(delta.T, x)
+
+
+def _in_place(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether out += a @ b can run in place: one dtype throughout and no autocast."""
+    return out.dtype == a.dtype == b.dtype and not torch.is_autocast_enabled(out.device.type)
 
 
 class GaussianKLCurvature:
@@ -74,10 +101,10 @@ class GaussianKLCurvature:
             w, b = f"{name}.weight", f"{name}.bias"
             dz = _linear(self.inputs[i], u[w], u[b])
             if tangent is not None:
-                dz = dz + _linear(tangent, p[w])
+                dz = _add_product(dz, tangent, p[w].transpose(-1, -2))
             if name == "head":
                 break
-            tangent = dz * self.masks[i]
+            tangent = dz.mul_(self.masks[i])
         delta = dz * self.mean_metric  # M J u for the mean
         # backward: J^T of it, layer by layer
         for i in reversed(range(len(self.linears))):
@@ -86,7 +113,7 @@ class GaussianKLCurvature:
             out[w] = _weight_grad(delta, self.inputs[i], self.per_task(w))
             out[b] = delta.sum(1) if self.per_task(b) else delta.sum((0, 1))
             if i:
-                delta = (delta @ p[w]) * self.masks[i - 1]
+                delta = (delta @ p[w]).mul_(self.masks[i - 1])
         log_std = self.log_std_metric * u["log_std"]
         out["log_std"] = log_std if self.per_task("log_std") else log_std.sum(0)
         return {k: out.get(k) for k in p}

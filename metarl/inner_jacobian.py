@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from metarl.fisher import _linear, _weight_grad
+from metarl.fisher import _add_product, _linear, _weight_grad
 from metarl.inner_optimizers import RULE
 from metarl.policy import GaussianMLP, Params
 
@@ -112,7 +112,7 @@ class InnerStep:
                 continue
             grad = _weight_grad(deltas[i], self.inputs[i], per_task)
             if tangents[i] is not None:
-                grad = grad + _weight_grad(self.deltas[i], tangents[i], per_task)
+                grad = _weight_grad(self.deltas[i], tangents[i], per_task, out=grad)
             out[name] = grad
         return out
 
@@ -125,14 +125,23 @@ class InnerStep:
         for i, name in enumerate(self.linears):
             tangents[i] = t
             w, b = f"{name}.weight", f"{name}.bias"
-            dz = _linear(self.inputs[i], u[w], u.get(b)) if w in u else (None if b not in u else
-                                                                          _bias(u[b], self.inputs[i]))
-            if t is not None:
-                dz = _linear(t, p[w]) if dz is None else dz + _linear(t, p[w])
-            if i < n - 1:
-                t = None if dz is None else dz * self.masks[i]
+            fresh = True  # dz a new tensor of its own, masked in place
+            if w in u:
+                dz = _linear(self.inputs[i], u[w], u.get(b))
+                if t is not None:
+                    dz = _add_product(dz, t, p[w].transpose(-1, -2))
+            elif t is not None:
+                dz = _linear(t, p[w], u.get(b))
+            elif b in u:
+                dz, fresh = _bias(u[b], self.inputs[i]), False  # a broadcast view
             else:
+                dz = None
+            if i == n - 1:
                 d_mean = dz
+            elif dz is None:
+                t = None
+            else:
+                t = dz.mul_(self.masks[i]) if fresh else dz * self.masks[i]
         d_log_std = u.get("log_std")
         if d_log_std is not None and d_log_std.dim() == 2:
             d_log_std = d_log_std.unsqueeze(1)
@@ -162,8 +171,8 @@ class InnerStep:
             w = f"{self.linears[i]}.weight"
             back = r_deltas[i] @ p[w]
             if w in u:
-                back = back + self.deltas[i] @ u[w]
-            r_deltas[i - 1] = back * self.masks[i - 1]
+                back = _add_product(back, self.deltas[i], u[w])
+            r_deltas[i - 1] = back.mul_(self.masks[i - 1])
         return self._backward(r_deltas, tangents, r_log_std, outputs)
 
     def jvp(self, v: Params) -> Params:

@@ -361,6 +361,15 @@ def _train_main(args: argparse.Namespace, world, run) -> int:
         announce(None)  # stopped before training (done already, an error): the other ranks end too
 
 
+def _fvp_precision(device: str) -> str:
+    from metarl.trainer import resolve_device, resolve_fvp_precision
+
+    try:
+        return resolve_fvp_precision("auto", resolve_device(device))
+    except ValueError:  # no GPU: the trainer says so in one line
+        return "float32"
+
+
 def _on_gpu(device: str) -> bool:
     from metarl.trainer import resolve_device
 
@@ -408,6 +417,9 @@ def _train_run(args: argparse.Namespace, world, run, announce) -> int:
         if cfg.device != "cpu" and cfg.task_chunk < cfg.meta_batch_size and _on_gpu(cfg.device):
             print(f"note: on a GPU the update is fastest in one chunk: add --set task_chunk={cfg.meta_batch_size} "
                   f"(task_chunk {cfg.task_chunk} is the CPU's best; docs/performance.md)", flush=True)
+        if cfg.fvp_precision == "auto" and cfg.outer == "trpo":
+            print(f"Fisher-vector products in {_fvp_precision(cfg.device)} (fvp_precision: auto, chosen for this "
+                  "machine's hardware; docs/performance.md)", flush=True)
         announce((str(run_dir), cfg, ckpt))
         try:
             run.train(run_dir, cfg, ckpt, world=world)

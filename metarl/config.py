@@ -138,10 +138,12 @@ class Config:
     fvp_subsample: float = _field(1.0, "fraction of each task's episodes used in Fisher-vector "
                                   "products (1.0 = all, as in the papers; less is faster)",
                                   _interval(0, 1, True, False))
-    fvp_precision: str = _field("float32", "precision of the Fisher-vector products' matrix products: 'bfloat16' "
-                                "runs them under autocast (faster where the CPU has bfloat16 units; the gradient and "
-                                "the line search stay float32; docs/performance.md gives the error)",
-                                _one_of("float32", "bfloat16"))
+    fvp_precision: str = _field("float32", "precision of the Fisher-vector products: 'bfloat16' runs them in "
+                                "bfloat16 (faster where the hardware multiplies in bfloat16; the gradient and the "
+                                "line search stay float32; docs/performance.md gives the error), 'auto' is bfloat16 "
+                                "where the device has bfloat16 units (a CPU with AVX512-BF16 or AMX, a CUDA GPU that "
+                                "supports it) and float32 elsewhere",
+                                _one_of("float32", "bfloat16", "auto"))
     estimator: str = _field("reinforce", "inner-loop policy-gradient estimator: 'reinforce' (log pi, the MAML "
                             "code's), 'lvc' (ProMP's low-variance curvature) or 'dice' (DiCE's magic box); same "
                             "adapted parameters, different second-order meta-gradient (metarl/estimators.py)",

@@ -178,10 +178,9 @@ def meta_gradient_and_fvp(policy: GaussianMLP, params: Params, meta: MetaBatch, 
     serves everything: g = J^T (d loss / d theta') and every conjugate-gradient product (the surrogate and the KL are
     means of per-task terms, so g and F are sums over chunks; small chunks keep each operation's tensors in cache,
     benchmarks/fvp_chunks.py). `fvp_meta` (a subsample of `meta`, see `subsample_episodes`) estimates J and H from
-    fewer episodes, at the exact adapted parameters; it needs a second, smaller graph per chunk. With
-    `fvp_precision="bfloat16"` the Fisher's graphs (a second adaptation graph and the KL's) run their matrix
-    products in bfloat16 under autocast, at the same float32 point; the loss and g stay float32 (docs/performance.md
-    gives the error). `estimator` is the inner loss's (metarl.estimators): J includes its second-order terms.
+    fewer episodes, at the exact adapted parameters. With `fvp_precision="bfloat16"` the Fisher-vector products run
+    in bfloat16 at the same float32 point (in closed form: wholly in bfloat16; by autograd: the Fisher's own graphs
+    under autocast); the loss and g stay float32 (docs/performance.md gives the error). `estimator` is the inner loss's (metarl.estimators): J includes its second-order terms.
     `closed_form` (default: wherever metarl.inner_jacobian covers the inner loop) takes J v and J^T u as
     Hessian-vector products of the inner loss in closed form instead of autograd's double backward: the same
     products to round-off, no adaptation graph kept.

@@ -9,6 +9,7 @@ flat dict of metrics; nothing is logged here.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from typing import Iterator
 
@@ -118,6 +119,22 @@ def resolve_device(name: str) -> torch.device:
         raise ConfigError("device 'cuda' needs a CUDA GPU, and torch sees none here (torch "
                          f"{torch.__version__}); use device: cpu or auto (for a saved run: --set device=cpu)")
     return torch.device(name)
+
+
+@functools.cache
+def _cpu_has_bfloat16_units() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX tiles, as torch's CPU build detects them)."""
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(check() for check in checks if check is not None)
+
+
+def resolve_fvp_precision(name: str, device: torch.device) -> str:
+    """The `fvp_precision` setting as run on `device`: 'auto' is bfloat16 where the device has bfloat16 units (where
+    it does not, bfloat16 products are emulated and slower than float32's), else float32."""
+    if name != "auto":
+        return name
+    native = torch.cuda.is_bf16_supported() if device.type == "cuda" else _cpu_has_bfloat16_units()
+    return "bfloat16" if native else "float32"
 
 
 class Trainer:
@@ -304,7 +321,8 @@ class Trainer:
                          cg_damping=cfg.cg_damping, ls_max_steps=cfg.ls_max_steps,
                          ls_backtrack_ratio=cfg.ls_backtrack_ratio, fvp_subsample=cfg.fvp_subsample,
                          task_chunk=cfg.task_chunk, line_search=self.line_search,
-                         fvp_precision=cfg.fvp_precision, estimator=cfg.estimator, reduce=self._mean)
+                         fvp_precision=resolve_fvp_precision(cfg.fvp_precision, self.device),
+                         estimator=cfg.estimator, reduce=self._mean)
 
     def _mean(self, value: torch.Tensor) -> torch.Tensor:
         """The meta-batch's mean of a quantity whose mean over this rank's tasks is `value`."""

@@ -128,3 +128,24 @@ def test_device_setting_resolves_auto_and_refuses_a_missing_gpu():
     a, b = Trainer(Config(device="cpu", **tiny)), Trainer(Config(device="auto", **tiny))
     assert {k: v for k, v in a.step().items() if not k.startswith("time/")} == \
         {k: v for k, v in b.step().items() if not k.startswith("time/")}
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_fvp_precision_auto_takes_bfloat16_only_where_the_cpu_multiplies_in_it(monkeypatch, native):
+    """'auto' must never be a trap: on a CPU without bfloat16 units (emulated products, slower than float32's) it is
+    float32. The update receives the resolved precision; explicit settings pass through unchanged."""
+    import torch
+
+    import metarl.trainer as trainer_module
+    monkeypatch.setattr(trainer_module, "_cpu_has_bfloat16_units", lambda: native)
+    seen = []
+    real = trainer_module.trpo_step
+    monkeypatch.setattr(trainer_module, "trpo_step", lambda *a, **kw: seen.append(kw["fvp_precision"]) or real(*a, **kw))
+    trainer = Trainer(Config(seed=0, fvp_precision="auto", **{**SMALL, "meta_batch_size": 2, "episodes_per_task": 2}))
+    trainer.step()
+    assert seen == ["bfloat16" if native else "float32"]
+    cpu = torch.device("cpu")
+    assert [trainer_module.resolve_fvp_precision(name, cpu) for name in ("float32", "bfloat16")] == ["float32",
+                                                                                                  "bfloat16"]
+    with pytest.raises(ConfigError, match="fvp_precision"):
+        Config(fvp_precision="float16")

@@ -470,5 +470,6 @@ def test_fisher_precision_trains_one_bfloat16_change_and_compares_it_with_the_gr
     assert row["float32_mean"][1] == pytest.approx(statistics.mean(seeds))
     assert row["float32_std"][1] == pytest.approx(statistics.stdev(seeds))
     assert row["within_spread"] == (abs(row["returns"][1] - statistics.mean(seeds)) <= statistics.stdev(seeds))
+    assert row["float32_same_seed"]["returns"][1] == pytest.approx(seeds[0])  # seed 0 beside seed 0
     assert "bfloat16 (`metarl train --env cheetah-dir --algo anil --seed 0 --set fvp_precision=bfloat16`)" in \
         (tmp_path / "fp.md").read_text()

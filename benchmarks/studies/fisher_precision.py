@@ -42,10 +42,19 @@ def compare(algo: str, seed: int, run: Path) -> dict:
     mean = [statistics.mean(r["returns"][k] for r in reference) for k in range(EVAL_STEPS + 1)]
     std = [statistics.stdev(r["returns"][k] for r in reference) for k in range(EVAL_STEPS + 1)]
     row = summary(run)
+    same_seed = GRID / f"cheetah-dir-{algo}-seed{seed}"
+    same = summary(same_seed) if (same_seed / EVAL_FILE).is_file() else None
     within = abs(row["returns"][1] - mean[1]) <= std[1]
     return {"algo": algo, "seed": seed, "returns": row["returns"], "peak": row["peak"],
             "end_over_peak": row["end_over_peak"], "float32_seeds": len(reference), "float32_mean": mean,
-            "float32_std": std, "within_spread": within, "command": COMMAND.format(algo=algo, seed=seed)}
+            "float32_std": std,
+            "float32_same_seed": None if same is None else {"returns": same["returns"],
+                                                             "end_over_peak": same["end_over_peak"]},
+            "within_spread": within, "command": COMMAND.format(algo=algo, seed=seed)}
+
+
+def _ratio(row: dict) -> str:
+    return "-" if row["end_over_peak"] is None else f"{row['end_over_peak']:.2f}"
 
 
 def markdown(result: dict) -> str:
@@ -56,9 +65,13 @@ def markdown(result: dict) -> str:
         lines.append(f"| {row['algo'].upper()} | float32 (published grid) | {row['float32_seeds']} | "
                      + " | ".join(f"{m:.1f} ± {s:.1f}" for m, s in zip(row["float32_mean"], row["float32_std"]))
                      + " | - |")
+        same = row.get("float32_same_seed")
+        if same is not None:
+            lines.append(f"| {row['algo'].upper()} | float32 (published grid, same seed) | seed {row['seed']} | "
+                         + " | ".join(f"{v:.1f}" for v in same["returns"]) + " | " + _ratio(same) + " |")
         lines.append(f"| {row['algo'].upper()} | bfloat16 (`{row['command']}`) | seed {row['seed']} | "
                      + " | ".join(f"{v:.1f}" for v in row["returns"]) + " | "
-                     + ("-" if row["end_over_peak"] is None else f"{row['end_over_peak']:.2f}") + " |")
+                     + _ratio(row) + " |")
     verdicts = "; ".join(f"{row['algo'].upper()}: " + ("within" if row["within_spread"] else "**outside**")
                          for row in result["rows"])
     lines += ["", "Held-out return on the evaluation's 40 tasks after k adaptation steps at the run's last "

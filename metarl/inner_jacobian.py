@@ -11,24 +11,32 @@ twice per product. Several inner steps chain: J = J_S ... J_1, each at its own p
 
 Estimators (metarl.estimators): `reinforce`'s inner loss -E[log pi A] has Hessian -E[A Hess log pi]; `lvc`'s
 -E[pi / pi_ref A] has -E[rho A (Hess log pi + grad log pi grad log pi^T)], rho = pi / pi_ref (1 at the sampling
-policy; ProMP, Rothfuss et al. ICLR 2019, sec. 5). `dice` and learned inner rules use autograd (`supported`).
+policy; ProMP, Rothfuss et al. ICLR 2019, sec. 5). `dice` uses autograd (`supported`).
+
+Learned inner rules (metarl.inner_optimizers) make the step theta' = theta - lr * P(phi, g(theta)), P linear in the
+gradient g and differentiable in the rule's factors phi (meta-parameters, unchanged by the step). Then
+J v = v - lr * (P(phi, Hess L v) + dP/dphi[v_phi](g)) and J^T u = u - lr * Hess L (dP/dg^T u) on theta and
+u - lr * dP/dphi^T u on phi: the same Hessian-vector product, with P's own small products (its factors are at most
+n x n) taken by torch.func's jvp and vjp.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.func import jvp as func_jvp
+from torch.func import vjp as func_vjp
 
 from metarl.fisher import _add_product, _linear, _weight_grad
-from metarl.inner_optimizers import RULE
+from metarl.inner_optimizers import PREFIX, RULE, _safe, precondition
 from metarl.policy import GaussianMLP, Params
 
 ESTIMATORS = ("reinforce", "lvc")
 
 
 def supported(policy: GaussianMLP, estimator: str) -> bool:
-    """Whether the closed form covers this inner loop: plain SGD (no learned rule) and a reinforce or lvc loss."""
-    return getattr(policy, RULE, None) is None and estimator in ESTIMATORS
+    """Whether the closed form covers this inner loop: a reinforce or lvc inner loss, with any update rule."""
+    return estimator in ESTIMATORS
 
 
 def cast(obj, dtype: torch.dtype):
@@ -49,8 +57,8 @@ def cast(obj, dtype: torch.dtype):
 
 
 class InnerStep:
-    """One SGD inner step at the point `params` (adapted keys per task after the first step) on `batch`: the
-    products J v and J^T u, without autograd."""
+    """One inner step (SGD, or the policy's learned rule) at the point `params` (adapted keys per task after the
+    first step) on `batch`: the products J v and J^T u, without autograd's double backward."""
 
     def __init__(self, policy: GaussianMLP, params: Params, batch, keys: list[str], lr: float, estimator: str,
                  first_order: bool):
@@ -93,6 +101,14 @@ class InnerStep:
             for i in reversed(range(1, len(self.linears))):
                 delta = (delta @ p[f"{self.linears[i]}.weight"]) * self.masks[i - 1]
                 self.deltas.insert(0, delta)
+            # a learned rule: its factors per adapted key, and the inner gradient per task that P transforms
+            self.policy = policy if getattr(policy, RULE, None) is not None else None
+            self.factors = {k: [f"{PREFIX}{part}.{_safe(k)}" for part in ("left", "right", "scale")
+                                if f"{PREFIX}{part}.{_safe(k)}" in p] for k in self.keys}
+            self.grads = None
+            if self.policy is not None:
+                self.grads = self._backward(self.deltas, [None] * len(self.linears),
+                                            (self.coef * self.d_log_std).sum(1), {k: True for k in self.keys})
 
     def _per_task(self, name: str, value: torch.Tensor, num_tasks: int) -> torch.Tensor:
         return value if value.dim() > self.ndim[name] else value.expand(num_tasks, *value.shape)
@@ -175,22 +191,44 @@ class InnerStep:
             r_deltas[i - 1] = back.mul_(self.masks[i - 1])
         return self._backward(r_deltas, tangents, r_log_std, outputs)
 
+    def _rule(self, key: str):
+        """P(phi, g) for `key` as a function of (its factors, the gradient), and the factors' values."""
+        names = self.factors[key]
+        return (lambda factors, g: precondition(self.policy, dict(zip(names, factors)), key, g),
+                tuple(self.params[n] for n in names))
+
     def jvp(self, v: Params) -> Params:
-        """J v: v on the non-adapted names; v - lr * (Hess L v) per task on the adapted ones."""
+        """J v: v on the non-adapted names; v - lr * (P(Hess L v) + dP/dphi[v_phi](g)) per task on the adapted
+        ones (P the identity for SGD)."""
         num_tasks = self.coef.shape[0]
         out = dict(v)
         hv = {} if self.first_order else self.hvp(v, {k: True for k in self.keys})
         for k in self.keys:
-            out[k] = self._per_task(k, v[k], num_tasks) - (self.lr * hv[k] if k in hv else 0)
+            step = hv.get(k)
+            if self.policy is not None:  # the rule's product, and its own derivative in its factors
+                rule, factors = self._rule(k)
+                tangent = torch.zeros_like(self.grads[k]) if step is None else step
+                _, step = func_jvp(rule, (factors, self.grads[k]), (tuple(v[n] for n in self.factors[k]), tangent))
+            out[k] = self._per_task(k, v[k], num_tasks) - (self.lr * step if step is not None else 0)
         return out
 
     def vjp(self, u: Params) -> Params:
         """J^T u, shaped as the point's parameters (a shared one gets the sum over tasks)."""
+        u = {k: torch.zeros_like(self.params[k]) if u.get(k) is None else u[k] for k in self.params}
         per_task = {k: self.params[k].dim() > self.ndim[k] for k in self.params}
         out = {k: (u[k] if per_task[k] else u[k].sum(0)) if k in self.keys else u[k] for k in self.params}
+        through = {k: u[k] for k in self.keys}  # what the Hessian-vector product carries back: dP/dg^T u
+        if self.policy is not None:
+            for k in self.keys:
+                rule, factors = self._rule(k)
+                _, pullback = func_vjp(rule, factors, self.grads[k])
+                factors_bar, through[k] = pullback(u[k])
+                for name, bar in zip(self.factors[k], factors_bar):
+                    out[name] = out[name] - self.lr * bar
         if not self.first_order:
-            hu = self.hvp({k: u[k] for k in self.keys}, per_task)
-            out = {k: out[k] - self.lr * hu[k] for k in out}
+            layers = {k: t for k, t in per_task.items() if k in self.layer_of or k == "log_std"}
+            hu = self.hvp(through, layers)
+            out = {k: out[k] - self.lr * hu[k] if k in hu else out[k] for k in out}
         return out
 
 

@@ -23,6 +23,19 @@ def with_behaviour(policy, batch, seed):
     return dataclasses.replace(batch, behaviour_log_prob=behaviour)
 
 
+def with_rule(policy, keys, rule: str | None, seed: int = 7):
+    """`policy` with the learned inner rule `rule` ('meta-sgd', 'kfo', 'kfo-psd'; None: SGD) for `keys`, its factors
+    moved off the identity so that every term of the rule's derivative shows."""
+    if rule is not None:
+        attach(policy, keys, rule.removesuffix("-psd"), rule.endswith("-psd"))
+        gen = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for name, p in policy.named_parameters():
+                if name.startswith("inner_rule."):
+                    p.add_(0.2 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
+    return policy
+
+
 def autograd_products(policy, batches, keys, lrs, estimator, v, u):
     """J v and J^T u of theta -> theta' by autograd (double backward through the inner step)."""
     names = list(leaf_params(policy))
@@ -38,15 +51,18 @@ def autograd_products(policy, batches, keys, lrs, estimator, v, u):
     return dict(zip(names, jv)), dict(zip(names, jtu))
 
 
+@pytest.mark.parametrize("rule", [None, "meta-sgd", "kfo", "kfo-psd"])
 @pytest.mark.parametrize("behaviour", [False, True])
 @pytest.mark.parametrize("steps", [1, 2])
 @pytest.mark.parametrize("estimator", ["reinforce", "lvc"])
 @pytest.mark.parametrize("algo", ["maml", "anil"])
-def test_jacobian_products_match_autograd(algo, estimator, steps, behaviour):
-    """J v and J^T u of the whole inner chain equal autograd's to round-off, for MAML (every parameter, log sigma included) and ANIL (the head), one and two steps, with
-    and without a behaviour policy (lvc's rho != 1)."""
+def test_jacobian_products_match_autograd(algo, estimator, steps, behaviour, rule):
+    """J v and J^T u of the whole inner chain equal autograd's to round-off, for MAML (every parameter, log sigma
+    included) and ANIL (the head), one and two steps, with and without a behaviour policy (lvc's rho != 1), with
+    SGD and each learned inner rule (its factors are meta-parameters: J reaches them too)."""
     policy = tiny_policy()
     keys, lrs = adapted_keys(policy, algo), [0.3, 0.2][:steps]
+    with_rule(policy, keys, rule)
     batches = [fake_batch(10 + i) for i in range(steps)]
     if behaviour:
         batches = [with_behaviour(policy, b, 20 + i) for i, b in enumerate(batches)]
@@ -95,14 +111,16 @@ def test_lvc_adds_the_outer_product_term():
         torch.testing.assert_close(lvc[k] - reinforce[k], -0.3 * extra[k], rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("rule", [None, "kfo"])
 @pytest.mark.parametrize("subsample", [1.0, 0.5])
 @pytest.mark.parametrize("estimator", ["reinforce", "lvc"])
 @pytest.mark.parametrize("algo", ["maml", "anil"])
-def test_closed_form_gradient_and_fisher_equal_autograd_path(algo, estimator, subsample):
+def test_closed_form_gradient_and_fisher_equal_autograd_path(algo, estimator, subsample, rule):
     """The meta-gradient, surrogate and every Fisher-vector product of the closed-form path equal the autograd
-    path's to round-off, chunked, with two inner steps, with the Fisher's own subsample."""
+    path's to round-off, chunked, with two inner steps, with the Fisher's own subsample, with SGD and KFO."""
     policy = tiny_policy()
     keys, lrs = adapted_keys(policy, algo), [0.3, 0.2]
+    with_rule(policy, keys, rule)
     meta = fake_meta(policy, keys, lrs)
     fvp_meta = subsample_episodes(meta, subsample)
     kwargs = dict(first_order=False, fvp_meta=fvp_meta, task_chunk=2, estimator=estimator)
@@ -116,9 +134,12 @@ def test_closed_form_gradient_and_fisher_equal_autograd_path(algo, estimator, su
     torch.testing.assert_close(fvp_c(v), fvp_a(v), rtol=1e-10, atol=1e-13)
 
 
-def test_first_order_closed_form_matches_autograd():
+@pytest.mark.parametrize("rule", [None, "meta-sgd", "kfo"])
+def test_first_order_closed_form_matches_autograd(rule):
+    """First order drops the inner gradient's derivative, not the learned rule's: its factors still move theta'."""
     policy = tiny_policy()
     keys, lrs = adapted_keys(policy, "maml"), [0.3]
+    with_rule(policy, keys, rule)
     meta = fake_meta(policy, keys, lrs)
     out = [meta_gradient_and_fvp(policy, leaf_params(policy), meta, keys, lrs, first_order=True, closed_form=c)
            for c in (False, True)]
@@ -127,8 +148,8 @@ def test_first_order_closed_form_matches_autograd():
     torch.testing.assert_close(out[1][2](v), out[0][2](v), rtol=1e-10, atol=1e-13)
 
 
-def test_closed_form_covers_sgd_with_reinforce_and_lvc_only():
+def test_closed_form_covers_reinforce_and_lvc_with_any_rule():
     policy = tiny_policy()
     assert supported(policy, "reinforce") and supported(policy, "lvc") and not supported(policy, "dice")
     attach(policy, adapted_keys(policy, "anil"), "kfo", False)
-    assert not supported(policy, "reinforce")
+    assert supported(policy, "reinforce") and not supported(policy, "dice")

@@ -101,14 +101,30 @@ class InnerStep:
             for i in reversed(range(1, len(self.linears))):
                 delta = (delta @ p[f"{self.linears[i]}.weight"]) * self.masks[i - 1]
                 self.deltas.insert(0, delta)
-            # a learned rule: its factors per adapted key, and the inner gradient per task that P transforms
+            # a learned rule: its factors per adapted key (P transforms the inner gradient per task, `grads`)
             self.policy = policy if getattr(policy, RULE, None) is not None else None
             self.factors = {k: [f"{PREFIX}{part}.{_safe(k)}" for part in ("left", "right", "scale")
                                 if f"{PREFIX}{part}.{_safe(k)}" in p] for k in self.keys}
-            self.grads = None
-            if self.policy is not None:
-                self.grads = self._backward(self.deltas, [None] * len(self.linears),
-                                            (self.coef * self.d_log_std).sum(1), {k: True for k in self.keys})
+            self._grads = None
+
+    @property
+    def grads(self) -> Params:
+        """The inner loss's gradient per task on the adapted keys at the point, from the cached errors (the weight
+        gradients are the only products left)."""
+        if self._grads is None:
+            with torch.no_grad():
+                self._grads = self._backward(self.deltas, [None] * len(self.linears),
+                                             (self.coef * self.d_log_std).sum(1), {k: True for k in self.keys})
+        return self._grads
+
+    def adapted(self, policy: GaussianMLP) -> Params:
+        """The step's result theta - lr * P(g) (adapted keys per task): `metalearner.adapted_values`' values, to
+        round-off, from the same forward pass that serves the products."""
+        num_tasks = self.coef.shape[0]
+        with torch.no_grad():
+            return {**self.params, **{k: self._per_task(k, self.params[k], num_tasks)
+                                      - self.lr * precondition(policy, self.params, k, self.grads[k])
+                                      for k in self.keys}}
 
     def _per_task(self, name: str, value: torch.Tensor, num_tasks: int) -> torch.Tensor:
         return value if value.dim() > self.ndim[name] else value.expand(num_tasks, *value.shape)
@@ -245,6 +261,18 @@ class InnerChain:
                  lrs: list[float], estimator: str, first_order: bool):
         self.steps = [InnerStep(policy, point, batch, keys, lr, estimator, first_order)
                       for point, batch, lr in zip(points, batches, lrs)]
+
+    @classmethod
+    def through(cls, policy: GaussianMLP, params: Params, batches: list, keys: list[str], lrs: list[float],
+                estimator: str, first_order: bool) -> tuple["InnerChain", Params]:
+        """The chain of the inner loop from `params`, and its result theta', in one pass: each step's point is the
+        previous step's `adapted` (no separate autograd adaptation)."""
+        chain, point = object.__new__(cls), {k: v.detach() for k, v in params.items()}
+        chain.steps = []
+        for batch, lr in zip(batches, lrs):
+            chain.steps.append(InnerStep(policy, point, batch, keys, lr, estimator, first_order))
+            point = chain.steps[-1].adapted(policy)
+        return chain, point
 
     def to(self, dtype: torch.dtype) -> "InnerChain":
         """The same chain with its cached state in `dtype` (products then run in it)."""

@@ -232,9 +232,8 @@ def _closed_form_gradient_and_fvp(policy: GaussianMLP, params: Params, meta: Met
     names, inputs, loss_sum, g = _accumulators(params)
     parts = []
     for tasks, part, share in task_chunks(meta, task_chunk):
-        points = inner_points(policy, params, part.inner, keys, lrs, estimator)
-        chain = InnerChain(policy, points[:-1], part.inner, keys, lrs, estimator, first_order)
-        leaves = {k: v.detach().requires_grad_(True) for k, v in points[-1].items()}  # theta'
+        chain, adapted = InnerChain.through(policy, params, part.inner, keys, lrs, estimator, first_order)
+        leaves = {k: v.detach().requires_grad_(True) for k, v in adapted.items()}  # theta'
         loss, _ = post_adaptation_terms(policy, leaves, part)
         d_loss = torch.autograd.grad(loss * share, [leaves[k] for k in names], allow_unused=True)
         d_loss = {k: torch.zeros_like(leaves[k]) if d is None else d for k, d in zip(names, d_loss)}
@@ -244,8 +243,7 @@ def _closed_form_gradient_and_fvp(policy: GaussianMLP, params: Params, meta: Met
         loss_sum += loss.detach() * share
         if fvp_meta is not None and fvp_meta is not meta:  # J from the subsample, at the exact theta'
             part = task_slice(fvp_meta, tasks)
-            points = inner_points(policy, params, part.inner, keys, lrs, estimator)
-            chain = InnerChain(policy, points[:-1], part.inner, keys, lrs, estimator, first_order)
+            chain, _ = InnerChain.through(policy, params, part.inner, keys, lrs, estimator, first_order)
         leaves = {k: v.detach() for k, v in leaves.items()}
         parts.append(_closed_form_chunk_fvp(policy, names, inputs, chain, leaves, part, share, fvp_precision))
 

@@ -16,19 +16,17 @@ policy; ProMP, Rothfuss et al. ICLR 2019, sec. 5). `dice` uses autograd (`suppor
 Learned inner rules (metarl.inner_optimizers) make the step theta' = theta - lr * P(phi, g(theta)), P linear in the
 gradient g and differentiable in the rule's factors phi (meta-parameters, unchanged by the step). Then
 J v = v - lr * (P(phi, Hess L v) + dP/dphi[v_phi](g)) and J^T u = u - lr * Hess L (dP/dg^T u) on theta and
-u - lr * dP/dphi^T u on phi: the same Hessian-vector product, with P's own small products (its factors are at most
-n x n) taken by torch.func's jvp and vjp.
+u - lr * dP/dphi^T u on phi: the same Hessian-vector product, and P's own small products (its factors are at most
+n x n; metarl.inner_optimizers.precondition_jvp and precondition_vjp).
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.func import jvp as func_jvp
-from torch.func import vjp as func_vjp
 
 from metarl.fisher import _add_product, _linear, _weight_grad
-from metarl.inner_optimizers import PREFIX, RULE, _safe, precondition
+from metarl.inner_optimizers import RULE, factor_names, precondition, precondition_jvp, precondition_vjp
 from metarl.policy import GaussianMLP, Params
 
 ESTIMATORS = ("reinforce", "lvc")
@@ -103,8 +101,7 @@ class InnerStep:
                 self.deltas.insert(0, delta)
             # a learned rule: its factors per adapted key (P transforms the inner gradient per task, `grads`)
             self.policy = policy if getattr(policy, RULE, None) is not None else None
-            self.factors = {k: [f"{PREFIX}{part}.{_safe(k)}" for part in ("left", "right", "scale")
-                                if f"{PREFIX}{part}.{_safe(k)}" in p] for k in self.keys}
+            self.factors = {k: factor_names(policy, p, k) for k in self.keys}
             self._grads = None
 
     @property
@@ -207,12 +204,6 @@ class InnerStep:
             r_deltas[i - 1] = back.mul_(self.masks[i - 1])
         return self._backward(r_deltas, tangents, r_log_std, outputs)
 
-    def _rule(self, key: str):
-        """P(phi, g) for `key` as a function of (its factors, the gradient), and the factors' values."""
-        names = self.factors[key]
-        return (lambda factors, g: precondition(self.policy, dict(zip(names, factors)), key, g),
-                tuple(self.params[n] for n in names))
-
     def jvp(self, v: Params) -> Params:
         """J v: v on the non-adapted names; v - lr * (P(Hess L v) + dP/dphi[v_phi](g)) per task on the adapted
         ones (P the identity for SGD)."""
@@ -222,9 +213,8 @@ class InnerStep:
         for k in self.keys:
             step = hv.get(k)
             if self.policy is not None:  # the rule's product, and its own derivative in its factors
-                rule, factors = self._rule(k)
-                tangent = torch.zeros_like(self.grads[k]) if step is None else step
-                _, step = func_jvp(rule, (factors, self.grads[k]), (tuple(v[n] for n in self.factors[k]), tangent))
+                step = precondition_jvp(self.policy, self.params, k, self.grads[k], step,
+                                        {n: v[n] for n in self.factors[k]})
             out[k] = self._per_task(k, v[k], num_tasks) - (self.lr * step if step is not None else 0)
         return out
 
@@ -236,10 +226,8 @@ class InnerStep:
         through = {k: u[k] for k in self.keys}  # what the Hessian-vector product carries back: dP/dg^T u
         if self.policy is not None:
             for k in self.keys:
-                rule, factors = self._rule(k)
-                _, pullback = func_vjp(rule, factors, self.grads[k])
-                factors_bar, through[k] = pullback(u[k])
-                for name, bar in zip(self.factors[k], factors_bar):
+                through[k], factors_bar = precondition_vjp(self.policy, self.params, k, self.grads[k], u[k])
+                for name, bar in factors_bar.items():
                     out[name] = out[name] - self.lr * bar
         if not self.first_order:
             layers = {k: t for k, t in per_task.items() if k in self.layer_of or k == "log_std"}

@@ -80,6 +80,59 @@ def precondition(policy: nn.Module, params: dict, key: str, grad: torch.Tensor) 
 
 
 @torch.no_grad()
+def factor_names(policy: nn.Module, params: dict, key: str) -> list[str]:
+    """The names in `params` of the rule's factors for the adapted parameter `key` ([] under `sgd`)."""
+    if getattr(policy, RULE, None) is None:
+        return []
+    return [f"{PREFIX}{part}.{_safe(key)}" for part in ("left", "right", "scale") if f"{PREFIX}{part}.{_safe(key)}" in params]
+
+
+def _sum_tasks(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """x summed over its leading task axis where `like` (a shared factor) has none."""
+    return x.sum(0) if x.dim() > like.dim() else x
+
+
+def precondition_jvp(policy: nn.Module, params: dict, key: str, grad: torch.Tensor, d_grad: torch.Tensor | None,
+                     d_factors: dict) -> torch.Tensor:
+    """The tangent of P(phi, g) at (phi, `grad`) along (`d_factors`, `d_grad`): P(phi, dg) + dP/dphi[dphi](g), the
+    rule's part of the inner step's Jacobian-vector product (metarl.inner_jacobian); `d_grad` None is zero."""
+    names = factor_names(policy, params, key)
+    out = None if d_grad is None else precondition(policy, params, key, d_grad)
+    if not names:
+        return torch.zeros_like(grad) if out is None else out
+    if len(names) == 1:  # an elementwise factor s: s dg + ds g
+        part = d_factors[names[0]] * grad
+    else:
+        left, right = params[names[0]], params[names[1]]
+        d_left, d_right = d_factors[names[0]], d_factors[names[1]]
+        if policy.get_submodule(RULE).psd:  # d(L^T L) = dL^T L + L^T dL
+            d_left, d_right = d_left.T @ left + left.T @ d_left, d_right.T @ right + right.T @ d_right
+            left, right = left.T @ left, right.T @ right
+        part = d_left @ grad @ right + left @ grad @ d_right
+    return part if out is None else out + part
+
+
+def precondition_vjp(policy: nn.Module, params: dict, key: str, grad: torch.Tensor,
+                     cotangent: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """The transpose of `precondition_jvp`: (P(phi, .)^T u, {factor name: dP/dphi^T u}) for the cotangent u of P's
+    output at (phi, `grad`); the factors' parts are summed over tasks (the factors are shared)."""
+    names = factor_names(policy, params, key)
+    if not names:
+        return cotangent, {}
+    if len(names) == 1:
+        scale = params[names[0]]
+        return scale * cotangent, {names[0]: _sum_tasks(cotangent * grad, scale)}
+    left, right = params[names[0]], params[names[1]]
+    psd = policy.get_submodule(RULE).psd
+    a, b = (left.T @ left, right.T @ right) if psd else (left, right)
+    through = a.transpose(-1, -2) @ cotangent @ b.transpose(-1, -2)
+    a_bar = _sum_tasks(cotangent @ (grad @ b).transpose(-1, -2), a)  # d<u, A G B>/dA = u (G B)^T
+    b_bar = _sum_tasks((a @ grad).transpose(-1, -2) @ cotangent, b)  # d<u, A G B>/dB = (A G)^T u
+    if psd:  # A = L^T L: dA/dL^T a_bar = L (a_bar + a_bar^T)
+        a_bar, b_bar = left @ (a_bar + a_bar.T), right @ (b_bar + b_bar.T)
+    return through, {names[0]: a_bar, names[1]: b_bar}
+
+
 def rule_metrics(policy: nn.Module, lr: float) -> dict:
     """What the rule has learned, per adapted parameter: Meta-SGD's step sizes (lr * s: mean, min, max); each KFO
     factor's relative distance from the identity ||F - I||_F / ||I||_F and its condition number (of the factor as

@@ -131,7 +131,7 @@ def iteration_in_subprocess(algo: str, overrides: list[str], iterations: int) ->
     """Median metrics of `iterations` meta-iterations (after a warm-up) in a fresh process, with its peak RSS."""
     code = ("import json, statistics, sys;"
             "from metarl.config import load_config, parse_overrides;"
-            "from metarl.trainer import Trainer;"
+            "from metarl.trainer import Trainer, resolve_device, resolve_fvp_precision;"
             "from metarl.run import preset_path;"
             "cfg = load_config(preset_path('cheetah-dir'), parse_overrides(sys.argv[1:]));"
             "t = Trainer(cfg); t.step();"
@@ -141,6 +141,7 @@ def iteration_in_subprocess(algo: str, overrides: list[str], iterations: int) ->
             # VmHWM: this process's own peak (ru_maxrss would include the parent's, kept across fork/exec).
             "out['peak_rss_mb'] = int(open('/proc/self/status').read().split('VmHWM:')[1].split()[0]) / 1024;"
             "out['env_steps'] = runs[0]['env_steps'] // 2;"
+            "out['fvp_precision'] = resolve_fvp_precision(cfg.fvp_precision, resolve_device(cfg.device));"
             "print('RESULT', json.dumps(out))")
     proc = subprocess.run([sys.executable, "-c", code, f"algo={algo}", *overrides], capture_output=True, text=True)
     if proc.returncode != 0:
@@ -222,6 +223,12 @@ def main(argv=None) -> None:
     print(_markdown(result))
 
 
+# The performance goals of the full-protocol meta-iteration (the project's issue 33): ANIL's and MAML's iteration
+# against `mujoco.rollout`'s time for the same env steps on one core, and MAML's peak resident memory.
+ITERATION_GOALS = {"anil": 2.5, "maml": 3.5}
+MAML_RSS_GOAL_GB = 2.0
+
+
 def _machine() -> dict:
     import mujoco
     import torch
@@ -244,13 +251,22 @@ def _markdown(r: dict) -> str:
              f"| naive SyncVectorEnv + torch | {s['naive_syncvector_steps_per_s']:.0f} steps/s | |"]
     for algo in ("maml", "anil"):
         m = it[algo]
-        lines.append(f"| {algo.upper()} meta-iteration (sampling / inner / TRPO) | {m['time/iteration_s']:.1f}s "
+        lines.append(f"| {algo.upper()} meta-iteration (sampling / inner / TRPO; "
+                     f"{m.get('fvp_precision', 'float32')} Fisher products) | {m['time/iteration_s']:.1f}s "
                      f"({m['time/sampling_s']:.1f} / {m['time/adaptation_s']:.1f} / {m['time/update_s']:.1f}) | "
                      f"{m['over_raw_physics']:.2f}x raw mj_step ({m['raw_physics_s']:.1f}s)"
                      + (f", {m['over_rollout']:.2f}x rollout ({m['rollout_physics_s']:.1f}s)" if "over_rollout" in m
                         else "") + " |")
         lines.append(f"| {algo.upper()} peak memory (RSS) | {m['peak_rss_mb']:.0f} MB | |")
     lines.append(f"| MAML / ANIL iteration time | | {it['maml_over_anil']:.2f} |")
+    for algo, limit in ITERATION_GOALS.items():
+        if "over_rollout" in it[algo]:
+            ratio = it[algo]["over_rollout"]
+            lines.append(f"| goal: {algo.upper()} iteration at most {limit}x rollout | {ratio:.2f}x | "
+                         f"{'met' if ratio <= limit else 'not met'} |")
+    peak_gb = it["maml"]["peak_rss_mb"] * 2**20 / 1e9  # the table's MB are MiB (VmHWM / 1024); the goal's GB are 1e9 bytes
+    lines.append(f"| goal: MAML peak memory under {MAML_RSS_GOAL_GB:.0f} GB | {peak_gb:.2f} GB | "
+                 f"{'met' if peak_gb < MAML_RSS_GOAL_GB else 'not met'} |")
     for axis, times in r["scaling"].items():
         first_k, first_t = next(iter(times.items()))
         cells = ", ".join(f"{k}: {t:.2f}s" for k, t in times.items())

@@ -128,14 +128,14 @@ def child(algo: str, repeats: int, quick: bool, threads: int, allocator: bool, c
                       products_f32_s=sum(n * time_product(op, s, torch.float32, reps) for op, s, n, _ in shapes),
                       products_bf16_s=sum(n * time_product(op, s, torch.bfloat16, reps) for op, s, n, _ in shapes))
     else:
-        f32, bf16, autograd = [update()], [], []
+        update()  # warm-up, not timed: the first update of a process pays one-off costs that no setting should carry
+        f32, bf16, autograd = [], [], []
         result["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # float32's footprint
-        for i in range(repeats):
+        for _ in range(repeats):
+            f32.append(update())
             if allocator:
                 bf16.append(update("bfloat16"))
                 autograd.append(update(autograd_jacobian=True))
-            if i + 1 < repeats:
-                f32.append(update())
         result.update(update_s=f32, bf16_fvp_update_s=bf16, autograd_jacobian_update_s=autograd)
     trainer.close()
     print("RESULT " + json.dumps(result))
@@ -186,8 +186,8 @@ def markdown(result: dict) -> str:
                     f"{r['peak_rss_gb']:.2f} |")
     m = result["machine"]
     rows += ["", f"One full-protocol cheetah-dir update ({result['protocol']}), median of {result['rounds']} x "
-             f"{result['repeats']} updates per setting (interleaved: the float32, bfloat16-Fisher "
-             "and autograd-Jacobian updates alternate in one process, processes with the tuned and the default "
+             f"{result['repeats']} updates per setting (after one untimed warm-up update; interleaved: "
+             "the float32, bfloat16-Fisher and autograd-Jacobian updates alternate in one process, processes with the tuned and the default "
              "allocator alternate), "
              f"{result['threads']} torch threads, each algorithm in a fresh process; {m['cpu_count']} CPUs, "
              f"torch {m['torch']}, Python {m['python']}. Command: `{result['command']}`."]

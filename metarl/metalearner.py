@@ -75,8 +75,17 @@ def adapt_steps(policy: GaussianMLP, params: Params, batches: list[Batch], keys:
 
 
 def adapted_values(policy: GaussianMLP, params: Params, batches: list[Batch], keys: list[str],
-                   lrs: list[float], estimator: str = "reinforce") -> Params:
-    """The adapted parameters as plain tensors, no graph kept (for sampling, evaluation, the Fisher's point)."""
+                   lrs: list[float], estimator: str = "reinforce", task_chunk: int | None = None) -> Params:
+    """The adapted parameters as plain tensors, no graph kept (for sampling, evaluation, the Fisher's point).
+
+    With `task_chunk` the tasks are adapted that many at a time (each task's step is its own, so the values are the
+    same): a chunk's activations stay in cache, about twice as fast on the CPU at the cheetah protocol."""
+    num_tasks = batches[0].advantages.shape[0]
+    if task_chunk and task_chunk < num_tasks:
+        parts = [adapted_values(policy, task_params(policy, params, tasks), [map_batch(b, lambda x: x[tasks])
+                                                                            for b in batches], keys, lrs, estimator)
+                 for tasks in task_slices(num_tasks, task_chunk)]
+        return {k: torch.cat([part[k] for part in parts]) if k in keys else params[k].detach() for k in params}
     fresh = {k: v.detach().requires_grad_(k in keys) for k, v in params.items()}
     adapted = adapt_steps(policy, fresh, batches, keys, lrs, create_graph=False, estimator=estimator)
     return {k: v.detach() for k, v in adapted.items()}
@@ -115,16 +124,37 @@ def meta_objective(policy: GaussianMLP, params: Params, meta: MetaBatch, keys: l
     return post_adaptation_terms(policy, adapted, meta)
 
 
+def map_batch(b: Batch, fn) -> Batch:
+    """Apply `fn` to every (K, T, N, ...) tensor of a batch (to slice tasks or episodes)."""
+    ep = b.episodes
+    behaviour = None if b.behaviour_log_prob is None else fn(b.behaviour_log_prob)
+    return Batch(Episodes(fn(ep.observations), fn(ep.actions), fn(ep.rewards), fn(ep.mask)), fn(b.advantages),
+                 behaviour)
+
+
 def map_meta(meta: MetaBatch, fn) -> MetaBatch:
     """Apply `fn` to every (K, T, N, ...) tensor of a meta-batch (to slice tasks or episodes)."""
-    def batch(b: Batch) -> Batch:
-        ep = b.episodes
-        behaviour = None if b.behaviour_log_prob is None else fn(b.behaviour_log_prob)
-        return Batch(Episodes(fn(ep.observations), fn(ep.actions), fn(ep.rewards), fn(ep.mask)), fn(b.advantages),
-                     behaviour)
+    return MetaBatch([map_batch(b, fn) for b in meta.inner], map_batch(meta.post, fn), fn(meta.old_mean),
+                     fn(meta.old_log_std), fn(meta.old_log_prob))
 
-    return MetaBatch([batch(b) for b in meta.inner], batch(meta.post), fn(meta.old_mean), fn(meta.old_log_std),
-                     fn(meta.old_log_prob))
+
+def task_slices(num_tasks: int, chunk: int | None) -> list[slice]:
+    """Consecutive slices of `chunk` tasks (one slice of all for None)."""
+    chunk = chunk or num_tasks
+    return [slice(start, start + chunk) for start in range(0, num_tasks, chunk)]
+
+
+def task_params(policy: GaussianMLP, params: Params, tasks: slice) -> Params:
+    """The parameters of a subset of tasks: per-task (adapted) tensors sliced, shared ones as they are."""
+    return {k: v[tasks] if v.dim() > policy.get_parameter(k).dim() else v for k, v in params.items()}
+
+
+def chunked_forward(policy: GaussianMLP, params: Params, obs: torch.Tensor,
+                    task_chunk: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """`forward` over `task_chunk` tasks at a time (the same values; a chunk's activations stay in cache)."""
+    parts = [forward(policy, task_params(policy, params, tasks), obs[tasks])
+             for tasks in task_slices(obs.shape[0], task_chunk)]
+    return torch.cat([mean for mean, _ in parts]), torch.cat([log_std for _, log_std in parts])
 
 
 def subsample_episodes(meta: MetaBatch, fraction: float) -> MetaBatch:
@@ -148,9 +178,7 @@ def task_chunks(meta: MetaBatch, chunk: int | None):
     """(tasks, the meta-batch of those tasks, their share of all tasks) for consecutive chunks of `chunk` tasks
     (all at once for None): the surrogate, the KL and their derivatives are means over tasks, so sums of shares."""
     num_tasks = meta.post.advantages.shape[0]
-    chunk = chunk or num_tasks
-    for start in range(0, num_tasks, chunk):
-        tasks = slice(start, start + chunk)
+    for tasks in task_slices(num_tasks, chunk):
         part = task_slice(meta, tasks)
         yield tasks, part, part.post.advantages.shape[0] / num_tasks
 

@@ -22,7 +22,7 @@ from metarl.config import Config, ConfigError, env_kwargs
 from metarl.envs import get_family, make, resolve_horizon
 from metarl.distributed import World, problem, traffic
 from metarl.inner_optimizers import attach, metric_names, rule_metrics
-from metarl.metalearner import Batch, MetaBatch, adapted_values, trpo_step
+from metarl.metalearner import Batch, MetaBatch, adapted_values, chunked_forward, trpo_step
 from metarl.optim import backtracking_line_search
 from metarl.policy import GaussianMLP, Params, adapted_keys, forward, log_prob, meta_params, sample_actions
 from metarl.promp import make_optimizer, promp_step
@@ -220,7 +220,7 @@ class Trainer:
     def adapt(self, params: Params, batch: Batch, lr: float, keys: list[str] | None = None) -> Params:
         """One inner step of size `lr` per task on `keys` (default: the algorithm's adapted keys); no graph kept."""
         return adapted_values(self.policy, params, [batch], self.keys if keys is None else keys, [lr],
-                              self.cfg.estimator)
+                              self.cfg.estimator, task_chunk=self.cfg.task_chunk)
 
     def reseed(self, seed: int) -> None:
         """Restart the task/env-seed and action-noise streams from `seed` (to replay one chosen meta-batch)."""
@@ -302,7 +302,7 @@ class Trainer:
             params = self.adapt(params, batch, cfg.inner_lr)
             timing["adaptation_s"] += time.perf_counter() - t1
         with torch.no_grad():
-            mean, log_std = forward(self.policy, params, post.episodes.observations)
+            mean, log_std = chunked_forward(self.policy, params, post.episodes.observations, cfg.task_chunk)
             old_log_prob = log_prob(mean, log_std, post.episodes.actions)
         return MetaBatch(inner, post, mean, log_std, old_log_prob), timing
 

@@ -280,3 +280,23 @@ def test_bfloat16_fisher_products_are_within_their_stated_error_and_leave_the_gr
         exact, low = fvp(v), fvp_b(v)
         assert float((low - exact).norm() / exact.norm()) < 0.03
         assert not torch.equal(low, exact)  # it did run in bfloat16
+
+
+@pytest.mark.parametrize("algo", ["maml", "anil"])
+def test_adaptation_and_forward_by_task_chunks_give_the_same_values(algo):
+    """`task_chunk` only changes how many tasks are adapted (and run forward) at once: each task's inner step is its
+    own, two steps included (the second from per-task parameters)."""
+    from metarl.metalearner import adapted_values, chunked_forward
+    policy = tiny_policy()
+    keys, lrs = adapted_keys(policy, algo), [0.3, 0.2]
+    batches = [fake_batch(30), fake_batch(31)]
+    whole = adapted_values(policy, leaf_params(policy), batches, keys, lrs)
+    for chunk in (1, 2, K):
+        parts = adapted_values(policy, leaf_params(policy), batches, keys, lrs, task_chunk=chunk)
+        assert parts.keys() == whole.keys()
+        for k in whole:
+            torch.testing.assert_close(parts[k], whole[k], rtol=1e-13, atol=1e-15)
+        obs = batches[0].episodes.observations
+        for got, want in zip(chunked_forward(policy, whole, obs, chunk), forward(policy, whole, obs)):
+            torch.testing.assert_close(got, want, rtol=1e-13, atol=1e-15)
+    assert any(not torch.equal(whole[k], leaf_params(policy)[k]) for k in keys)  # the step moved the adapted keys

@@ -189,10 +189,15 @@ def main(argv=None) -> None:
     print("2. full-protocol meta-iteration ...", flush=True)
     iters = {}
     for algo in ("maml", "anil"):
+        # The floor measured right before and after this algorithm's iterations (a shared machine's speed drifts
+        # between the sections of a run): the ratio compares times taken minutes apart at most.
+        before = raw_rollout(tasks * episodes, horizon, seed=11)
         m = iteration_in_subprocess(algo, [*sizes, *args.set], args.iterations)
-        # Physics time for the same env steps (the inner and the post-adaptation batch), at the rates measured
-        # above in this run: mj_step called from Python, and mujoco.rollout's C loop (the floor).
-        physics_s, floor_s = m["env_steps"] / raw, m["env_steps"] / floor
+        adjacent = statistics.mean([before, raw_rollout(tasks * episodes, horizon, seed=12)])
+        # Physics time for the same env steps (the inner and the post-adaptation batch): mj_step called from
+        # Python at the sampler section's rate, and mujoco.rollout's C loop (the floor) at the adjacent one.
+        physics_s, floor_s = m["env_steps"] / raw, m["env_steps"] / adjacent
+        m["rollout_adjacent_steps_per_s"] = adjacent
         iters[algo] = {**m, "raw_physics_s": physics_s, "over_raw_physics": m["time/iteration_s"] / physics_s,
                        "rollout_physics_s": floor_s, "over_rollout": m["time/iteration_s"] / floor_s}
         print(f"   {algo}: {m['time/iteration_s']:.1f}s (sampling {m['time/sampling_s']:.1f}, inner "
@@ -251,12 +256,13 @@ def _markdown(r: dict) -> str:
              f"| naive SyncVectorEnv + torch | {s['naive_syncvector_steps_per_s']:.0f} steps/s | |"]
     for algo in ("maml", "anil"):
         m = it[algo]
+        beside = ", measured beside it" if "rollout_adjacent_steps_per_s" in m else ""
+        rollout = f", {m['over_rollout']:.2f}x rollout ({m['rollout_physics_s']:.1f}s{beside})" \
+            if "over_rollout" in m else ""
         lines.append(f"| {algo.upper()} meta-iteration (sampling / inner / TRPO; "
                      f"{m.get('fvp_precision', 'float32')} Fisher products) | {m['time/iteration_s']:.1f}s "
                      f"({m['time/sampling_s']:.1f} / {m['time/adaptation_s']:.1f} / {m['time/update_s']:.1f}) | "
-                     f"{m['over_raw_physics']:.2f}x raw mj_step ({m['raw_physics_s']:.1f}s)"
-                     + (f", {m['over_rollout']:.2f}x rollout ({m['rollout_physics_s']:.1f}s)" if "over_rollout" in m
-                        else "") + " |")
+                     f"{m['over_raw_physics']:.2f}x raw mj_step ({m['raw_physics_s']:.1f}s){rollout} |")
         lines.append(f"| {algo.upper()} peak memory (RSS) | {m['peak_rss_mb']:.0f} MB | |")
     lines.append(f"| MAML / ANIL iteration time | | {it['maml_over_anil']:.2f} |")
     for algo, limit in ITERATION_GOALS.items():

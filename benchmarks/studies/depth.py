@@ -60,7 +60,10 @@ def markdown(result: dict) -> str:
                          + f" | {row['mean'][1] - row['mean'][0]:.1f} | {speed} |")
     lines += ["", "MAML at each family's preset, one change per variant (hidden layers of 100 units; the inner "
               "rule); held-out return on the evaluation's 40 tasks after k adaptation steps, mean ± std over "
-              f"seeds of each seed's task mean. Command: `{result['command']}`, {result['date']}."]
+              "seeds of each seed's task mean; s / iteration: the median over the runs' iterations, each run timed "
+              "with the code it was trained with and beside whatever else ran then (the like-for-like cost of each "
+              "variant: `python benchmarks/inner_optimizer_time.py`, docs/inner-optimizers.md). "
+              f"Command: `{result['command']}`, {result['date']}."]
     return "\n".join(lines) + "\n"
 
 

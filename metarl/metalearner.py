@@ -91,15 +91,6 @@ def adapted_values(policy: GaussianMLP, params: Params, batches: list[Batch], ke
     return {k: v.detach() for k, v in adapted.items()}
 
 
-def inner_points(policy: GaussianMLP, params: Params, batches: list[Batch], keys: list[str], lrs: list[float],
-                 estimator: str = "reinforce") -> list[Params]:
-    """`params` and the parameters after each inner step, as plain tensors (the same values as `adapt_steps`)."""
-    points = [{k: v.detach() for k, v in params.items()}]
-    for batch, lr in zip(batches, lrs):
-        points.append(adapted_values(policy, points[-1], [batch], keys, [lr], estimator))
-    return points
-
-
 @dataclass
 class MetaBatch:
     """What a meta-update needs: the inner-loop batches and the post-adaptation batch with its old policy."""

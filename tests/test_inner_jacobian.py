@@ -8,7 +8,7 @@ import torch
 
 from metarl.inner_jacobian import InnerChain, supported
 from metarl.inner_optimizers import attach
-from metarl.metalearner import adapt_steps, inner_points, meta_gradient_and_fvp, subsample_episodes
+from metarl.metalearner import adapt_steps, adapted_values, meta_gradient_and_fvp, subsample_episodes
 from metarl.policy import adapted_keys, forward, log_prob
 from test_metalearner import K, fake_batch, fake_meta, leaf_params, tiny_policy
 
@@ -68,9 +68,8 @@ def test_jacobian_products_match_autograd(algo, estimator, steps, behaviour, rul
         batches = [with_behaviour(policy, b, 20 + i) for i, b in enumerate(batches)]
     gen = torch.Generator().manual_seed(5)
     params = leaf_params(policy)
-    points = inner_points(policy, params, batches, keys, lrs, estimator)  # by autograd
+    reference = adapted_values(policy, params, batches, keys, lrs, estimator)  # by autograd
     chain, adapted = InnerChain.through(policy, params, batches, keys, lrs, estimator, first_order=False)
-    reference = points[-1]
     for k in params:  # the chain's own points: the inner loop's result to round-off
         torch.testing.assert_close(adapted[k], reference[k], rtol=1e-12, atol=1e-14)
     v = {k: torch.randn(p.shape, generator=gen, dtype=p.dtype) for k, p in params.items()}

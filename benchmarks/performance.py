@@ -270,7 +270,8 @@ def _markdown(r: dict) -> str:
             ratio = it[algo]["over_rollout"]
             lines.append(f"| goal: {algo.upper()} iteration at most {limit}x rollout | {ratio:.2f}x | "
                          f"{'met' if ratio <= limit else 'not met'} |")
-    peak_gb = it["maml"]["peak_rss_mb"] * 2**20 / 1e9  # the table's MB are MiB (VmHWM / 1024); the goal's GB are 1e9 bytes
+    # the table's MB are MiB (VmHWM / 1024); the goal's GB are 1e9 bytes
+    peak_gb = it["maml"]["peak_rss_mb"] * 2**20 / 1e9
     lines.append(f"| goal: MAML peak memory under {MAML_RSS_GOAL_GB:.0f} GB | {peak_gb:.2f} GB | "
                  f"{'met' if peak_gb < MAML_RSS_GOAL_GB else 'not met'} |")
     for axis, times in r["scaling"].items():

@@ -61,30 +61,27 @@ def rule_keys(names) -> list[str]:
     return [name for name in names if name.startswith(PREFIX)]
 
 
-def precondition(policy: nn.Module, params: dict, key: str, grad: torch.Tensor) -> torch.Tensor:
-    """P_k(g) for the adapted parameter `key` under the policy's rule, its factors read from `params` (so that
-    the result is differentiable in them); `grad` may carry a leading task axis. The identity for `sgd` and for a
-    key the rule has no factor for (a layer adapted only at test time)."""
-    rule = getattr(policy, RULE, None)
-    if rule is None:
-        return grad
-    safe = _safe(key)
-    if f"{PREFIX}left.{safe}" in params:
-        left, right = params[f"{PREFIX}left.{safe}"], params[f"{PREFIX}right.{safe}"]
-        if rule.psd:
-            left, right = left.T @ left, right.T @ right
-        return left @ grad @ right
-    if f"{PREFIX}scale.{safe}" in params:
-        return params[f"{PREFIX}scale.{safe}"] * grad
-    return grad
-
-
-@torch.no_grad()
 def factor_names(policy: nn.Module, params: dict, key: str) -> list[str]:
     """The names in `params` of the rule's factors for the adapted parameter `key` ([] under `sgd`)."""
     if getattr(policy, RULE, None) is None:
         return []
-    return [f"{PREFIX}{part}.{_safe(key)}" for part in ("left", "right", "scale") if f"{PREFIX}{part}.{_safe(key)}" in params]
+    names = (f"{PREFIX}{part}.{_safe(key)}" for part in ("left", "right", "scale"))
+    return [name for name in names if name in params]
+
+
+def precondition(policy: nn.Module, params: dict, key: str, grad: torch.Tensor) -> torch.Tensor:
+    """P_k(g) for the adapted parameter `key` under the policy's rule, its factors read from `params` (so that
+    the result is differentiable in them); `grad` may carry a leading task axis. The identity for `sgd` and for a
+    key the rule has no factor for (a layer adapted only at test time)."""
+    names = factor_names(policy, params, key)
+    if not names:
+        return grad
+    if len(names) == 1:  # an elementwise factor
+        return params[names[0]] * grad
+    left, right = params[names[0]], params[names[1]]
+    if policy.get_submodule(RULE).psd:
+        left, right = left.T @ left, right.T @ right
+    return left @ grad @ right
 
 
 def _sum_tasks(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -133,6 +130,7 @@ def precondition_vjp(policy: nn.Module, params: dict, key: str, grad: torch.Tens
     return through, {names[0]: a_bar, names[1]: b_bar}
 
 
+@torch.no_grad()
 def rule_metrics(policy: nn.Module, lr: float) -> dict:
     """What the rule has learned, per adapted parameter: Meta-SGD's step sizes (lr * s: mean, min, max); each KFO
     factor's relative distance from the identity ||F - I||_F / ||I||_F and its condition number (of the factor as

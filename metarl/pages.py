@@ -180,7 +180,8 @@ def speed(root: Path) -> str:
     if "over_rollout" in it["anil"]:
         rows.append("| iteration over the physics alone (`mujoco.rollout`, one core, same env steps) | "
                     + " | ".join(f"{it[a]['over_rollout']:.2f}x" for a in ALGOS) + " |")
-    rows.append("| peak memory (RSS) | " + " | ".join(f"{it[a]['peak_rss_mb'] * 2**20 / 1e9:.2f} GB" for a in ALGOS) + " |")
+    rows.append("| peak memory (RSS) | "  # MiB measured; GB of 1e9 bytes shown
+                + " | ".join(f"{it[a]['peak_rss_mb'] * 2**20 / 1e9:.2f} GB" for a in ALGOS) + " |")
     scale = r["scaling"]["meta_batch_size"]
     first_k, first_t = next(iter(scale.items()))
     last_k, last_t = list(scale.items())[-1]

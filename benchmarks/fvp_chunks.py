@@ -4,7 +4,9 @@ At the sizes of an env's paper config (cheetah-dir: 40 tasks x 20 episodes x 200
 and action sizes, the 100-100 policy), for MAML and ANIL, one inner step: seconds to build the meta-gradient and
 the Fisher's graphs (`meta_gradient_and_fvp`) and seconds per Fisher-vector product, for each chunk size, each
 timed in turn in this process; and the largest difference of the products from the whole-batch one (float rounding).
-The episodes are random numbers: the cost depends on the shapes only. Results: benchmarks/results/speed/fvp_chunks.{json,md}
+The products run at the config's `fvp_precision` as the trainer resolves it (bfloat16 on a CPU with bfloat16 units for
+cheetah-dir's `auto`), or at `--precision`. The episodes are random numbers: the cost depends on the shapes only.
+Results: benchmarks/results/speed/fvp_chunks.{json,md}
 
     python benchmarks/fvp_chunks.py                  # cheetah-dir, chunks 40 (whole batch), 4, 2, 1
     python benchmarks/fvp_chunks.py --quick          # tiny sizes, a smoke test of the script
@@ -28,6 +30,7 @@ from metarl.files import write_report
 from metarl.metalearner import Batch, MetaBatch, adapted_values, meta_gradient_and_fvp
 from metarl.policy import GaussianMLP, adapted_keys, forward, log_prob
 from metarl.sampler import Episodes
+from metarl.trainer import resolve_fvp_precision
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -53,11 +56,12 @@ def random_meta_batch(policy: GaussianMLP, keys: list[str], lr: float, shape: tu
 
 
 def measure(policy: GaussianMLP, meta: MetaBatch, keys: list[str], lr: float, chunk: int, products: int,
-            v: torch.Tensor) -> tuple[dict, torch.Tensor]:
+            v: torch.Tensor, precision: str = "float32") -> tuple[dict, torch.Tensor]:
     """Setup seconds, median seconds per product over `products` products, and the last product."""
     params = {k: p.detach().requires_grad_(True) for k, p in policy.named_parameters()}
     t0 = time.perf_counter()
-    _, _, fvp = meta_gradient_and_fvp(policy, params, meta, keys, [lr], first_order=False, task_chunk=chunk)
+    _, _, fvp = meta_gradient_and_fvp(policy, params, meta, keys, [lr], first_order=False, task_chunk=chunk,
+                                      fvp_precision=precision)
     setup = time.perf_counter() - t0
     times = []
     for _ in range(products):
@@ -76,6 +80,8 @@ def main(argv=None) -> None:
     parser.add_argument("--products", type=int, default=3, help="timed products per case (median reported)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: the config's update_threads)")
+    parser.add_argument("--precision", choices=["float32", "bfloat16"], default=None,
+                        help="the Fisher products' precision (default: the config's fvp_precision, resolved here)")
     parser.add_argument("--quick", action="store_true", help="4 tasks x 2 episodes x 20 steps, chunks 4 2 1")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "speed" / "fvp_chunks",
                         help="output path without suffix (.json and .md are written)")
@@ -92,6 +98,7 @@ def main(argv=None) -> None:
     if args.products < 1 or (args.threads is not None and args.threads < 1):
         parser.error(f"--products and --threads must be >= 1, got {args.products} and {args.threads}")
     threads = args.threads or cfg.update_threads
+    precision = args.precision or resolve_fvp_precision(cfg.fvp_precision, torch.device("cpu"))
     torch.set_num_threads(threads)
     env = make(args.env)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
@@ -106,7 +113,7 @@ def main(argv=None) -> None:
         v = torch.randn(sum(p.numel() for p in policy.parameters()), generator=gen)
         reference = None
         for chunk in chunks:
-            row, out = measure(policy, meta, keys, cfg.inner_lr, chunk, args.products, v)
+            row, out = measure(policy, meta, keys, cfg.inner_lr, chunk, args.products, v, precision)
             reference = out if reference is None else reference
             row.update(algo=algo, task_chunk=chunk,
                        max_rel_diff=float((out - reference).abs().max() / reference.abs().max()))
@@ -116,16 +123,17 @@ def main(argv=None) -> None:
 
     command = " ".join(["python", "benchmarks/fvp_chunks.py", *sys.argv[1:]]) if argv is None else "(in-process)"
     result = {"command": command, "date": time.strftime("%Y-%m-%d %H:%M"), "env": args.env,
-              "tasks_horizon_episodes": list(shape), "threads": threads, "cg_products_per_update": cfg.cg_iters,
+              "tasks_horizon_episodes": list(shape), "threads": threads, "fvp_precision": precision,
+              "cg_products_per_update": cfg.cg_iters,
               "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                           "python": platform.python_version(), "torch": torch.__version__},
               "rows": rows}
     k, t, n = shape
     lines = [f"Fisher-vector products by task chunk, `{command}`, {result['date']}, {os.cpu_count()} CPUs, "
-             f"{threads} torch threads, torch {torch.__version__}. {args.env} sizes: {k} tasks x {n} episodes x "
-             f"{t} steps, one inner step. Each TRPO update builds the graphs once (setup, which includes the "
-             f"meta-gradient) and runs {cfg.cg_iters} products (the conjugate-gradient iterations; the step scale "
-             "reuses them). Speed-up: against the first chunk size, on setup + that many products.", "",
+             f"{threads} torch threads, torch {torch.__version__}, Fisher products in {precision}. {args.env} sizes: "
+             f"{k} tasks x {n} episodes x {t} steps, one inner step. Each TRPO update builds the graphs once (setup, "
+             f"which includes the meta-gradient) and runs {cfg.cg_iters} products (the conjugate-gradient iterations; "
+             "the step scale reuses them). Speed-up: against the first chunk size, on setup + that many products.", "",
              "| algo | task_chunk | setup (s) | per product (s) | update's share (s) | speed-up | max rel. diff |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for algo in args.algos:

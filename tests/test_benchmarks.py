@@ -59,8 +59,10 @@ def test_performance_benchmark_quick_run_writes_its_table(tmp_path):
 
 def test_fvp_chunks_quick_run_reports_every_chunk_and_agrees_with_the_whole_batch(tmp_path):
     out = tmp_path / "chunks"
-    _import_benchmark("fvp_chunks").main(["--quick", "--products", "1", "--threads", "1", "--out", str(out)])
+    _import_benchmark("fvp_chunks").main(["--quick", "--products", "1", "--threads", "1", "--precision",
+                                                "float32", "--out", str(out)])
     result = json.loads(out.with_suffix(".json").read_text())
+    assert result["fvp_precision"] == "float32"
     cases = [(r["algo"], r["task_chunk"]) for r in result["rows"]]
     assert cases == [(algo, chunk) for algo in ("maml", "anil") for chunk in (4, 2, 1)]
     for row in result["rows"]:

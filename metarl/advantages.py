@@ -53,9 +53,10 @@ def fit_linear_baseline(
     """
     *lead, T, N, F = features.shape
     m = mask.reshape(*lead, T * N, 1)
-    # Zeroing padded rows drops them from both sides of the normal equations.
-    X = _masked(features.to(torch.float64).reshape(*lead, T * N, F), m)
-    y = _masked(returns.to(torch.float64).reshape(*lead, T * N, 1), m)
+    # Zeroing padded rows drops them from both sides of the normal equations. Masked before the conversion: the
+    # same values (the mask only selects), one float64 pass fewer over the largest tensor of the fit.
+    X = _masked(features.reshape(*lead, T * N, F), m).to(torch.float64)
+    y = _masked(returns.reshape(*lead, T * N, 1), m).to(torch.float64)
     Xt = X.transpose(-1, -2)
     A = Xt @ X
     b = Xt @ y

@@ -220,3 +220,20 @@ def test_non_finite_garbage_at_padding_is_ignored():
     obs_bad[pad] = float("nan")
     rew_bad[pad] = float("inf")
     torch.testing.assert_close(fitted_advantages(obs_bad, rew_bad, mask, 0.99, 0.95), adv)
+
+
+def test_float32_fit_is_the_float64_normal_equations_bit_for_bit_with_nan_padding():
+    # The fit masks in the inputs' dtype and converts afterwards; masking only selects values, so the normal
+    # equations must be exactly those of converting first (padded rows hold NaN/inf garbage here).
+    obs, rew, mask = _batch(K=4, T=9, N=5, obs_dim=3, seed=3, dtype=torch.float32)
+    feats = baseline_features(obs, mask)
+    ret = discounted_returns(rew, mask, 0.99)
+    feats[mask == 0] = float("nan")
+    ret[mask == 0] = float("inf")
+    K, T, N, F = feats.shape
+    m = mask.reshape(K, T * N, 1) > 0
+    X = torch.where(m, feats.to(torch.float64).reshape(K, T * N, F), 0.0)
+    y = torch.where(m, ret.to(torch.float64).reshape(K, T * N, 1), 0.0)
+    A = X.transpose(-1, -2) @ X + 1e-5 * torch.eye(F, dtype=torch.float64)
+    expected = torch.linalg.solve(A, X.transpose(-1, -2) @ y).squeeze(-1).to(torch.float32)
+    assert torch.equal(fit_linear_baseline(feats, ret, mask, reg=1e-5), expected)

@@ -13,6 +13,8 @@ double backward through the KL.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -94,7 +96,7 @@ class GaussianKLCurvature:
 
     def __call__(self, u: Params) -> Params:
         """H u, with u a tangent per parameter name (shaped as `params`)."""
-        p, out = self.params, {}
+        p = self.params
         # forward mode: the tangent of each layer's output
         tangent = None
         for i, name in enumerate(self.linears):
@@ -105,8 +107,13 @@ class GaussianKLCurvature:
             if name == "head":
                 break
             tangent = dz.mul_(self.masks[i])
-        delta = dz * self.mean_metric  # M J u for the mean
-        # backward: J^T of it, layer by layer
+        # M J u for the mean, pulled back (J^T) with M's log-sigma part
+        return self._pullback(dz * self.mean_metric, self.log_std_metric * u["log_std"])
+
+    def _pullback(self, delta: torch.Tensor, log_std: torch.Tensor) -> Params:
+        """J^T of an error `delta` (K, S, act_dim) at the mean and `log_std` (K, act_dim) per task at log sigma:
+        the backward pass, layer by layer, from the cached inputs and masks."""
+        p, out = self.params, {}
         for i in reversed(range(len(self.linears))):
             name = self.linears[i]
             w, b = f"{name}.weight", f"{name}.bias"
@@ -114,6 +121,26 @@ class GaussianKLCurvature:
             out[b] = delta.sum(1) if self.per_task(b) else delta.sum((0, 1))
             if i:
                 delta = (delta @ p[w]).mul_(self.masks[i - 1])
-        log_std = self.log_std_metric * u["log_std"]
         out["log_std"] = log_std if self.per_task("log_std") else log_std.sum(0)
         return {k: out.get(k) for k in p}
+
+    def surrogate_gradient(self, actions: torch.Tensor, old_log_prob: torch.Tensor,
+                           advantages: torch.Tensor) -> tuple[torch.Tensor, Params]:
+        """TRPO's surrogate -sum_s w_s A_s pi(a_s|s_s) / pi_old(a_s|s_s) with the mean KL's sample weights w, and
+        its gradient in the parameters, from this object's forward pass (one forward over the post-adaptation batch
+        serves the gradient and every Fisher product). actions (K, ..., act_dim); old_log_prob, advantages (K, ...).
+        Names outside the policy's layers get no gradient (None)."""
+        num_tasks = self.weight.shape[0]
+        p = self.params
+        with torch.no_grad():
+            mean = _linear(self.inputs[-1], p["head.weight"], p["head.bias"])
+            log_std = p["log_std"] if p["log_std"].dim() == 1 else p["log_std"].unsqueeze(1)
+            residual = actions.reshape(num_tasks, -1, actions.shape[-1]) - mean
+            scaled = residual * torch.exp(-log_std)
+            log_prob = (-0.5 * scaled ** 2 - log_std).sum(-1) - 0.5 * mean.shape[-1] * math.log(2 * math.pi)
+            ratio = torch.exp(log_prob - old_log_prob.reshape(num_tasks, -1)).unsqueeze(-1)
+            coef = -self.weight * advantages.reshape(num_tasks, -1, 1) * ratio  # d loss / d log pi, per sample
+            loss = coef.sum()
+            # d log pi / d mean = (a - mu) / sigma^2; d log pi / d log sigma = (a - mu)^2 / sigma^2 - 1
+            grads = self._pullback(coef * scaled * torch.exp(-log_std), (coef * (scaled ** 2 - 1)).sum(1))
+        return loss, grads

@@ -251,20 +251,21 @@ def _closed_form_gradient_and_fvp(policy: GaussianMLP, params: Params, meta: Met
     names, inputs, loss_sum, g = _accumulators(params)
     parts = []
     for tasks, part, share in task_chunks(meta, task_chunk):
-        chain, adapted = InnerChain.through(policy, params, part.inner, keys, lrs, estimator, first_order)
-        leaves = {k: v.detach().requires_grad_(True) for k, v in adapted.items()}  # theta'
-        loss, _ = post_adaptation_terms(policy, leaves, part)
-        d_loss = torch.autograd.grad(loss * share, [leaves[k] for k in names], allow_unused=True)
-        d_loss = {k: torch.zeros_like(leaves[k]) if d is None else d for k, d in zip(names, d_loss)}
+        chain, adapted = InnerChain.through(policy, params, part.inner, keys, lrs, estimator, first_order)  # theta'
+        # one forward over the post-adaptation batch at theta' serves the surrogate's gradient and the Fisher
+        curvature = _post_curvature(policy, adapted, part, share)
+        post = part.post
+        loss, d_loss = curvature.surrogate_gradient(post.episodes.actions, part.old_log_prob, post.advantages)
+        d_loss = {k: torch.zeros_like(adapted[k]) if d_loss.get(k) is None else d_loss[k] for k in names}
         with torch.no_grad():
             jt_d_loss = chain.vjp(d_loss)
             g += _flat([jt_d_loss[k] for k in names], inputs)
-        loss_sum += loss.detach() * share
-        if fvp_meta is not None and fvp_meta is not meta:  # J from the subsample, at the exact theta'
+        loss_sum += loss
+        if fvp_meta is not None and fvp_meta is not meta:  # J and H from the subsample, at the exact theta'
             part = task_slice(fvp_meta, tasks)
             chain, _ = InnerChain.through(policy, params, part.inner, keys, lrs, estimator, first_order)
-        leaves = {k: v.detach() for k, v in leaves.items()}
-        parts.append(_closed_form_chunk_fvp(policy, names, inputs, chain, leaves, part, share, fvp_precision))
+            curvature = _post_curvature(policy, adapted, part, share)
+        parts.append(_closed_form_chunk_fvp(names, inputs, chain, curvature, fvp_precision))
 
     def fvp(v: torch.Tensor) -> torch.Tensor:
         return sum(part(v) for part in parts)
@@ -272,12 +273,18 @@ def _closed_form_gradient_and_fvp(policy: GaussianMLP, params: Params, meta: Met
     return loss_sum, g, fvp
 
 
-def _closed_form_chunk_fvp(policy: GaussianMLP, names: list[str], inputs: list[torch.Tensor], chain: InnerChain,
-                           leaves: Params, meta: MetaBatch, share: float, fvp_precision: str):
-    """v -> share * J^T H J v for one chunk, J from `chain` (metarl.inner_jacobian), H as in `_chunk_fvp`."""
+def _post_curvature(policy: GaussianMLP, adapted: Params, meta: MetaBatch, share: float) -> GaussianKLCurvature:
+    """The KL's curvature at theta' on a chunk's post-adaptation batch, each sample weighted by its share of the
+    mean KL (and of the surrogate: the same weights)."""
     mask = meta.post.episodes.mask
-    weight = share * mask / mask.sum((1, 2), keepdim=True).clamp(min=1.0) / mask.shape[0]  # the KL's mean
-    curvature = GaussianKLCurvature(policy, leaves, meta.post.episodes.observations, weight)
+    weight = share * mask / mask.sum((1, 2), keepdim=True).clamp(min=1.0) / mask.shape[0]
+    return GaussianKLCurvature(policy, adapted, meta.post.episodes.observations, weight)
+
+
+def _closed_form_chunk_fvp(names: list[str], inputs: list[torch.Tensor], chain: InnerChain,
+                           curvature: GaussianKLCurvature, fvp_precision: str):
+    """v -> share * J^T H J v for one chunk, J from `chain` (metarl.inner_jacobian), H from `curvature` (its sample
+    weights carry the chunk's share)."""
     low = inputs[0].dtype if fvp_precision == "float32" else getattr(torch, fvp_precision)
     if low != inputs[0].dtype:  # every cached tensor converted once; the products then run wholly in `low`
         chain, curvature = chain.to(low), cast(curvature, low)

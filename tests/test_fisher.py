@@ -5,7 +5,7 @@ import torch
 
 from metarl.fisher import GaussianKLCurvature
 from metarl.metalearner import masked_task_mean
-from metarl.policy import GaussianMLP, forward, kl_divergence
+from metarl.policy import GaussianMLP, forward, kl_divergence, log_prob
 
 K, S, OBS, ACT = 3, 7, 4, 2
 
@@ -60,3 +60,26 @@ def test_curvature_ignores_parameters_outside_the_policys_layers():
     u = {k: torch.ones_like(v) for k, v in params.items()}
     got = GaussianKLCurvature(policy, params, obs, mask / mask.sum())(u)
     assert got["inner_rule.scale.head__bias"] is None and got["head.weight"].abs().sum() > 0
+
+
+@pytest.mark.parametrize("per_task", [set(), {"head.weight", "head.bias"},
+                                      {"body.0.weight", "body.0.bias", "body.2.weight", "body.2.bias",
+                                       "head.weight", "head.bias", "log_std"}], ids=["shared", "anil", "maml"])
+def test_surrogate_and_its_gradient_from_the_curvatures_forward_equal_autograd(per_task):
+    """The TRPO surrogate -E[pi / pi_old A] (the mean KL's sample weights) and its gradient, away from pi_old."""
+    policy, params, obs, mask = setup(per_task)
+    gen = torch.Generator().manual_seed(2)
+    actions = torch.randn(K, S, ACT, generator=gen, dtype=torch.float64)
+    advantages = torch.randn(K, S, generator=gen, dtype=torch.float64)
+    old_log_prob = log_prob(*forward(policy, params, obs), actions) + 0.2 * torch.randn(K, S, generator=gen,
+                                                                                        dtype=torch.float64)
+    weight = 0.4 * mask / mask.sum(1, keepdim=True) / K  # a chunk's share of the mean
+    loss, grads = GaussianKLCurvature(policy, params, obs, weight).surrogate_gradient(actions, old_log_prob,
+                                                                                      advantages)
+    leaves = {k: v.clone().requires_grad_(True) for k, v in params.items()}
+    ratio = torch.exp(log_prob(*forward(policy, leaves, obs), actions) - old_log_prob)
+    want = -0.4 * masked_task_mean((ratio * advantages).unsqueeze(-1), mask.unsqueeze(-1)).mean()
+    want_grads = dict(zip(leaves, torch.autograd.grad(want, list(leaves.values()))))
+    torch.testing.assert_close(loss, want.detach(), rtol=1e-12, atol=1e-14)
+    for name in params:
+        torch.testing.assert_close(grads[name], want_grads[name], rtol=1e-10, atol=1e-12, msg=name)

@@ -188,8 +188,7 @@ def markdown(result: dict) -> str:
     rows += ["", f"One full-protocol cheetah-dir update ({result['protocol']}), median of {result['rounds']} x "
              f"{result['repeats']} updates per setting (after one untimed warm-up update; interleaved: "
              "the float32, bfloat16-Fisher and autograd-Jacobian updates alternate in one process, processes "
-             "with the tuned and the default "
-             "allocator alternate), "
+             "with the tuned and the default allocator alternate), "
              f"{result['threads']} torch threads, each algorithm in a fresh process; {m['cpu_count']} CPUs, "
              f"torch {m['torch']}, Python {m['python']}. Command: `{result['command']}`."]
     return "\n".join(rows) + "\n"

@@ -13,12 +13,10 @@ double backward through the KL.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
-from metarl.policy import GaussianMLP, Params
+from metarl.policy import GaussianMLP, Params, log_prob
 
 
 def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -135,10 +133,9 @@ class GaussianKLCurvature:
         with torch.no_grad():
             mean = _linear(self.inputs[-1], p["head.weight"], p["head.bias"])
             log_std = p["log_std"] if p["log_std"].dim() == 1 else p["log_std"].unsqueeze(1)
-            residual = actions.reshape(num_tasks, -1, actions.shape[-1]) - mean
-            scaled = residual * torch.exp(-log_std)
-            log_prob = (-0.5 * scaled ** 2 - log_std).sum(-1) - 0.5 * mean.shape[-1] * math.log(2 * math.pi)
-            ratio = torch.exp(log_prob - old_log_prob.reshape(num_tasks, -1)).unsqueeze(-1)
+            actions = actions.reshape(num_tasks, -1, actions.shape[-1])
+            scaled = (actions - mean) * torch.exp(-log_std)
+            ratio = torch.exp(log_prob(mean, log_std, actions) - old_log_prob.reshape(num_tasks, -1)).unsqueeze(-1)
             coef = -self.weight * advantages.reshape(num_tasks, -1, 1) * ratio  # d loss / d log pi, per sample
             loss = coef.sum()
             # d log pi / d mean = (a - mu) / sigma^2; d log pi / d log sigma = (a - mu)^2 / sigma^2 - 1

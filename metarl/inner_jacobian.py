@@ -27,7 +27,7 @@ from torch import nn
 
 from metarl.fisher import _add_product, _linear, _weight_grad
 from metarl.inner_optimizers import RULE, factor_names, precondition, precondition_jvp, precondition_vjp
-from metarl.policy import GaussianMLP, Params
+from metarl.policy import GaussianMLP, Params, log_prob
 
 ESTIMATORS = ("reinforce", "lvc")
 
@@ -89,8 +89,7 @@ class InnerStep:
             coef = -mask * batch.advantages.reshape(num_tasks, -1) / mask.sum(1, keepdim=True).clamp(min=1.0)
             self.outer = estimator == "lvc"
             if self.outer and batch.behaviour_log_prob is not None:  # rho = pi / pi_ref
-                log_pi = (-0.5 * residual ** 2 * self.inv_var - log_std).sum(-1) - 0.5 * residual.shape[-1] * \
-                    torch.log(torch.tensor(2 * torch.pi, dtype=residual.dtype))
+                log_pi = log_prob(z, log_std, ep.actions.reshape(num_tasks, -1, ep.actions.shape[-1]))
                 coef = coef * torch.exp(log_pi - batch.behaviour_log_prob.reshape(num_tasks, -1))
             self.coef = coef.unsqueeze(-1)  # (K, S, 1): the inner loss is sum_t coef_t w_t
             # the back-propagated errors at the point, output layer first

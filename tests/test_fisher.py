@@ -8,6 +8,11 @@ from metarl.metalearner import masked_task_mean
 from metarl.policy import GaussianMLP, forward, kl_divergence, log_prob
 
 K, S, OBS, ACT = 3, 7, 4, 2
+# which parameters carry a task axis: none, ANIL's adapted head, MAML's adapted everything
+PER_TASK = pytest.mark.parametrize("per_task", [set(), {"head.weight", "head.bias"},
+                                                {"body.0.weight", "body.0.bias", "body.2.weight", "body.2.bias",
+                                                 "head.weight", "head.bias", "log_std"}],
+                                   ids=["shared", "anil", "maml"])
 
 
 def setup(per_task: set[str], seed=0):
@@ -38,9 +43,7 @@ def kl_hessian_product(policy, params, obs, mask, u):
     return dict(zip(leaves, torch.autograd.grad(dot, list(leaves.values()))))
 
 
-@pytest.mark.parametrize("per_task", [set(), {"head.weight", "head.bias"},
-                                      {"body.0.weight", "body.0.bias", "body.2.weight", "body.2.bias",
-                                       "head.weight", "head.bias", "log_std"}], ids=["shared", "anil", "maml"])
+@PER_TASK
 def test_curvature_product_equals_the_kl_hessian_where_the_policies_agree(per_task):
     policy, params, obs, mask = setup(per_task)
     gen = torch.Generator().manual_seed(1)
@@ -62,9 +65,7 @@ def test_curvature_ignores_parameters_outside_the_policys_layers():
     assert got["inner_rule.scale.head__bias"] is None and got["head.weight"].abs().sum() > 0
 
 
-@pytest.mark.parametrize("per_task", [set(), {"head.weight", "head.bias"},
-                                      {"body.0.weight", "body.0.bias", "body.2.weight", "body.2.bias",
-                                       "head.weight", "head.bias", "log_std"}], ids=["shared", "anil", "maml"])
+@PER_TASK
 def test_surrogate_and_its_gradient_from_the_curvatures_forward_equal_autograd(per_task):
     """The TRPO surrogate -E[pi / pi_old A] (the mean KL's sample weights) and its gradient, away from pi_old."""
     policy, params, obs, mask = setup(per_task)

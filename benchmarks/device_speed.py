@@ -2,7 +2,7 @@
 measured side by side in one run on one machine.
 
 For each algorithm and each device (`device: cuda` or `cpu`), in a fresh process (its peak memory is its own): the
-full-protocol cheetah-dir preset (40 tasks x 20 episodes x 200 steps, one inner step, TRPO with 10 CG iterations),
+full-protocol cheetah-dir-paper preset (40 tasks x 20 episodes x 200 steps, one inner step, TRPO with 10 CG iterations),
 one warm-up meta-iteration, then `--iterations` timed ones (median of sampling / inner loop / update / total); then
 the update alone on one fixed meta-batch, `--repeats` times from the same parameters, with float32 and with bfloat16
 Fisher-vector products, interleaved. The simulator always runs on the CPU (`sampler_threads` of the preset), so the
@@ -41,7 +41,7 @@ def child(algo: str, device: str, iterations: int, repeats: int, quick: bool, ov
     from metarl.run import preset_path
     from metarl.trainer import Trainer
 
-    cfg = load_config(preset_path("cheetah-dir"), {"algo": algo, "device": device, "adaptive_update_threads": False,
+    cfg = load_config(preset_path("cheetah-dir-paper"), {"algo": algo, "device": device, "adaptive_update_threads": False,
                                                    **(QUICK if quick else {}), **parse_overrides(overrides)})
     trainer = Trainer(cfg)
     cuda = trainer.device.type == "cuda"
@@ -154,9 +154,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"   iteration {r['iteration_s']:.2f} s (sampling {r['sampling_s']:.2f}, inner "
                   f"{r['adaptation_s']:.2f}, update {r['update_s']:.2f}); update alone {r['update_alone_s']:.3f} s, "
                   f"bf16 Fisher {r['bf16_fvp_update_alone_s']:.3f} s", flush=True)
-    preset = load_config(preset_path("cheetah-dir"), {**(QUICK if args.quick else {}), **parse_overrides(args.set)})
+    preset = load_config(preset_path("cheetah-dir-paper"), {**(QUICK if args.quick else {}), **parse_overrides(args.set)})
     protocol = ("tiny (--quick)" if args.quick
-                else "cheetah-dir preset, 40 tasks x 20 episodes x 200 steps, frame skip 1, float32")
+                else "cheetah-dir-paper preset (TRPO), 40 tasks x 20 episodes x 200 steps, frame skip 1, float32")
     protocol += f", task_chunk {preset.task_chunk}" + "".join(f", {o}" for o in args.set if not o.startswith("task_chunk"))
     result = {"runs": runs, "iterations": args.iterations, "repeats": args.repeats, "protocol": protocol,
               "sampler_threads": preset.sampler_threads, "update_threads": preset.update_threads,

@@ -1,11 +1,11 @@
 """Cost of the TRPO update's Fisher-vector products against `task_chunk`, measured side by side in one process.
 
-At the sizes of an env's paper config (cheetah-dir: 40 tasks x 20 episodes x 200 steps, HalfCheetah's observation
+At the sizes of a TRPO preset (default cheetah-dir-paper: 40 tasks x 20 episodes x 200 steps, HalfCheetah's observation
 and action sizes, the 100-100 policy), for MAML and ANIL, one inner step: seconds to build the meta-gradient and
 the Fisher's graphs (`meta_gradient_and_fvp`) and seconds per Fisher-vector product, for each chunk size, each
 timed in turn in this process; and the largest difference of the products from the whole-batch one (float rounding).
 The products run at the config's `fvp_precision` as the trainer resolves it (bfloat16 on a CPU with bfloat16 units for
-cheetah-dir's `auto`), or at `--precision`. The episodes are random numbers: the cost depends on the shapes only.
+the preset's `auto`), or at `--precision`. The episodes are random numbers: the cost depends on the shapes only.
 Results: benchmarks/results/speed/fvp_chunks.{json,md}
 
     python benchmarks/fvp_chunks.py                  # cheetah-dir, chunks 40 (whole batch), 4, 2, 1
@@ -73,7 +73,7 @@ def measure(policy: GaussianMLP, meta: MetaBatch, keys: list[str], lr: float, ch
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--env", default="cheetah-dir", help="paper config whose sizes are used (configs/NAME.yaml)")
+    parser.add_argument("--config", default="cheetah-dir-paper", help="TRPO config whose sizes are used (configs/NAME.yaml)")
     parser.add_argument("--algos", nargs="+", default=["maml", "anil"], choices=["maml", "anil"])
     parser.add_argument("--chunks", nargs="+", type=int, default=[40, 4, 2, 1],
                         help="task_chunk values; the first is the reference of the differences and ratios")
@@ -87,8 +87,8 @@ def main(argv=None) -> None:
                         help="output path without suffix (.json and .md are written)")
     args = parser.parse_args(argv)
 
-    cfg = load_config(REPO / "configs" / f"{args.env}.yaml")
-    shape = (cfg.meta_batch_size, cfg.horizon or get_family(args.env).horizon, cfg.episodes_per_task)
+    cfg = load_config(REPO / "configs" / f"{args.config}.yaml")
+    shape = (cfg.meta_batch_size, cfg.horizon or get_family(cfg.env).horizon, cfg.episodes_per_task)
     chunks = args.chunks
     if args.quick:
         shape, chunks = (4, 20, 2), [4, 2, 1]
@@ -100,7 +100,7 @@ def main(argv=None) -> None:
     threads = args.threads or cfg.update_threads
     precision = args.precision or resolve_fvp_precision(cfg.fvp_precision, torch.device("cpu"))
     torch.set_num_threads(threads)
-    env = make(args.env)
+    env = make(cfg.env)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     env.close()
 
@@ -122,7 +122,7 @@ def main(argv=None) -> None:
                   f"max rel. diff {row['max_rel_diff']:.1e}", flush=True)
 
     command = " ".join(["python", "benchmarks/fvp_chunks.py", *sys.argv[1:]]) if argv is None else "(in-process)"
-    result = {"command": command, "date": time.strftime("%Y-%m-%d %H:%M"), "env": args.env,
+    result = {"command": command, "date": time.strftime("%Y-%m-%d %H:%M"), "env": cfg.env,
               "tasks_horizon_episodes": list(shape), "threads": threads, "fvp_precision": precision,
               "cg_products_per_update": cfg.cg_iters,
               "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
@@ -130,7 +130,7 @@ def main(argv=None) -> None:
               "rows": rows}
     k, t, n = shape
     lines = [f"Fisher-vector products by task chunk, `{command}`, {result['date']}, {os.cpu_count()} CPUs, "
-             f"{threads} torch threads, torch {torch.__version__}, Fisher products in {precision}. {args.env} sizes: "
+             f"{threads} torch threads, torch {torch.__version__}, Fisher products in {precision}. {args.config} sizes: "
              f"{k} tasks x {n} episodes x {t} steps, one inner step. Each TRPO update builds the graphs once (setup, "
              f"which includes the meta-gradient) and runs {cfg.cg_iters} products (the conjugate-gradient iterations; "
              "the step scale reuses them). Speed-up: against the first chunk size, on setup + that many products.", "",

@@ -2,8 +2,9 @@
 the update's own matrix shapes, side by side in one run.
 
 For each algorithm, in a fresh process (its peak memory is the process's): one full-protocol cheetah-dir meta-batch
-(the preset: 40 tasks x 20 episodes x 200 steps, one inner step), then the update (`Trainer.update`: meta-gradient,
-10 conjugate-gradient Fisher-vector products, line search) timed `--repeats` times from the same parameters.
+(the cheetah-dir-paper preset, whose outer loop is TRPO: 40 tasks x 20 episodes x 200 steps, one inner step), then
+the update (`Trainer.update`: meta-gradient, 10 conjugate-gradient Fisher-vector products, line search) timed
+`--repeats` times from the same parameters.
 
 Counting: every matrix product the update runs (aten mm, addmm, bmm, baddbmm, forward and backward, as
 `torch.utils.flop_counter.FlopCounterMode` counts them: 2 m n k per product) is recorded with its shapes by a
@@ -98,7 +99,7 @@ def child(algo: str, repeats: int, quick: bool, threads: int, allocator: bool, c
 
     overrides = {"algo": algo, "update_threads": threads, "adaptive_update_threads": False,
                  "tune_allocator": allocator, **(QUICK if quick else {})}
-    cfg = load_config(preset_path("cheetah-dir"), overrides)
+    cfg = load_config(preset_path("cheetah-dir-paper"), overrides)  # TRPO's update (the default's ProMP has no Fisher)
     trainer = Trainer(cfg)
     meta, _ = trainer.sample_meta_batch()
     start = {k: v.clone() for k, v in trainer.policy.state_dict().items()}

@@ -445,11 +445,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_envs(args: argparse.Namespace) -> int:
     from metarl.envs import families
 
+    from metarl import run
+    from metarl.config import load_config
+    from metarl.report import VARIANT_LABELS, setup_of, variant_parts
+
     rows = families()
     width = max(len(name) for name in rows)
     for name, description in rows.items():
         print(f"{name:<{width}}  {description}")
     print("\nor pass your own family to `metarl train --env` as module:Class")
+    # the installed presets and how each trains: `--env ENV` takes ENV's, `--config NAME` any of them
+    presets = {p.stem: load_config(p) for p in sorted(run.presets_dir().glob("*.yaml"), key=lambda p: p.stem)}
+    width = max(len(name) for name in presets)
+    print("\npresets (`metarl train --config NAME`; `--env ENV` takes the one named ENV):")
+    for name, cfg in presets.items():
+        setup = setup_of(cfg)
+        how = " + ".join(VARIANT_LABELS[part] for part in variant_parts(setup)) if setup else VARIANT_LABELS["paper"]
+        print(f"  {name:<{width}}  {cfg.env}, {cfg.iterations} iterations: {how}")
     return 0
 
 

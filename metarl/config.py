@@ -26,6 +26,7 @@ from metarl.files import write_text
 __all__ = [
     "Config",
     "ConfigError",
+    "acting_settings",
     "config_help",
     "env_kwargs",
     "config_to_dict",
@@ -41,6 +42,10 @@ ALGOS = ("anil", "maml")
 BOOKKEEPING_KEYS = ("sampler_threads", "torch_threads", "update_threads", "task_chunk", "checkpoint_every",
                     "keep_checkpoint_every", "max_bad_iterations", "warn_rejected_iterations", "tune_allocator",
                     "device")
+# Keys that act only under one outer loop or inner rule: a run that does not use them gives the same numbers
+# whatever they hold (acting_settings).
+TRPO_KEYS = ("max_kl", "cg_iters", "cg_damping", "ls_max_steps", "ls_backtrack_ratio", "fvp_subsample", "fvp_precision")
+PROMP_KEYS = ("promp_steps", "promp_clip", "promp_kl_coef", "promp_optimizer", "promp_lr")
 
 
 class ConfigError(ValueError):
@@ -420,6 +425,15 @@ def config_to_dict(cfg: Config) -> dict:
     """Plain dict of every field in declaration order (lists copied)."""
     return {name: (list(v) if isinstance(v, list) else v)
             for name in _fields() for v in [getattr(cfg, name)]}
+
+
+def acting_settings(cfg: Config) -> dict:
+    """The settings that decide a run's numbers: every key but those of speed and disk (BOOKKEEPING_KEYS) and those
+    of the outer loop or inner rule the run does not use (TRPO's under ProMP, ProMP's under TRPO, kfo_psd unless
+    kfo). Two configs with equal acting settings train the same run."""
+    unused = {*BOOKKEEPING_KEYS, *(PROMP_KEYS if cfg.outer == "trpo" else TRPO_KEYS),
+              *(() if cfg.inner_optimizer == "kfo" else ("kfo_psd",))}
+    return {k: v for k, v in config_to_dict(cfg).items() if k not in unused}
 
 
 def save_config(cfg: Config, path: str | os.PathLike) -> None:

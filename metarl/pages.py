@@ -97,10 +97,14 @@ def _methods(report: dict, env: str, algo: str) -> list[str]:
     return [algo, *sorted(k for k in report["cells"].get(env, {}) if k.startswith(f"{algo}+"))]
 
 
-def _label(method: str) -> str:
-    """'ANIL' for 'anil'; 'ANIL, promp-lvc' for a variant."""
+def _label(method: str, cell: dict | None = None) -> str:
+    """'ANIL' for 'anil'; 'ANIL, promp-lvc' for a variant, 'ANIL, papers' protocol' for the papers' rows of a family
+    whose default departs from them, and 'ANIL (default: promp-lvc)' for that default."""
     algo, _, kind = method.partition("+")
-    return f"{algo.upper()}, {kind}" if kind else algo.upper()
+    if kind:
+        return f"{algo.upper()}, " + ("papers' protocol" if kind == "paper" else kind)
+    setup = (cell or {}).get("setup")
+    return f"{algo.upper()} (default: {setup})" if setup else algo.upper()
 
 
 def _met(report: dict, env: str, algo: str) -> bool | None:
@@ -142,7 +146,7 @@ def headline(root: Path) -> str:
                         f"({len(cell['seeds'])})" if cell else "not run")
                 met = {True: "yes", False: "**no**", None: "-"}[_met(report, env, method)] + _partial(report, env,
                                                                                                    method)
-                rows.append(f"| {FAMILY_TITLES.get(env, env)} | {_label(method)} | {ours} | "
+                rows.append(f"| {FAMILY_TITLES.get(env, env)} | {_label(method, cell)} | {ours} | "
                             f"{f'{paper[0]:.1f} ± {paper[1]:.1f}' if paper else '-'} | {met} | "
                             f"{f'{files[1]:.1f}' if files else ''} |")
     return "\n".join(rows) + f"\n\nMean ± std over seeds of each seed's mean over the held-out tasks; " \
@@ -158,11 +162,14 @@ def status(root: Path) -> str:
     missing = report.get("missing") or []
     line = (f"**Status:** {sum(judged.values())} of {len(judged)} cells of the ANIL paper's table reached after one "
             f"adaptation step; not reached: {', '.join(short) if short else 'none'}")
+    def variants(env: str, algo: str) -> list[str]:  # the tries beyond the default (the papers' rows are none)
+        return [m for m in _methods(report, env, algo)[1:] if not m.endswith("+paper")]
+
     rescued = [f"{FAMILY_TITLES.get(env, env)} {_label(m)}" + (f" ({_partial(report, env, m)[2:]})"
                                                                 if _partial(report, env, m) else "")
                for (env, algo), v in judged.items() if not v
-               for m in _methods(report, env, algo)[1:] if _met(report, env, m)]
-    tried = any(len(_methods(report, env, algo)) > 1 for (env, algo), v in judged.items() if not v)
+               for m in variants(env, algo) if _met(report, env, m)]
+    tried = any(variants(env, algo) for (env, algo), v in judged.items() if not v)
     if tried:
         line += f"; reached with a variant: {', '.join(rescued) if rescued else 'none yet'}"
     return line + (f"; missing runs: {', '.join(missing)}." if missing else ".")

@@ -17,7 +17,8 @@ report.json's top-level keys:
     envs        the families reported, in order
     protocol    env -> the settings behind its numbers (horizon, meta-batch, iterations, PPO budget, ...)
     cells       env -> method (anil, maml, random-init, pretrained) -> {"seeds", "mean", "std", "per_seed"}; mean
-                and std (population, ddof=0, over seeds) map return_step_0..return_step_3 to a number
+                and std (population, ddof=0, over seeds) map return_step_0..return_step_3 to a number; a trained
+                method's "setup" names where its runs depart from the papers' protocol ('' for nowhere; setup_of)
     references  the papers' figures, cited: anil_paper_table2 (method -> env -> [mean, std]) and
                 maml_paper_curves (env -> returns after 0..3 steps), each with a note
     runs        one entry per run directory (finished or not: iterations, wall-clock, timing, eval)
@@ -74,8 +75,13 @@ METHOD_LABELS = {"anil": "ANIL (ours)", "maml": "MAML (ours)", "random-init": "r
                  "pretrained": "PPO pre-trained on the task mixture + adaptation"}
 
 
-VARIANT_LABELS = {"promp": "ProMP outer loop", "lvc": "LVC estimator", "dice": "DiCE estimator",
-                  "com": "centre-of-mass velocity reward"}
+VARIANT_LABELS = {"paper": "the papers' protocol (reinforce + TRPO)", "promp": "ProMP outer loop",
+                  "trpo": "TRPO outer loop", "lvc": "LVC estimator", "dice": "DiCE estimator",
+                  "reinforce": "REINFORCE estimator", "meta-sgd": "Meta-SGD inner rule", "kfo": "KFO inner rule",
+                  "sgd": "SGD inner rule", "com": "centre-of-mass velocity reward",
+                  "displacement": "displacement velocity reward"}
+# The papers' setting of each of sweep.VARIANT_KEYS (Finn et al. 2017): a default that departs from it is named
+PAPERS_SETUP = {"outer": "trpo", "estimator": "reinforce", "inner_optimizer": "sgd", "forward_velocity": None}
 
 
 def method_of(algo: str, kind: str) -> str:
@@ -88,11 +94,30 @@ def base_algo(method: str) -> str:
     return method.split("+")[0]
 
 
+def variant_parts(kind: str) -> list[str]:
+    """The settings a variant's name joins ('promp-lvc' -> ['promp', 'lvc'], 'promp-meta-sgd' -> ['promp',
+    'meta-sgd']): the longest known label at each place, a dash-separated word otherwise."""
+    parts, rest = [], kind
+    while rest:
+        known = [k for k in VARIANT_LABELS if rest == k or rest.startswith(k + "-")]
+        part = max(known, key=len) if known else rest.split("-")[0]
+        parts.append(part)
+        rest = rest[len(part) + 1:]
+    return parts
+
+
 def variant_label(method: str) -> str:
     """'ANIL (ours), ProMP outer loop + LVC estimator' for 'anil+promp-lvc'."""
     algo, _, kind = method.partition("+")
-    parts = [VARIANT_LABELS.get(part, part) for part in kind.split("-")]
+    parts = [VARIANT_LABELS.get(part, part) for part in variant_parts(kind)]
     return f"{METHOD_LABELS.get(algo, algo)}, {' + '.join(parts)}"
+
+
+def setup_of(cfg) -> str:
+    """The settings of a run that depart from the papers' (PAPERS_SETUP), joined as a variant's name ('promp-lvc' for
+    cheetah-dir's default since issue 52); '' for the papers' own."""
+    return "-".join(str(getattr(cfg, key) or "displacement") for key, paper in PAPERS_SETUP.items()
+                    if getattr(cfg, key) != paper)
 
 
 class ReportError(run.RunError):
@@ -201,6 +226,7 @@ def method_cells(runs: list[RunRecord], baselines: list[dict]) -> dict:
     for r in runs:
         if r.finished:
             cell = cells.setdefault(r.env, {}).setdefault(r.method, {"per_seed": {}})
+            cell.setdefault("setups", set()).add(setup_of(r.cfg))
             cell["per_seed"][r.seed] = {"returns": r.eval["returns"], "iterations": r.iterations_done,
                                         "env_steps": r.eval.get("env_steps"), "wall_s": r.wall_s,
                                         "timing_source": TIMING_FILE if r.timing else "sum of time/iteration_s",
@@ -212,6 +238,8 @@ def method_cells(runs: list[RunRecord], baselines: list[dict]) -> dict:
     for env_cells in cells.values():
         for cell in env_cells.values():
             cell.update(summarise({s: v["returns"] for s, v in cell["per_seed"].items()}))
+            if "setups" in cell:  # what the row's runs departed from the papers with ('' for none), one name
+                cell["setup"] = " / ".join(sorted(cell.pop("setups")))
     return cells
 
 
@@ -326,6 +354,8 @@ def method_label(method: str, cell: dict) -> str:
         return f"PPO pre-trained on the task mixture ({budget} env steps) + adaptation"
     if "+" in method:
         return variant_label(method)
+    if cell.get("setup"):  # the default departs from the papers' protocol (cheetah-dir: ProMP + LVC)
+        return variant_label(method_of(method, cell["setup"])) + " (the default)"
     return METHOD_LABELS.get(method, method)
 
 

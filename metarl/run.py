@@ -105,6 +105,21 @@ def default_config_file(env: str) -> Path | None:
     return preset_path(name) if name in PRESET_FAMILIES else None
 
 
+def paper_config_file(env: str) -> Path | None:
+    """The papers' protocol preset of a built-in family whose default departs from it (cheetah-dir-paper.yaml for
+    cheetah-dir); None where the family's own preset is the papers' protocol, or for a user's family."""
+    name = check_env(env)
+    path = presets_dir() / f"{name}-paper.yaml"
+    return path if name in PRESET_FAMILIES and path.is_file() else None
+
+
+def family_default(env: str) -> Config:
+    """What `metarl train --env ENV` trains, before --set: the family's preset, or Config's defaults for a user's
+    family."""
+    path = default_config_file(env)
+    return load_config(path) if path else Config(env=env)
+
+
 def config_file_path(config_file: str) -> str | Path:
     """--config: a YAML file, or the name of an installed preset (`--config quickstart`)."""
     if Path(config_file).is_file() or "/" in config_file or config_file.endswith((".yaml", ".yml")):

@@ -37,7 +37,8 @@ from typing import Iterator, Sequence
 
 from metarl import baselines, run
 from metarl.baselines import BASELINE_KINDS, PPO_ENVS
-from metarl.config import ALGOS, BOOKKEEPING_KEYS, ConfigError, config_to_dict, load_config, parse_overrides
+from metarl.config import (ALGOS, BOOKKEEPING_KEYS, ConfigError, acting_settings, config_to_dict, load_config,
+                           parse_overrides)
 from metarl import files
 from metarl.files import write_json, write_text
 
@@ -69,18 +70,36 @@ class SweepError(run.RunError):
 
 # -- names, files, commands, locks --------------------------------------------------------------------------------
 
+# The settings that name a variant's row, in the order a name lists them
+VARIANT_KEYS = ("outer", "estimator", "inner_optimizer", "forward_velocity")
+PAPER = "paper"
+
+
 def variant(cfg) -> str:
-    """The variant of a config, which makes a row of its own beside the algorithm's: its outer loop unless TRPO, its
-    estimator unless reinforce and the cheetah reward's centre-of-mass velocity if chosen (e.g. 'promp-lvc', 'lvc',
-    'promp-lvc-com'); '' for the reference algorithm."""
-    return "-".join([*([cfg.outer] if cfg.outer != "trpo" else []),
-                     *([cfg.estimator] if cfg.estimator != "reinforce" else []),
-                     *(["com"] if cfg.forward_velocity == "com" else [])])
+    """The variant of a config, which makes a row of its own beside the algorithm's: '' where its outer loop,
+    estimator, inner rule and forward reward are those `metarl train --env ENV` trains (the family's preset);
+    'paper' where they are the papers' protocol's, for a family whose default departs from it (cheetah-dir-paper);
+    otherwise the settings that differ from the default, joined (on nav2d 'promp-lvc', 'lvc', 'promp-lvc-com';
+    on cheetah-dir 'com', 'dice', 'kfo')."""
+    default = run.family_default(cfg.env)
+    differs = [key for key in VARIANT_KEYS if getattr(cfg, key) != getattr(default, key)]
+    if not differs:
+        return ""
+    paper = run.paper_config_file(cfg.env)
+    if paper and all(getattr(cfg, key) == getattr(load_config(paper), key) for key in VARIANT_KEYS):
+        return PAPER
+    return "-".join(str(getattr(cfg, key) or "displacement") for key in differs)
 
 
 def run_name(env: str, algo: str, seed: int, kind: str = "") -> str:
     """Stable run directory name of a grid cell (no timestamp, so a re-run finds it); `kind` is its variant()."""
     return f"{env}-{algo}-{kind}-seed{seed}" if kind else f"{env}-{algo}-seed{seed}"
+
+
+def paper_run_name(env: str, algo: str, seed: int) -> str:
+    """The grid's run of the papers' protocol for a cell: ENV-ALGO-paper-seedN where the family's default departs
+    from the papers (cheetah-dir), the default run ENV-ALGO-seedN elsewhere."""
+    return run_name(env, algo, seed, PAPER if run.paper_config_file(env) else "")
 
 
 def cell_name(env: str, algo: str, seed: int, overrides: dict) -> str:
@@ -165,11 +184,11 @@ def grid_overrides(overrides: dict, jobs: int) -> dict:
 
 
 def config_differences(saved, requested, ignore: tuple[str, ...] = ()) -> list[str]:
-    """Protocol keys on which a run's saved config and the requested one disagree (iterations, speed and `ignore`
-    aside)."""
-    a, b = config_to_dict(saved), config_to_dict(requested)
-    skip = {*BOOKKEEPING_KEYS, "iterations", *ignore}
-    return [f"{key}: saved {a[key]!r}, requested {b[key]!r}" for key in a
+    """Protocol keys on which a run's saved config and the requested one disagree (iterations, speed, `ignore` and
+    the settings neither run uses aside: config.acting_settings)."""
+    a, b = acting_settings(saved), acting_settings(requested)
+    skip = {"iterations", *ignore}
+    return [f"{key}: saved {a.get(key)!r}, requested {b.get(key)!r}" for key in {**a, **b}
             if a.get(key) != b.get(key) and key not in skip]
 
 

@@ -19,11 +19,19 @@ def test_a_built_in_family_resolves_its_preset():
     cfg = run.resolve_config("cheetah-dir", None, {}, {})
     assert (cfg.frame_skip, cfg.fvp_subsample, cfg.meta_batch_size) == (1, 1.0, 40)  # the protocol, not Config()
     assert run.default_config_file("nav2d") == run.presets_dir() / "nav2d.yaml"
+    # cheetah-dir's default is metarl's best configuration for it; the papers' protocol is a preset of its own
+    assert (cfg.outer, cfg.estimator) == ("promp", "lvc")
+    paper = run.resolve_config(None, "cheetah-dir-paper", {}, {})
+    assert (paper.env, paper.outer, paper.estimator) == ("cheetah-dir", "trpo", "reinforce")
+    assert run.paper_config_file("cheetah-dir") == run.presets_dir() / "cheetah-dir-paper.yaml"
+    assert run.paper_config_file("nav2d") is None  # nav2d's preset is the papers' protocol itself
 
 
 def test_a_preset_is_named_without_a_path():
     cfg = run.resolve_config(None, "quickstart", {}, {})
     assert (cfg.env, cfg.iterations, cfg.frame_skip) == ("cheetah-dir", 5, 1)
+    default = run.resolve_config("cheetah-dir", None, {}, {})  # the quick start shows the flagship's own loop
+    assert all(getattr(cfg, key) == getattr(default, key) for key in ("outer", "estimator", "inner_optimizer"))
 
 
 def test_a_missing_preset_is_an_error_naming_it(monkeypatch, tmp_path):
@@ -54,3 +62,41 @@ def test_a_plain_install_ships_the_presets(tmp_path):
     module, preset, frame_skip = json.loads(done.stdout.strip().splitlines()[-1])
     assert Path(module).is_relative_to(target) and Path(preset).is_relative_to(target)
     assert frame_skip == 1
+
+
+GRID_RUNS = REPO / "benchmarks" / "results" / "grid" / "runs"
+
+
+@pytest.mark.parametrize("env", run.PRESET_FAMILIES)
+def test_the_grids_default_rows_were_trained_with_what_the_default_command_resolves_to(env):
+    """The README's headline and status are generated from the grid's default rows (ENV-ALGO-seedN): each was trained
+    with every acting setting of `metarl train --env ENV --algo ALGO --seed N` as the installed preset resolves it
+    today, so the headline cannot drift from what the command does (issue 52)."""
+    from metarl.config import acting_settings, load_config
+    from metarl.sweep import run_name
+
+    rows = [GRID_RUNS / run_name(env, algo, seed) for algo in ("anil", "maml") for seed in (0, 1, 2)]
+    assert all((row / "config.yaml").is_file() for row in rows), [r.name for r in rows]
+    for row in rows:
+        trained = load_config(row / "config.yaml")
+        default = run.resolve_config(env, None, {}, {"algo": trained.algo, "seed": trained.seed})
+        assert acting_settings(trained) == acting_settings(default), row.name
+
+
+def test_every_published_run_is_named_by_its_variant_and_the_papers_protocol_has_a_preset():
+    """A run directory's name says what it is: the default, the papers' protocol ('paper') or a named variant, as
+    `metarl sweep` would name it; the cheetah-dir-paper preset reproduces the grid's paper rows."""
+    from metarl.config import acting_settings, load_config
+    from metarl.sweep import run_name, variant
+
+    runs = [p for p in sorted(GRID_RUNS.iterdir()) if (p / "config.yaml").is_file()]
+    assert len(runs) >= 18
+    for path in runs:
+        cfg = load_config(path / "config.yaml")
+        assert path.name == run_name(cfg.env, cfg.algo, cfg.seed, variant(cfg))
+    paper = load_config(GRID_RUNS / "cheetah-dir-maml-paper-seed1" / "config.yaml")
+    preset = run.resolve_config(None, "cheetah-dir-paper", {}, {"algo": "maml", "seed": 1})
+    assert (paper.outer, paper.estimator) == ("trpo", "reinforce")
+    # fvp_precision aside: the rows were trained in float32 before the preset's `auto` (bfloat16 products where the
+    # hardware has them, validated in benchmarks/results/studies/fisher_precision.md; float32 elsewhere)
+    assert {**acting_settings(paper), "fvp_precision": None} == {**acting_settings(preset), "fvp_precision": None}

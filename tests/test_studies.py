@@ -411,7 +411,7 @@ def test_cheetah_dir_candidates_continues_a_copy_of_the_published_run_and_report
             "episodes_per_task": 2, "eval_tasks": 2, "eval_episodes_per_task": 2, "horizon": 20, "eval_every": 1,
             "promp_steps": 1}
     cfg = load_config(preset_path("cheetah-dir"), tiny)
-    chosen = grid / "cheetah-dir-anil-promp-lvc-seed0"
+    chosen = grid / "cheetah-dir-anil-seed0"  # the grid's default row
     train(create_run(cfg, chosen), cfg)
     evaluate_run(chosen, steps=3)
     monkeypatch.setattr(study, "GRID", grid)
@@ -459,17 +459,54 @@ def test_fisher_precision_trains_one_bfloat16_change_and_compares_it_with_the_gr
     run_dir = tmp_path / "published" / "cheetah-dir-anil-bf16-fisher-seed0"
     cfg = load_config(run_dir / "config.yaml")
     assert cfg.fvp_precision == "bfloat16"
-    preset = load_config(preset_path("cheetah-dir"), {"algo": "anil", "seed": 0, **tiny})
+    preset = load_config(preset_path("cheetah-dir-paper"), {"algo": "anil", "seed": 0, **tiny})
     assert {**vars(cfg), "fvp_precision": None} == {**vars(preset), "fvp_precision": None}  # the one change
     row = json.loads((tmp_path / "fp.json").read_text())["rows"][0]
     final = json.loads((run_dir / "eval.json").read_text())["returns"]
     assert row["returns"] == [final[f"return_step_{k}"] for k in range(4)]
-    seeds = [json.loads((GRID_RUNS / f"cheetah-dir-anil-seed{s}" / "eval.json").read_text())["returns"]["return_step_1"]
-             for s in range(3)]
+    seeds = [json.loads((GRID_RUNS / f"cheetah-dir-anil-paper-seed{s}" / "eval.json").read_text())
+             ["returns"]["return_step_1"] for s in range(3)]
     assert row["float32_seeds"] == 3
     assert row["float32_mean"][1] == pytest.approx(statistics.mean(seeds))
     assert row["float32_std"][1] == pytest.approx(statistics.stdev(seeds))
     assert row["within_spread"] == (abs(row["returns"][1] - statistics.mean(seeds)) <= statistics.stdev(seeds))
     assert row["float32_same_seed"]["returns"][1] == pytest.approx(seeds[0])  # seed 0 beside seed 0
-    assert "bfloat16 (`metarl train --env cheetah-dir --algo anil --seed 0 --set fvp_precision=bfloat16`)" in \
+    assert "bfloat16 (`metarl train --config cheetah-dir-paper --algo anil --seed 0 --set fvp_precision=bfloat16`)" in \
         (tmp_path / "fp.md").read_text()
+
+
+def test_cheetah_dir_candidates_publishes_an_unfinished_run_and_resumes_it_from_the_published_copy(tmp_path):
+    """A candidate that outlives a sitting is published as it stands ('iteration N of M') and the next sitting, which
+    kept nothing but git, continues it from that copy to the end: the same run, each iteration trained once."""
+    study = _import_benchmark("cheetah_dir_candidates")
+    import shutil
+
+    from metarl.config import load_config
+    from metarl.run import create_run, preset_path, read_metrics, train
+    tiny = {"algo": "anil", "seed": 0, "meta_batch_size": 2, "episodes_per_task": 2, "eval_tasks": 2,
+            "eval_episodes_per_task": 2, "horizon": 20, "eval_every": 1, "promp_steps": 1, "iterations": 4}
+    cfg = load_config(preset_path("cheetah-dir"), {**tiny, **study.CANDIDATES["meta-sgd"]})
+    run_dir = tmp_path / "runs" / "cheetah-dir-anil-promp-lvc-meta-sgd-seed0"
+    train(create_run(cfg, run_dir), load_config(preset_path("cheetah-dir"), {**tiny, **study.CANDIDATES["meta-sgd"],
+                                                                             "iterations": 2}))  # a sitting ends
+    published = tmp_path / "published"
+    args = ["--candidates", "meta-sgd", "--runs", str(tmp_path / "runs"), "--published", str(published),
+            "--out", str(tmp_path / "cand")]
+    study.main([*args, "--publish-unfinished"])
+    copy = published / run_dir.name
+    assert {p.name for p in copy.iterdir()} >= {"checkpoint.pt", "config.yaml", "metrics.jsonl"}
+    row = json.loads((tmp_path / "cand.json").read_text())["algos"]["anil"]["meta-sgd"]
+    assert (row["iterations"], row["of"], row["finished"]) == (2, 4, False)
+    last = [m for m in read_metrics(copy) if "eval/return_step_1" in m][-1]
+    assert row["returns"] == [last[f"eval/return_step_{k}"] for k in range(4)]  # its latest evaluation
+    text = (tmp_path / "cand.md").read_text()
+    assert "| iteration 2 of 4 |" in text and "| not yet |" in text
+    assert "`metarl train --env cheetah-dir --algo anil --seed 0 --set inner_optimizer=meta-sgd`" in text
+    shutil.rmtree(tmp_path / "runs")  # the next sitting: a fresh machine with git only
+    study.main(args)
+    row = json.loads((tmp_path / "cand.json").read_text())["algos"]["anil"]["meta-sgd"]
+    assert (row["iterations"], row["of"], row["finished"]) == (4, 4, True)
+    trained = [m["iteration"] for m in read_metrics(copy) if "returns/post_adaptation" in m]
+    assert trained == [1, 2, 3, 4]
+    assert json.loads((copy / "eval.json").read_text())["iteration"] == 4
+    assert " of 4 |" not in (tmp_path / "cand.md").read_text() and "| 4 | " in (tmp_path / "cand.md").read_text()

@@ -130,9 +130,23 @@ def test_a_variants_runs_get_their_own_directories_and_rows_beside_the_algorithm
     assert sweep.cell_name("nav2d", "maml", 1, {"estimator": "dice"}) == "nav2d-maml-dice-seed1"
     assert sweep.cell_name("nav2d", "anil", 0, {"max_kl": 0.02}) == "nav2d-anil-seed0"  # not a variant
     com = {**promp, "forward_velocity": "com"}  # the cheetah reward's other v_x is a variant of its own
-    assert sweep.cell_name("cheetah-dir", "anil", 0, com) == "cheetah-dir-anil-promp-lvc-com-seed0"
+    assert sweep.cell_name("cheetah-vel", "anil", 0, com) == "cheetah-vel-anil-promp-lvc-com-seed0"
     assert report_variant_label("anil+promp-lvc-com") == ("ANIL (ours), ProMP outer loop + LVC estimator + "
                                                            "centre-of-mass velocity reward")
+    # cheetah-dir's default is ProMP + LVC: its name is the plain one, the papers' loop is 'paper', and a variant is
+    # named by what departs from the default
+    assert sweep.cell_name("cheetah-dir", "anil", 0, {}) == "cheetah-dir-anil-seed0"
+    assert sweep.cell_name("cheetah-dir", "anil", 0, promp) == "cheetah-dir-anil-seed0"
+    paper = {"outer": "trpo", "estimator": "reinforce"}
+    assert sweep.cell_name("cheetah-dir", "maml", 2, paper) == "cheetah-dir-maml-paper-seed2"
+    assert sweep.paper_run_name("cheetah-dir", "maml", 2) == "cheetah-dir-maml-paper-seed2"
+    assert sweep.paper_run_name("nav2d", "maml", 2) == "nav2d-maml-seed2"  # nav2d's default is the papers'
+    assert sweep.cell_name("cheetah-dir", "anil", 0, {"forward_velocity": "com"}) == "cheetah-dir-anil-com-seed0"
+    assert sweep.cell_name("cheetah-dir", "anil", 0, {"inner_optimizer": "meta-sgd"}) == \
+        "cheetah-dir-anil-meta-sgd-seed0"
+    assert sweep.cell_name("cheetah-dir", "anil", 0, {"outer": "trpo"}) == "cheetah-dir-anil-trpo-seed0"
+    assert report_variant_label("anil+promp-meta-sgd") == "ANIL (ours), ProMP outer loop + Meta-SGD inner rule"
+    assert report_variant_label("maml+paper") == "MAML (ours), the papers' protocol (reinforce + TRPO)"
     root, out, rng = tmp_path / "grid", tmp_path / "out", np.random.default_rng(2)
     evals, _ = fake_grid(root, rng)
     variant = {seed: fake_returns(rng) for seed in (0, 1)}
@@ -279,14 +293,22 @@ def test_a_baseline_stays_valid_when_only_the_meta_update_changes():
     """Baselines are never meta-trained: TRPO settings do not invalidate them, the evaluation protocol does."""
     from metarl.config import config_to_dict
 
-    saved = config_to_dict(load_config(CONFIGS / "cheetah-dir.yaml", {"fvp_subsample": 0.2, "seed": 1}))
-    assert sweep.same_protocol(saved, load_config(CONFIGS / "cheetah-dir.yaml", {"seed": 1, "max_kl": 0.02}))
-    assert not sweep.same_protocol(saved, load_config(CONFIGS / "cheetah-dir.yaml", {"seed": 1, "eval_seed": 7}))
-    assert not sweep.same_protocol(saved, load_config(CONFIGS / "cheetah-dir.yaml", {"seed": 2}))
+    paper = CONFIGS / "cheetah-dir-paper.yaml"
+    saved = config_to_dict(load_config(paper, {"fvp_subsample": 0.2, "seed": 1}))
+    assert sweep.same_protocol(saved, load_config(paper, {"seed": 1, "max_kl": 0.02}))
+    assert not sweep.same_protocol(saved, load_config(paper, {"seed": 1, "eval_seed": 7}))
+    assert not sweep.same_protocol(saved, load_config(paper, {"seed": 2}))
     # a resumed meta-training run is still held to its TRPO settings
-    requested = load_config(CONFIGS / "cheetah-dir.yaml", {"seed": 1})
+    requested = load_config(paper, {"seed": 1})
     differences = sweep.config_differences(load_config(None, saved), requested)
     assert differences == ["fvp_subsample: saved 0.2, requested 1.0"]
+    # ... but not to the settings of an outer loop it does not use: ProMP takes no Fisher products
+    promp = load_config(CONFIGS / "cheetah-dir.yaml", {"seed": 1})
+    assert sweep.config_differences(load_config(CONFIGS / "cheetah-dir.yaml", {"seed": 1, "fvp_subsample": 0.2,
+                                                                                 "fvp_precision": "float32"}),
+                                    promp) == []
+    assert sweep.config_differences(load_config(CONFIGS / "cheetah-dir.yaml", {"seed": 1, "promp_lr": 0.01}),
+                                    promp) == ["promp_lr: saved 0.01, requested 0.001"]
 
 
 def test_ppo_task_mixture_env_takes_the_configs_frame_skip():

@@ -1,25 +1,34 @@
-"""HalfCheetah-Direction: the candidates beyond the estimators, each checked at the full protocol with one seed.
+"""HalfCheetah-Direction: the candidates for closing the ANIL gap, each checked at the full protocol with one seed.
 
-Issue 34 names them for a cell that ProMP's outer loop with the LVC estimator (the chosen variant) leaves below the
-references: the MAML code's forward reward (the torso's centre-of-mass velocity, `forward_velocity: com`, where
-ours is the torso's x displacement per step) and its training length (800 meta-iterations). Each candidate is one
-change to the chosen variant's seed-0 run (published in the grid, 500 iterations):
+Issues 34 and 52 name them for the cell that cheetah-dir's default (ProMP's outer loop with the LVC estimator,
+configs/cheetah-dir.yaml) leaves below the ANIL paper's 363.2. Each candidate is one change to the default's seed-0
+run (published in the grid as cheetah-dir-ALGO-seed0, 500 iterations):
   800-iterations   that run continued to 800 iterations (a copy of the published run, resumed);
-  com              the chosen variant trained from scratch with the centre-of-mass velocity reward.
+  com              the MAML code's forward reward, the centre-of-mass velocity (forward_velocity: com);
+  meta-sgd         a learned step size per adapted parameter entry (Li et al. 2017; for ANIL: the head's);
+  kfo              learned Kronecker factors of the head's gradient (Arnold et al. 2021);
+  two-steps        two inner steps in training (evaluation as always: 0.1, then 0.05);
+  dice             the DiCE estimator in place of LVC;
+  clip-0.2         ProMP's clip range of 0.2 (the ProMP code's default; its experiments, and the default: 0.3).
 Runs are real run directories under --runs (resumable: run the command again to continue), evaluated at the end as
 `metarl eval` does (40 held-out tasks, returns after 0..3 adaptation steps), then published to --published (in git),
-where a later sitting finds them and trains them no more. Writes benchmarks/results/studies/cheetah_dir_candidates
-.{json,md,png}: per candidate the final held-out return after 0..3 steps, the peak of the held-out return after one
-step during training, the end over the peak, the seconds per iteration, and the curve of the held-out return after
-one step against the iteration.
+where a later sitting finds them and trains them no more. A run that does not finish in a sitting is published as it
+stands with --publish-unfinished (its checkpoint and metrics; the table says "iteration N of M"), and the next
+sitting, on a machine that kept nothing but git, resumes it from that copy. Writes
+benchmarks/results/studies/cheetah_dir_candidates.{json,md,png}: per candidate the held-out return after 0..3 steps
+(the final evaluation, or an unfinished run's latest), the peak of the held-out return after one step during
+training, the end over the peak, the seconds per iteration, and the curve of the held-out return after one step
+against the iteration.
 
-    python benchmarks/studies/cheetah_dir_candidates.py --algos anil            # about 1.5 h on 2 cores
+    python benchmarks/studies/cheetah_dir_candidates.py --candidates meta-sgd   # about 80 min on 2 cores (ANIL)
+    python benchmarks/studies/cheetah_dir_candidates.py --publish-unfinished    # before a sitting ends
     python benchmarks/studies/cheetah_dir_candidates.py --no-train              # the table of the published runs
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import shutil
 import statistics
 import sys
@@ -28,26 +37,34 @@ from pathlib import Path
 
 from metarl.files import write_report
 from metarl.report import pyplot, read_run
-from metarl.run import CHECKPOINT_FILE, EVAL_FILE, read_metrics
+from metarl.run import CHECKPOINT_FILE, CONFIG_FILE, EVAL_FILE, read_metrics
+from metarl.sweep import run_name
 from study_runs import EVAL_STEPS, publish, run_variant
 
 REPO = Path(__file__).resolve().parents[2]
 GRID = REPO / "benchmarks" / "results" / "grid" / "runs"
-CHOSEN = {"estimator": "lvc", "outer": "promp"}
-CANDIDATES = {"800-iterations": {"iterations": 800}, "com": {**CHOSEN, "forward_velocity": "com"}}
+CHOSEN = {"estimator": "lvc", "outer": "promp"}  # the default's outer loop and estimator (configs/cheetah-dir.yaml)
+CANDIDATES = {"800-iterations": {"iterations": 800}, "com": {**CHOSEN, "forward_velocity": "com"},
+              "meta-sgd": {**CHOSEN, "inner_optimizer": "meta-sgd"}, "kfo": {**CHOSEN, "inner_optimizer": "kfo"},
+              "two-steps": {**CHOSEN, "inner_steps": 2}, "dice": {**CHOSEN, "estimator": "dice"},
+              "clip-0.2": {**CHOSEN, "promp_clip": 0.2}}
 # what each row is, as a metarl command (RUN: a copy of the published seed's run directory)
 COMMANDS = {"chosen": "metarl sweep --root runs/promp --envs cheetah-dir --algos {algo} --seeds {seed} "
                       "--set estimator=lvc outer=promp",
             "800-iterations": "metarl train --resume RUN --iterations 800",
             "com": "metarl sweep --root runs/cand --envs cheetah-dir --algos {algo} --seeds {seed} "
-                   "--set estimator=lvc outer=promp forward_velocity=com"}
+                   "--set estimator=lvc outer=promp forward_velocity=com",
+            **{name: "metarl train --env cheetah-dir --algo {algo} --seed {seed} --set "
+               + " ".join(f"{k}={v}" for k, v in CANDIDATES[name].items() if k not in CHOSEN or v != CHOSEN[k])
+               for name in ("meta-sgd", "kfo", "two-steps", "dice", "clip-0.2")}}
 # the numbers each algorithm's cell is held to (issue 34): ANIL paper Table 2 (Raghu et al. 2020) for ANIL, the MAML
 # paper's result files (Finn et al. 2017) for MAML; after one adaptation step
 TARGETS = {"anil": 363.2, "maml": 293.2}
 
 
 def reference(algo: str, seed: int) -> Path:
-    return GRID / f"cheetah-dir-{algo}-promp-lvc-seed{seed}"
+    """The grid's published run of the chosen variant (since issue 52 the default: ENV-ALGO-seedN)."""
+    return GRID / run_name("cheetah-dir", algo, seed)
 
 
 def train_candidate(name: str, algo: str, seed: int, run_dir: Path, continue_to: int = 800) -> None:
@@ -62,18 +79,31 @@ def train_candidate(name: str, algo: str, seed: int, run_dir: Path, continue_to:
     run_variant(run_dir, "cheetah-dir", {"algo": algo, "seed": seed, **overrides})
 
 
+def finished(run_dir: Path) -> bool:
+    """A published run trained to its iterations and evaluated there (eval.json of its last iteration)."""
+    return (run_dir / EVAL_FILE).is_file() and read_run(run_dir).finished
+
+
 def summary(run_dir: Path, since: int = 0) -> dict:
-    """Final held-out returns after 0..3 steps, the curve of the held-out return after one step (its evaluations
-    during training and the final one), its peak, the end over the peak, and the median seconds per iteration of
-    the iterations after `since` (a continued run's own)."""
+    """Held-out returns after 0..3 steps (the final evaluation; for an unfinished run its latest evaluation during
+    training), the curve of the held-out return after one step (its evaluations during training and the final one),
+    its peak, the end over the peak, and the median seconds per iteration of the iterations after `since` (a
+    continued run's own)."""
     r = read_run(run_dir)
-    final = [r.eval["returns"][f"return_step_{k}"] for k in range(EVAL_STEPS + 1)]
-    curve = {int(i): float(v) for i, v in sorted({**r.held_out, r.iterations_done: final[1]}.items())}
-    peak = max(curve, key=curve.get)
-    times = [m["time/iteration_s"] for m in read_metrics(run_dir)
-             if "time/iteration_s" in m and m["iteration"] > since]
-    return {"iterations": r.iterations_done, "from_iteration": since, "returns": final, "curve": curve,
-            "peak": curve[peak], "peak_iteration": peak, "end_over_peak": final[1] / curve[peak] if curve[peak] > 0 else None,
+    metrics = read_metrics(run_dir)
+    if r.finished:
+        final = [r.eval["returns"][f"return_step_{k}"] for k in range(EVAL_STEPS + 1)]
+        curve = {**r.held_out, r.iterations_done: final[1]}
+    else:  # as it stands: the last evaluation during training
+        last = max((m for m in metrics if "eval/return_step_1" in m), key=lambda m: m["iteration"], default=None)
+        final = [last[f"eval/return_step_{k}"] for k in range(EVAL_STEPS + 1)] if last else [math.nan] * 4
+        curve = dict(r.held_out)
+    curve = {int(i): float(v) for i, v in sorted(curve.items())} or {r.iterations_done: math.nan}
+    peak = max(curve, key=lambda i: -math.inf if math.isnan(curve[i]) else curve[i])
+    times = [m["time/iteration_s"] for m in metrics if "time/iteration_s" in m and m["iteration"] > since]
+    return {"iterations": r.iterations_done, "of": r.cfg.iterations, "finished": r.finished,
+            "from_iteration": since, "returns": final, "curve": curve, "peak": curve[peak], "peak_iteration": peak,
+            "end_over_peak": final[1] / curve[peak] if curve[peak] > 0 else None,
             "iteration_s": statistics.median(times) if times else None}
 
 
@@ -87,14 +117,18 @@ def markdown(result: dict) -> str:
             target = TARGETS[algo]
             ratio = f"{row['end_over_peak']:.2f}" if row["end_over_peak"] is not None else "-"
             speed = f"{row['iteration_s']:.1f}" if row["iteration_s"] else "-"
-            lines.append(f"| {algo.upper()} | {name} | `{row['command']}` | {row['iterations']} | "
+            its = row["iterations"] if row.get("finished", True) else f"iteration {row['iterations']} of {row['of']}"
+            lines.append(f"| {algo.upper()} | {name} | `{row['command']}` | {its} | "
                          + " | ".join(f"{v:.1f}" for v in row["returns"])
                          + f" | {row['peak']:.1f} ({row['peak_iteration']}) | {ratio} | {target:.1f} | "
-                         + ("yes" if row["returns"][1] >= target else "**no**") + f" | {speed} |")
-    lines += ["", f"configs/cheetah-dir.yaml with ProMP's outer loop and the LVC estimator (the chosen variant), seed "
-              f"{result['seed']}, one change per row; held-out return on the evaluation's 40 tasks after k "
-              "adaptation steps at the run's last iteration (the com row's under its own reward, the centre-of-mass "
-              "velocity's, as it trained); the peak is over the evaluations every 25 iterations "
+                         + (("yes" if row["returns"][1] >= target else "**no**") if row.get("finished", True)
+                            else "not yet") + f" | {speed} |")
+    lines += ["", f"configs/cheetah-dir.yaml (ProMP's outer loop and the LVC estimator: the chosen variant, since issue "
+              f"52 the default), seed {result['seed']}, one change per row; held-out return on the evaluation's 40 "
+              "tasks after k adaptation steps at the run's last iteration (the com row's under its own reward, the "
+              "centre-of-mass velocity's, as it trained; a row still training, 'iteration N of M', shows its latest "
+              "evaluation during training and is published as it stands); the peak is over the evaluations every 25 "
+              "iterations "
               "and the final one (issue 34's no-fall check asks end / peak >= 0.90); s / iteration: the median over "
               "the iterations the row trained itself (none for the chosen run, whose first iterations ran on a GPU; "
               "the performance page times ProMP + LVC on the CPU). Targets: the ANIL paper's Table 2 (ANIL) and "
@@ -133,7 +167,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="where finished runs are copied and read from (in git; a run there is not trained again)")
     parser.add_argument("--out", type=Path,
                         default=REPO / "benchmarks" / "results" / "studies" / "cheetah_dir_candidates")
-    parser.add_argument("--no-train", action="store_true", help="only report the finished runs (train nothing)")
+    parser.add_argument("--no-train", action="store_true", help="only report the published runs (train nothing)")
+    parser.add_argument("--publish-unfinished", action="store_true",
+                        help="publish every candidate's run under --runs as it stands, finished or not, and report "
+                             "(train nothing; stop a run's training first)")
     parser.add_argument("--continue-to", type=int, default=800,
                         help="the iterations the 800-iterations candidate continues to (smoke tests only)")
     args = parser.parse_args(argv)
@@ -150,11 +187,16 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.candidates:
             run_dir = args.runs / f"cheetah-dir-{algo}-promp-lvc-{name}-seed{args.seed}"
             done = args.published / run_dir.name
-            if not (done / EVAL_FILE).is_file() and not args.no_train:
+            if args.publish_unfinished:  # as it stands (stop its training first: Ctrl-C saves its checkpoint)
+                if (run_dir / CHECKPOINT_FILE).is_file():
+                    publish(run_dir, args.published)
+            elif not args.no_train and not finished(done):
+                if not (run_dir / CHECKPOINT_FILE).exists() and (done / CHECKPOINT_FILE).is_file():
+                    shutil.copytree(done, run_dir)  # an earlier sitting's run, published unfinished: resumed
                 print(f"== {run_dir.name}", flush=True)
                 train_candidate(name, algo, args.seed, run_dir, args.continue_to)
                 publish(run_dir, args.published)
-            if (done / EVAL_FILE).is_file():
+            if (done / CONFIG_FILE).is_file() and read_metrics(done):
                 since = chosen_row["iterations"] if chosen_row and name == "800-iterations" else 0
                 rows[name] = {**summary(done, since), "command": COMMANDS[name]}
         for row in rows.values():

@@ -27,6 +27,7 @@ from pathlib import Path
 from metarl.config import load_config
 from metarl.files import write_report
 from metarl.run import CHECKPOINT_FILE, create_run, is_complete, prepare_resume, preset_path, read_metrics, train
+from metarl.sweep import paper_run_name
 
 REPO = Path(__file__).resolve().parents[2]
 GRID = REPO / "benchmarks" / "results" / "grid" / "runs"
@@ -44,7 +45,7 @@ def run_variant(run_dir: Path, overrides: dict) -> None:
         path, cfg, ckpt = prepare_resume(run_dir, max(cfg.iterations, overrides["iterations"]))
         train(path, cfg, ckpt)
         return
-    cfg = load_config(preset_path("cheetah-dir"), overrides)
+    cfg = load_config(preset_path("cheetah-dir-paper"), overrides)  # the variants depart from the papers' loop
     train(create_run(cfg, run_dir), cfg)
 
 
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
               "evals": list(range(args.eval_every, args.iterations + 1, args.eval_every)), "algos": {}}
     for algo in args.algos:
         rows = {}
-        reference = GRID / f"cheetah-dir-{algo}-seed{args.seed}"
+        reference = GRID / paper_run_name("cheetah-dir", algo, args.seed)
         if not small and (reference / CHECKPOINT_FILE).exists():
             rows["reinforce (published)"] = summary(read_metrics(reference))
         for name in args.variants:

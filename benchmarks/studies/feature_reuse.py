@@ -1,9 +1,9 @@
 """Rapid learning or feature reuse, in RL: `metarl analyze` over every published grid run, aggregated by family and
 algorithm.
 
-For each run in benchmarks/results/grid/runs/ (3 families x ANIL, MAML x 3 seeds, the paper protocol), the analysis
-of its final checkpoint on the 40 held-out tasks (the evaluation's tasks, seeds and step sizes) and of its kept
-snapshots every `--every` iterations, one step each (the cheetah runs keep them; nav2d's keep none), written to
+For each run in benchmarks/results/grid/runs/ (3 families x ANIL, MAML x 3 seeds, the papers' protocol: on
+cheetah-dir its -paper rows), the analysis of its final checkpoint on the 40 held-out tasks (the evaluation's tasks,
+seeds and step sizes) and of its kept snapshots every `--every` iterations, one step each (the cheetah runs keep them; nav2d's keep none), written to
 OUT/<run>/analysis.{json,md}. Then, per family and algorithm, mean and std over seeds of: each layer's linear CKA
 and SVCCA between the meta-policy and the policy after 1..3 inner steps, each layer's relative parameter change,
 the held-out return when only the head, the last hidden layer and the head, ..., or all layers adapt (and the share
@@ -25,6 +25,7 @@ from pathlib import Path
 
 from metarl import analysis
 from metarl.files import read_json, write_json, write_report
+from metarl.sweep import paper_run_name
 
 REPO = Path(__file__).resolve().parents[2]
 GRID = REPO / "benchmarks" / "results" / "grid" / "runs"
@@ -244,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=OUT, help="folder of the per-run analyses; the report is "
                         "written beside it as <out>.json/.md and the figures")
     args = parser.parse_args(argv)
-    names = args.runs or [f"{env}-{algo}-seed{seed}" for env in ENVS for algo in ALGOS for seed in (0, 1, 2)]
+    names = args.runs or [paper_run_name(env, algo, seed) for env in ENVS for algo in ALGOS for seed in (0, 1, 2)]
     missing = [n for n in names if not (args.grid / n / "checkpoint.pt").is_file()]
     if missing:
         parser.error(f"no run directory {args.grid / missing[0]} (allowed: runs of {args.grid})")

@@ -2,7 +2,7 @@
 
 Issue 33 lets `fvp_precision: bfloat16` (the Fisher-vector products of the TRPO step in bfloat16; the loss, the
 gradient and the line search stay float32) become the default only if a full-protocol cheetah-dir run with it (one
-seed) stays within the spread over seeds of today's float32 runs. This trains that seed (configs/cheetah-dir.yaml,
+seed) stays within the spread over seeds of the float32 runs. This trains that seed (configs/cheetah-dir-paper.yaml,
 one change: `fvp_precision=bfloat16`), evaluates it as `metarl eval` does (40 held-out tasks, 0..3 adaptation
 steps), publishes it to --published (in git) and writes benchmarks/results/studies/fisher_precision.{json,md}: its
 held-out returns beside the published float32 seeds' mean and std over seeds, and whether its return after one
@@ -23,15 +23,18 @@ from pathlib import Path
 from cheetah_dir_candidates import GRID, summary
 from metarl.files import write_report
 from metarl.run import EVAL_FILE
+from metarl.sweep import paper_run_name
 from study_runs import EVAL_STEPS, publish, run_variant
 
 REPO = Path(__file__).resolve().parents[2]
-COMMAND = "metarl train --env cheetah-dir --algo {algo} --seed {seed} --set fvp_precision=bfloat16"
+COMMAND = "metarl train --config cheetah-dir-paper --algo {algo} --seed {seed} --set fvp_precision=bfloat16"
 
 
 def float32_seeds(algo: str) -> list[dict]:
-    """The published grid's float32 runs of `algo` on cheetah-dir (today's default; the row under test's reference)."""
-    return [summary(run) for run in sorted(GRID.glob(f"cheetah-dir-{algo}-seed*")) if (run / EVAL_FILE).is_file()]
+    """The published grid's float32 runs of `algo` on cheetah-dir with TRPO (the papers' protocol, whose Fisher
+    products the precision changes; the row under test's reference)."""
+    return [summary(run) for run in sorted(GRID.glob(f"{paper_run_name('cheetah-dir', algo, 0)[:-1]}*"))
+            if (run / EVAL_FILE).is_file()]
 
 
 def compare(algo: str, seed: int, run: Path) -> dict:
@@ -42,7 +45,7 @@ def compare(algo: str, seed: int, run: Path) -> dict:
     mean = [statistics.mean(r["returns"][k] for r in reference) for k in range(EVAL_STEPS + 1)]
     std = [statistics.stdev(r["returns"][k] for r in reference) for k in range(EVAL_STEPS + 1)]
     row = summary(run)
-    same_seed = GRID / f"cheetah-dir-{algo}-seed{seed}"
+    same_seed = GRID / paper_run_name("cheetah-dir", algo, seed)
     same = summary(same_seed) if (same_seed / EVAL_FILE).is_file() else None
     within = abs(row["returns"][1] - mean[1]) <= std[1]
     return {"algo": algo, "seed": seed, "returns": row["returns"], "peak": row["peak"],
@@ -75,7 +78,7 @@ def markdown(result: dict) -> str:
     verdicts = "; ".join(f"{row['algo'].upper()}: " + ("within" if row["within_spread"] else "**outside**")
                          for row in result["rows"])
     lines += ["", "Held-out return on the evaluation's 40 tasks after k adaptation steps at the run's last "
-              "iteration; float32: mean ± std over the published grid's seeds of configs/cheetah-dir.yaml. "
+              "iteration; float32: mean ± std over the published grid's seeds of configs/cheetah-dir-paper.yaml. "
               f"The bfloat16 run's return after one step against the float32 mean ± std: {verdicts}. "
               f"Command: `{result['command']}`, {result['date']}."]
     return "\n".join(lines) + "\n"
@@ -99,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         done = args.published / run_dir.name
         if not (done / EVAL_FILE).is_file() and not args.no_train:
             print(f"== {run_dir.name}", flush=True)
-            run_variant(run_dir, "cheetah-dir", {"algo": algo, "seed": args.seed, "fvp_precision": "bfloat16"})
+            run_variant(run_dir, "cheetah-dir-paper", {"algo": algo, "seed": args.seed, "fvp_precision": "bfloat16"})
             publish(run_dir, args.published)
         if (done / EVAL_FILE).is_file():
             result["rows"].append(compare(algo, args.seed, done))

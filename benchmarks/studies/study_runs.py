@@ -16,17 +16,18 @@ from metarl.sweep import speed_of
 EVAL_STEPS = 3
 
 
-def run_variant(run_dir: Path, env: str, overrides: dict) -> None:
-    """Train (or continue, to overrides' `iterations` if given) one run, then evaluate its final checkpoint once
-    (eval.json: 40 held-out tasks, 0..3 steps). A run resumed here takes the preset's speed settings (a run
-    started on a GPU continues on this machine's CPU)."""
-    speed = speed_of(load_config(preset_path(env)))
+def run_variant(run_dir: Path, preset: str, overrides: dict) -> None:
+    """Train (or continue, to overrides' `iterations` if given) one run of the installed `preset` (a family's name
+    for its default, or cheetah-dir-paper) with `overrides`, then evaluate its final checkpoint once (eval.json: 40
+    held-out tasks, 0..3 steps). A run resumed here takes the preset's speed settings (a run started on a GPU
+    continues on this machine's CPU)."""
+    speed = speed_of(load_config(preset_path(preset)))
     if (run_dir / CHECKPOINT_FILE).exists():
         path, cfg, ckpt = prepare_resume(run_dir, overrides.get("iterations"), speed=speed)
         if not is_complete(cfg, ckpt):
             train(path, cfg, ckpt)
     else:
-        cfg = load_config(preset_path(env), overrides)
+        cfg = load_config(preset_path(preset), overrides)
         train(create_run(cfg, run_dir), cfg)
     _, cfg, ckpt = load_run(run_dir)
     done = read_json(run_dir / EVAL_FILE) if (run_dir / EVAL_FILE).is_file() else None

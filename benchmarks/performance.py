@@ -1,13 +1,15 @@
-"""Performance of a paper-protocol meta-iteration against the physics it simulates, measured side by side.
+"""Performance of the full-protocol cheetah-dir meta-iteration against the physics it simulates, side by side.
 
 One run measures, in this order and on this machine:
   1. sampler: env steps/s of metarl's sampler (batched cheetah-dir, policy inference, storage, both cores) for
      40 tasks x 20 episodes x 200 steps; raw `mujoco.mj_step` (the preset's frame skip: substeps per env step) on
      one core stepping the same number of fresh HalfCheetah trajectories; a naive sampler (gymnasium
      SyncVectorEnv of 40 HalfCheetah-v5 at the same frame skip, one torch policy call per step, one process);
-  2. a full-protocol cheetah-dir meta-iteration (40 x 20 x 200, one inner step, TRPO with 10 CG iterations) for
-     MAML and ANIL, each in its own process (which also reports its peak memory), against the time raw mj_step
-     (called from Python) and `mujoco.rollout` (its C loop, one thread) need for the same 320,000 env steps;
+  2. a full-protocol cheetah-dir meta-iteration (40 x 20 x 200, one inner step) for MAML and ANIL, each in its own
+     process (which also reports its peak memory), with the default's outer loop (configs/cheetah-dir.yaml: ProMP,
+     5 Adam steps) and, beside it, the papers' (configs/cheetah-dir-paper.yaml: TRPO with 10 CG iterations), against
+     the time raw mj_step (called from Python) and `mujoco.rollout` (its C loop, one thread) need for the same
+     320,000 env steps;
   3. scaling of the iteration time with the meta-batch size (10, 20, 40, 80 tasks) and the horizon (50..400).
 Results go to benchmarks/results/speed/performance.{json,md}.
 
@@ -127,13 +129,14 @@ def naive_sampler(num_envs: int, horizon: int, episodes: int = 3) -> float:
     return rate
 
 
-def iteration_in_subprocess(algo: str, overrides: list[str], iterations: int) -> dict:
-    """Median metrics of `iterations` meta-iterations (after a warm-up) in a fresh process, with its peak RSS."""
+def iteration_in_subprocess(algo: str, overrides: list[str], iterations: int, preset: str = "cheetah-dir") -> dict:
+    """Median metrics of `iterations` meta-iterations (after a warm-up) of `preset` in a fresh process, with its
+    peak RSS."""
     code = ("import json, statistics, sys;"
             "from metarl.config import load_config, parse_overrides;"
             "from metarl.trainer import Trainer, resolve_device, resolve_fvp_precision;"
             "from metarl.run import preset_path;"
-            "cfg = load_config(preset_path('cheetah-dir'), parse_overrides(sys.argv[1:]));"
+            "cfg = load_config(preset_path(sys.argv[1]), parse_overrides(sys.argv[2:]));"
             "t = Trainer(cfg); t.step();"
             f"runs = [t.step() for _ in range({iterations})];"
             "keys = [k for k in runs[0] if k.startswith('time/')];"
@@ -142,8 +145,10 @@ def iteration_in_subprocess(algo: str, overrides: list[str], iterations: int) ->
             "out['peak_rss_mb'] = int(open('/proc/self/status').read().split('VmHWM:')[1].split()[0]) / 1024;"
             "out['env_steps'] = runs[0]['env_steps'] // 2;"
             "out['fvp_precision'] = resolve_fvp_precision(cfg.fvp_precision, resolve_device(cfg.device));"
+            "out['outer'] = cfg.outer;"
             "print('RESULT', json.dumps(out))")
-    proc = subprocess.run([sys.executable, "-c", code, f"algo={algo}", *overrides], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", code, preset, f"algo={algo}", *overrides], capture_output=True,
+                          text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"meta-iteration run failed:\n{proc.stderr[-2000:]}")
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))
@@ -187,25 +192,28 @@ def main(argv=None) -> None:
           f"-> {ours / raw:.2f}x raw, {ours / naive:.2f}x naive", flush=True)
 
     print("2. full-protocol meta-iteration ...", flush=True)
-    iters = {}
+    iters, paper = {}, {}
     for algo in ("maml", "anil"):
-        # The floor measured right before and after this algorithm's iterations (a shared machine's speed drifts
-        # between the sections of a run): the ratio compares times taken minutes apart at most.
-        before = raw_rollout(tasks * episodes, horizon, seed=11)
-        m = iteration_in_subprocess(algo, [*sizes, *args.set], args.iterations)
-        adjacent = statistics.mean([before, raw_rollout(tasks * episodes, horizon, seed=12)])
-        # Physics time for the same env steps (the inner and the post-adaptation batch): mj_step called from
-        # Python at the sampler section's rate, and mujoco.rollout's C loop (the issue's floor) at the adjacent one.
-        physics_s, floor_s = m["env_steps"] / raw, m["env_steps"] / adjacent
-        m["rollout_adjacent_steps_per_s"] = adjacent
-        iters[algo] = {**m, "raw_physics_s": physics_s, "over_raw_physics": m["time/iteration_s"] / physics_s,
-                       "rollout_physics_s": floor_s, "over_rollout": m["time/iteration_s"] / floor_s}
-        print(f"   {algo}: {m['time/iteration_s']:.1f}s (sampling {m['time/sampling_s']:.1f}, inner "
-              f"{m['time/adaptation_s']:.1f}, TRPO {m['time/update_s']:.1f}) = "
-              f"{iters[algo]['over_raw_physics']:.2f}x raw physics ({physics_s:.1f}s); peak RSS "
-              f"{m['peak_rss_mb']:.0f} MB", flush=True)
+        for preset, into in (("cheetah-dir", iters), ("cheetah-dir-paper", paper)):
+            # The floor measured right before and after these iterations (a shared machine's speed drifts between
+            # the sections of a run): the ratio compares times taken minutes apart at most.
+            before = raw_rollout(tasks * episodes, horizon, seed=11)
+            m = iteration_in_subprocess(algo, [*sizes, *args.set], args.iterations, preset)
+            adjacent = statistics.mean([before, raw_rollout(tasks * episodes, horizon, seed=12)])
+            # Physics time for the same env steps (the inner and the post-adaptation batch): mj_step called from
+            # Python at the sampler section's rate, and mujoco.rollout's C loop (the issue's floor) at the adjacent
+            # one.
+            physics_s, floor_s = m["env_steps"] / raw, m["env_steps"] / adjacent
+            m["rollout_adjacent_steps_per_s"] = adjacent
+            into[algo] = {**m, "raw_physics_s": physics_s, "over_raw_physics": m["time/iteration_s"] / physics_s,
+                          "rollout_physics_s": floor_s, "over_rollout": m["time/iteration_s"] / floor_s}
+            print(f"   {algo} ({preset}, {m['outer']}): {m['time/iteration_s']:.1f}s (sampling "
+                  f"{m['time/sampling_s']:.1f}, inner {m['time/adaptation_s']:.1f}, update {m['time/update_s']:.1f})"
+                  f" = {into[algo]['over_raw_physics']:.2f}x raw physics ({physics_s:.1f}s); peak RSS "
+                  f"{m['peak_rss_mb']:.0f} MB", flush=True)
+        iters[algo]["update_over_paper"] = iters[algo]["time/update_s"] / paper[algo]["time/update_s"]
     iters["maml_over_anil"] = iters["maml"]["time/iteration_s"] / iters["anil"]["time/iteration_s"]
-    result["iteration"] = iters
+    result["iteration"], result["iteration_paper"] = iters, paper
 
     print("3. scaling (ANIL) ...", flush=True)
     scale_eps, scale_h = ("episodes_per_task=2", [10, 20]) if args.quick else ("episodes_per_task=5", [50, 100, 200, 400])
@@ -254,17 +262,32 @@ def _markdown(r: dict) -> str:
                 f"{s['rollout_1core_steps_per_s'] / s['raw_mj_step_1core_steps_per_s']:.2f}x raw mj_step |"]
                if "rollout_1core_steps_per_s" in s else []),
              f"| naive SyncVectorEnv + torch | {s['naive_syncvector_steps_per_s']:.0f} steps/s | |"]
+    paper = r.get("iteration_paper", {})
     for algo in ("maml", "anil"):
-        m = it[algo]
-        beside = ", measured beside it" if "rollout_adjacent_steps_per_s" in m else ""
-        rollout = f", {m['over_rollout']:.2f}x rollout ({m['rollout_physics_s']:.1f}s{beside})" \
-            if "over_rollout" in m else ""
-        lines.append(f"| {algo.upper()} meta-iteration (sampling / inner / TRPO; "
-                     f"{m.get('fvp_precision', 'float32')} Fisher products) | {m['time/iteration_s']:.1f}s "
-                     f"({m['time/sampling_s']:.1f} / {m['time/adaptation_s']:.1f} / {m['time/update_s']:.1f}) | "
-                     f"{m['over_raw_physics']:.2f}x raw mj_step ({m['raw_physics_s']:.1f}s){rollout} |")
-        lines.append(f"| {algo.upper()} peak memory (RSS) | {m['peak_rss_mb']:.0f} MB | |")
+        for m, name in ((it[algo], "default"), (paper.get(algo), "papers' TRPO")):
+            if m is None:
+                continue
+            beside = ", measured beside it" if "rollout_adjacent_steps_per_s" in m else ""
+            rollout = f", {m['over_rollout']:.2f}x rollout ({m['rollout_physics_s']:.1f}s{beside})" \
+                if "over_rollout" in m else ""
+            outer = m.get("outer", "trpo")
+            how = (f"TRPO, {m.get('fvp_precision', 'float32')} Fisher products" if outer == "trpo"
+                   else "ProMP, 5 Adam steps")
+            label = (f"{algo.upper()} meta-iteration, {name if paper else 'the preset'} ({how}; sampling / inner / "
+                     "update)")
+            lines.append(f"| {label} | {m['time/iteration_s']:.1f}s "
+                         f"({m['time/sampling_s']:.1f} / {m['time/adaptation_s']:.1f} / {m['time/update_s']:.1f}) | "
+                         f"{m['over_raw_physics']:.2f}x raw mj_step ({m['raw_physics_s']:.1f}s){rollout} |")
+            lines.append(f"| {algo.upper()} peak memory (RSS), {name if paper else 'the preset'} | "
+                         f"{m['peak_rss_mb']:.0f} MB | |")
+        if "update_over_paper" in it[algo]:
+            ratio = it[algo]["update_over_paper"]
+            lines.append(f"| {algo.upper()} update: the default's over the papers' TRPO | | {ratio:.2f}x |")
     lines.append(f"| MAML / ANIL iteration time | | {it['maml_over_anil']:.2f} |")
+    if "update_over_paper" in it["anil"]:  # issue 52: the default must not slow the flagship down
+        ratio = it["anil"]["update_over_paper"]
+        lines.append(f"| goal: ANIL's default update no slower than the papers' TRPO | {ratio:.2f}x | "
+                     f"{'met' if ratio <= 1.0 else 'not met'} |")
     for algo, limit in ITERATION_GOALS.items():
         if "over_rollout" in it[algo]:
             ratio = it[algo]["over_rollout"]

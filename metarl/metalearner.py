@@ -40,8 +40,12 @@ def masked_task_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def inner_loss(policy: GaussianMLP, params: Params, batch: Batch, estimator: str = "reinforce") -> torch.Tensor:
     """Policy-gradient loss per task, -E[w_t A_t] over real steps, shape (K,); w_t is `estimator`'s
     (metarl.estimators: reinforce's log pi, Williams 1992; lvc; dice)."""
+    return _inner_loss_at(*forward(policy, params, batch.episodes.observations), batch, estimator)
+
+
+def _inner_loss_at(mean: torch.Tensor, log_std: torch.Tensor, batch: Batch, estimator: str) -> torch.Tensor:
+    """inner_loss from the policy's mean and log-std on the batch's observations."""
     ep = batch.episodes
-    mean, log_std = forward(policy, params, ep.observations)
     weights = step_weights(estimator, log_prob(mean, log_std, ep.actions), ep.mask, batch.behaviour_log_prob)
     return -masked_task_mean(weights * batch.advantages, ep.mask)
 
@@ -57,13 +61,24 @@ def adapt(policy: GaussianMLP, params: Params, batch: Batch, keys: list[str], lr
     gradient (second-order MAML); without it the step is a constant offset (first-order). `estimator` only
     changes the result's derivative (metarl.estimators), not its value.
     """
+    return adapt_and_forward(policy, params, batch, keys, lr, create_graph, estimator)[0]
+
+
+def adapt_and_forward(policy: GaussianMLP, params: Params, batch: Batch, keys: list[str], lr: float,
+                      create_graph: bool, estimator: str = "reinforce"
+                      ) -> tuple[Params, tuple[torch.Tensor, torch.Tensor]]:
+    """adapt, and the pre-step policy's (mean, log-std) on the batch's observations: the forward pass the step's
+    gradient came from, still differentiable in `params` (its graph is kept), so that a loss on the pre-step policy
+    (ProMP's inner-KL penalty) takes no second forward and backward over the batch."""
     num_tasks = batch.advantages.shape[0]
     per_task = {k: params[k] if params[k].dim() > policy.get_parameter(k).dim()
                 else params[k].expand(num_tasks, *params[k].shape) for k in keys}
+    mean, log_std = forward(policy, {**params, **per_task}, batch.episodes.observations)
     # Summing the per-task losses gives each task's copy its own task's gradient.
-    loss = inner_loss(policy, {**params, **per_task}, batch, estimator).sum()
-    grads = torch.autograd.grad(loss, [per_task[k] for k in keys], create_graph=create_graph)
-    return {**params, **{k: per_task[k] - lr * precondition(policy, params, k, g) for k, g in zip(keys, grads)}}
+    loss = _inner_loss_at(mean, log_std, batch, estimator).sum()
+    grads = torch.autograd.grad(loss, [per_task[k] for k in keys], create_graph=create_graph, retain_graph=True)
+    adapted = {**params, **{k: per_task[k] - lr * precondition(policy, params, k, g) for k, g in zip(keys, grads)}}
+    return adapted, (mean, log_std)
 
 
 def adapt_steps(policy: GaussianMLP, params: Params, batches: list[Batch], keys: list[str], lrs: list[float],

@@ -181,9 +181,18 @@ def speed(root: Path) -> str:
     s, it = r["sampler"], r["iteration"]
     rows = ["| at the full cheetah-dir protocol (40 tasks x 20 episodes x 200 steps) | ANIL | MAML |",
             "| --- | --- | --- |"]
-    rows.append("| meta-iteration: sampling / inner loop / update (s) | "
-                + " | ".join(f"{it[a]['time/iteration_s']:.1f}: {it[a]['time/sampling_s']:.1f} / "
-                             f"{it[a]['time/adaptation_s']:.1f} / {it[a]['time/update_s']:.1f}" for a in ALGOS) + " |")
+    def split(m: dict) -> str:
+        return (f"{m['time/iteration_s']:.1f}: {m['time/sampling_s']:.1f} / {m['time/adaptation_s']:.1f} / "
+                f"{m['time/update_s']:.1f}")
+
+    paper = r.get("iteration_paper")
+    default = "meta-iteration, the default (ProMP)" if paper else "meta-iteration"
+    rows.append(f"| {default}: sampling / inner loop / update (s) | " + " | ".join(split(it[a]) for a in ALGOS) + " |")
+    if paper:  # the papers' TRPO beside the default, measured in the same run (issue 52)
+        rows.append("| meta-iteration, the papers' TRPO (`--config cheetah-dir-paper`) | "
+                    + " | ".join(split(paper[a]) for a in ALGOS) + " |")
+        rows.append("| update: the default's over the papers' TRPO | "
+                    + " | ".join(f"{it[a]['update_over_paper']:.2f}x" for a in ALGOS) + " |")
     if "over_rollout" in it["anil"]:
         rows.append("| iteration over the physics alone (`mujoco.rollout`, one core, same env steps) | "
                     + " | ".join(f"{it[a]['over_rollout']:.2f}x" for a in ALGOS) + " |")

@@ -19,7 +19,7 @@ import dataclasses
 
 import torch
 
-from metarl.metalearner import MetaBatch, adapt, adapted_values, masked_task_mean, task_chunks
+from metarl.metalearner import MetaBatch, adapt_and_forward, adapted_values, masked_task_mean, task_chunks
 from metarl.policy import GaussianMLP, Params, forward, kl_divergence, log_prob
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
@@ -60,12 +60,12 @@ def _objective(policy: GaussianMLP, params: Params, meta: MetaBatch, ref: _Refer
     fraction)."""
     inner_kls = []
     for i, (batch, lr) in enumerate(zip(meta.inner, lrs)):
-        ep = batch.episodes
-        mean, log_std = forward(policy, params, ep.observations)
-        inner_kls.append(masked_task_mean(kl_divergence(ref.means[i], ref.log_stds[i], mean, log_std),
-                                          ep.mask).mean())
         weighted = dataclasses.replace(batch, behaviour_log_prob=ref.log_probs[i])
-        params = adapt(policy, params, weighted, keys, lr, create_graph=not first_order, estimator=estimator)
+        # the inner step's own forward pass serves the KL term too: one forward and backward over the batch
+        params, (mean, log_std) = adapt_and_forward(policy, params, weighted, keys, lr,
+                                                    create_graph=not first_order, estimator=estimator)
+        inner_kls.append(masked_task_mean(kl_divergence(ref.means[i], ref.log_stds[i], mean, log_std),
+                                          batch.episodes.mask).mean())
     ep = meta.post.episodes
     mean, log_std = forward(policy, params, ep.observations)
     ratio = torch.exp(log_prob(mean, log_std, ep.actions) - meta.old_log_prob)
@@ -105,10 +105,12 @@ def promp_step(policy: GaussianMLP, meta: MetaBatch, keys: list[str], lrs: list[
         totals = {"loss": 0.0, "surrogate": 0.0, "inner_kl": 0.0, "outer_kl": 0.0, "clip_fraction": 0.0}
         if update:
             optimizer.zero_grad(set_to_none=True)
+        # the metrics pass differentiates only the inner step's gradient: the other parameters enter as constants
+        at = params if update else {k: v.detach().requires_grad_(k in keys) for k, v in params.items()}
         for part, part_ref, share in chunks():
             with torch.enable_grad():
                 loss, surrogate, inner_kl, outer_kl, clip_fraction = _objective(
-                    policy, params, part, part_ref, keys, lrs, first_order=first_order or not update,
+                    policy, at, part, part_ref, keys, lrs, first_order=first_order or not update,
                     estimator=estimator, clip=clip, kl_coef=kl_coef)
                 if update:
                     (loss * share).backward()

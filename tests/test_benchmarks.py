@@ -53,6 +53,10 @@ def test_performance_benchmark_quick_run_writes_its_table(tmp_path):
         assert result["sampler"][key] > 0
     for algo in ("maml", "anil"):
         assert result["iteration"][algo]["time/iteration_s"] > 0 and result["iteration"][algo]["peak_rss_mb"] > 0
+        # the default's loop (ProMP) and, measured beside it, the papers' TRPO (issue 52)
+        assert (result["iteration"][algo]["outer"], result["iteration_paper"][algo]["outer"]) == ("promp", "trpo")
+        assert result["iteration"][algo]["update_over_paper"] == pytest.approx(
+            result["iteration"][algo]["time/update_s"] / result["iteration_paper"][algo]["time/update_s"])
     assert set(result["scaling"]) == {"meta_batch_size", "horizon"}
     assert "| MAML meta-iteration" in out.with_suffix(".md").read_text()
 

@@ -35,6 +35,63 @@ def test_first_sgd_step_is_minus_the_meta_gradient(algo, estimator):
                                -meta.post.advantages.sum((1, 2)).div(meta.post.episodes.mask.sum((1, 2))).mean())
 
 
+def _objective_with_separate_forwards(policy, params, meta, ref, keys, lrs, estimator, clip, kl_coef):
+    """ProMP's loss written out as before the inner step's forward was shared: the KL term's own forward pass."""
+    import dataclasses
+
+    from metarl.metalearner import adapt, masked_task_mean
+    from metarl.policy import forward, kl_divergence, log_prob
+
+    kls = []
+    for i, (batch, lr) in enumerate(zip(meta.inner, lrs)):
+        mean, log_std = forward(policy, params, batch.episodes.observations)
+        kls.append(masked_task_mean(kl_divergence(ref.means[i], ref.log_stds[i], mean, log_std),
+                                    batch.episodes.mask).mean())
+        weighted = dataclasses.replace(batch, behaviour_log_prob=ref.log_probs[i])
+        params = adapt(policy, params, weighted, keys, lr, create_graph=True, estimator=estimator)
+    mean, log_std = forward(policy, params, meta.post.episodes.observations)
+    ratio = torch.exp(log_prob(mean, log_std, meta.post.episodes.actions) - meta.old_log_prob)
+    adv = meta.post.advantages
+    clipped = torch.minimum(ratio * adv, ratio.clamp(1 - clip, 1 + clip) * adv)
+    return -masked_task_mean(clipped, meta.post.episodes.mask).mean() + kl_coef * torch.stack(kls).mean()
+
+
+@pytest.mark.parametrize("inner_optimizer", ["sgd", "meta-sgd"])
+@pytest.mark.parametrize("estimator", ["lvc", "dice"])
+@pytest.mark.parametrize("algo", ["maml", "anil"])
+def test_the_shared_inner_forward_gives_the_objective_and_gradient_of_separate_forwards(algo, estimator,
+                                                                                       inner_optimizer):
+    """The inner-KL penalty reads the inner step's own forward pass (adapt_and_forward): the same loss and
+    meta-gradient as a second forward of the batch, away from the sampling parameters (where the KL's gradient is
+    not zero), over two inner steps, with a learned inner rule's factors among the parameters."""
+    from metarl import promp
+    from metarl.inner_optimizers import attach
+
+    policy = tiny_policy()
+    if inner_optimizer != "sgd":
+        attach(policy, adapted_keys(policy, algo), inner_optimizer)
+        with torch.no_grad():
+            for name, p in policy.named_parameters():
+                if name.startswith("inner_rule."):
+                    p.add_(0.1 * torch.randn(p.shape, generator=torch.Generator().manual_seed(3), dtype=p.dtype))
+    keys = adapted_keys(policy, algo)
+    lrs = [0.3, 0.2]
+    meta = fake_meta(policy, keys, lrs, old_offset=0.05)
+    ref = promp._reference(policy, meta_params(policy), meta, keys, lrs, estimator)
+    gen = torch.Generator().manual_seed(7)
+    moved = {k: (v.detach() + 0.05 * torch.randn(v.shape, generator=gen, dtype=v.dtype)).requires_grad_(True)
+             for k, v in meta_params(policy).items()}
+    shared = promp._objective(policy, moved, meta, ref, keys, lrs, first_order=False, estimator=estimator, clip=0.2,
+                              kl_coef=0.7)[0]
+    separate = _objective_with_separate_forwards(policy, moved, meta, ref, keys, lrs, estimator, 0.2, 0.7)
+    torch.testing.assert_close(shared, separate, rtol=1e-12, atol=1e-14)
+    grads = torch.autograd.grad(shared, list(moved.values()))
+    expected = torch.autograd.grad(separate, list(moved.values()))
+    for name, a, b in zip(moved, grads, expected):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12, msg=name)
+    assert any(g.abs().max() > 0 for g in grads)
+
+
 def test_several_adam_steps_lower_the_objective_and_report_kl_and_clipping():
     policy = tiny_policy()
     keys = adapted_keys(policy, "maml")

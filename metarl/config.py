@@ -45,7 +45,7 @@ BOOKKEEPING_KEYS = ("sampler_threads", "torch_threads", "update_threads", "task_
 # Keys that act only under one outer loop or inner rule: a run that does not use them gives the same numbers
 # whatever they hold (acting_settings).
 TRPO_KEYS = ("max_kl", "cg_iters", "cg_damping", "ls_max_steps", "ls_backtrack_ratio", "fvp_subsample", "fvp_precision")
-PROMP_KEYS = ("promp_steps", "promp_clip", "promp_kl_coef", "promp_optimizer", "promp_lr")
+PROMP_KEYS = ("promp_steps", "promp_clip", "promp_kl_coef", "promp_optimizer", "promp_lr", "promp_lr_schedule")
 
 
 class ConfigError(ValueError):
@@ -171,6 +171,11 @@ class Config:
     promp_optimizer: str = _field("adam", "ProMP: optimiser of the meta-parameters (ProMP code: adam)",
                                   _one_of("adam", "sgd"))
     promp_lr: float = _field(1e-3, "ProMP: the optimiser's step size (ProMP code: 1e-3)", _positive())
+    promp_lr_schedule: str = _field("constant", "ProMP: the step size over training: 'constant' (the ProMP code's) "
+                                    "or 'linear', from promp_lr at the first iteration down to promp_lr / "
+                                    "iterations at the last (Stable-Baselines3's linear schedule for PPO), for "
+                                    "calmer late updates (metarl/promp.py: scheduled_lr)",
+                                    _one_of("constant", "linear"))
     eval_every: int = _field(25, "held-out evaluation every N iterations "
                              "(0 = only at the end)", _at_least(0))
     eval_tasks: int = _field(40, "number of held-out test tasks", _at_least(1))

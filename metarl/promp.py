@@ -23,6 +23,19 @@ from metarl.metalearner import MetaBatch, adapt_and_forward, adapted_values, mas
 from metarl.policy import GaussianMLP, Params, forward, kl_divergence, log_prob
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+SCHEDULES = ("constant", "linear")
+
+
+def scheduled_lr(lr: float, schedule: str, done: int, iterations: int) -> float:
+    """The optimiser's step size for the meta-iteration after `done` completed ones of `iterations`: `lr` throughout
+    ('constant'), or lr * (1 - done / iterations), from lr down to lr / iterations at the last ('linear'). A function
+    of the iteration alone, so a resumed run takes the same steps (a run extended to more iterations re-spreads the
+    rest of its schedule)."""
+    if schedule == "constant":
+        return lr
+    if schedule == "linear":
+        return lr * (1.0 - done / iterations)
+    raise ValueError(f"promp_lr_schedule {schedule!r} is not one of {', '.join(SCHEDULES)}")
 
 
 def make_optimizer(policy: GaussianMLP, name: str, lr: float) -> torch.optim.Optimizer:

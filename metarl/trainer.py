@@ -25,7 +25,7 @@ from metarl.inner_optimizers import attach, metric_names, rule_metrics
 from metarl.metalearner import Batch, MetaBatch, adapted_values, chunked_forward, trpo_step
 from metarl.optim import backtracking_line_search
 from metarl.policy import GaussianMLP, Params, adapted_keys, forward, log_prob, meta_params, sample_actions
-from metarl.promp import make_optimizer, promp_step
+from metarl.promp import make_optimizer, promp_step, scheduled_lr
 from metarl.sampler import Episodes, Sampler
 from metarl.threads import UpdateThreads
 
@@ -53,6 +53,7 @@ METRICS = {
     "promp/inner_kl": "mean KL between each inner batch's sampling policy and the updated one (what is penalised)",
     "promp/clip_fraction": "fraction of post-adaptation steps whose likelihood ratio left [1 - clip, 1 + clip] "
                            "after the last step",
+    "promp/lr": "the optimiser's step size this iteration (promp_lr, scheduled by promp_lr_schedule)",
     "promp/grad_norm": "norm of the objective's gradient at the last optimiser step",
     "meta-sgd/PARAM/step_size_mean": "`inner_optimizer: meta-sgd`: mean of the adapted parameter PARAM's learned step "
                                      "sizes (inner_lr x its factor; also _min and _max)",
@@ -313,9 +314,13 @@ class Trainer:
         torch.set_num_threads(self._threads)
         lrs = [cfg.inner_lr] * cfg.inner_steps
         if cfg.outer == "promp":
-            return promp_step(self.policy, meta, self.keys, lrs, self.outer_optimizer, first_order=cfg.first_order,
-                              estimator=cfg.estimator, clip=cfg.promp_clip, steps=cfg.promp_steps,
-                              kl_coef=cfg.promp_kl_coef, task_chunk=cfg.task_chunk, reduce=self._mean)
+            lr = scheduled_lr(cfg.promp_lr, cfg.promp_lr_schedule, self.iteration, cfg.iterations)
+            for group in self.outer_optimizer.param_groups:
+                group["lr"] = lr
+            out = promp_step(self.policy, meta, self.keys, lrs, self.outer_optimizer, first_order=cfg.first_order,
+                             estimator=cfg.estimator, clip=cfg.promp_clip, steps=cfg.promp_steps,
+                             kl_coef=cfg.promp_kl_coef, task_chunk=cfg.task_chunk, reduce=self._mean)
+            return {**out, "lr": lr}
         return trpo_step(self.policy, meta, self.keys, lrs,
                          first_order=cfg.first_order, max_kl=cfg.max_kl, cg_iters=cfg.cg_iters,
                          cg_damping=cfg.cg_damping, ls_max_steps=cfg.ls_max_steps,

@@ -104,9 +104,11 @@ def test_several_adam_steps_lower_the_objective_and_report_kl_and_clipping():
     assert any(not torch.equal(start[k], v) for k, v in meta_params(policy).items())
 
 
-def test_promp_trainer_is_repeatable_resumes_exactly_and_logs_what_it_documents():
+@pytest.mark.parametrize("schedule", ["constant", "linear"])
+def test_promp_trainer_is_repeatable_resumes_exactly_and_logs_what_it_documents(schedule):
     def fresh():
-        return Trainer(Config(seed=5, **{**SMALL, "meta_batch_size": 4, "episodes_per_task": 4}))
+        return Trainer(Config(seed=5, iterations=3, promp_lr_schedule=schedule,
+                              **{**SMALL, "meta_batch_size": 4, "episodes_per_task": 4}))
 
     straight = fresh()
     metrics = [straight.step() for _ in range(3)]
@@ -131,3 +133,25 @@ def test_promp_with_lvc_learns_on_nav2d():
         trainer.step()
     end = trainer.evaluate()
     assert end["return_step_1"] > start["return_step_1"] + 30, (start, end)
+
+
+def test_the_linear_schedule_falls_from_promp_lr_to_its_last_share_and_the_trainer_steps_with_it():
+    """'linear' takes promp_lr at the first iteration and promp_lr / iterations at the last (SB3's linear schedule);
+    the trainer sets it on its optimiser before each update and logs it; 'constant' is promp_lr throughout."""
+    from metarl.promp import scheduled_lr
+
+    assert [scheduled_lr(1e-3, "linear", done, 4) for done in range(4)] == pytest.approx([1e-3, 7.5e-4, 5e-4, 2.5e-4])
+    assert {scheduled_lr(1e-3, "constant", done, 4) for done in range(4)} == {1e-3}
+    with pytest.raises(ValueError, match="'cosine' is not one of constant, linear"):
+        scheduled_lr(1e-3, "cosine", 0, 4)
+    trainer = Trainer(Config(seed=5, iterations=4, promp_lr_schedule="linear", promp_optimizer="sgd", promp_steps=1,
+                             **{**SMALL, "meta_batch_size": 2, "episodes_per_task": 2}))
+    for done in range(3):
+        before = [p.detach().clone() for p in trainer.policy.parameters()]
+        metrics = trainer.step()
+        lr = 1e-3 * (1 - done / 4)
+        assert metrics["promp/lr"] == pytest.approx(lr)
+        # one plain SGD step: each parameter moved by lr times its gradient
+        for p, b in zip(trainer.policy.parameters(), before):
+            if p.grad is not None:
+                torch.testing.assert_close(p.detach(), b - lr * p.grad, rtol=1e-5, atol=1e-7)

@@ -9,7 +9,9 @@ run (published in the grid as cheetah-dir-ALGO-seed0, 500 iterations):
   kfo              learned Kronecker factors of the head's gradient (Arnold et al. 2021);
   two-steps        two inner steps in training (evaluation as always: 0.1, then 0.05);
   dice             the DiCE estimator in place of LVC;
-  clip-0.2         ProMP's clip range of 0.2 (the ProMP code's default; its experiments, and the default: 0.3).
+  clip-0.2         ProMP's clip range of 0.2 (the ProMP code's default; its experiments, and the default: 0.3);
+  lr-linear        ProMP's step size falling linearly over training (promp_lr_schedule: linear), against the fall;
+  meta-sgd-lr-linear  both of meta-sgd and lr-linear.
 Runs are real run directories under --runs (resumable: run the command again to continue), evaluated at the end as
 `metarl eval` does (40 held-out tasks, returns after 0..3 adaptation steps), then published to --published (in git),
 where a later sitting finds them and trains them no more. A run that does not finish in a sitting is published as it
@@ -47,7 +49,9 @@ CHOSEN = {"estimator": "lvc", "outer": "promp"}  # the default's outer loop and 
 CANDIDATES = {"800-iterations": {"iterations": 800}, "com": {**CHOSEN, "forward_velocity": "com"},
               "meta-sgd": {**CHOSEN, "inner_optimizer": "meta-sgd"}, "kfo": {**CHOSEN, "inner_optimizer": "kfo"},
               "two-steps": {**CHOSEN, "inner_steps": 2}, "dice": {**CHOSEN, "estimator": "dice"},
-              "clip-0.2": {**CHOSEN, "promp_clip": 0.2}}
+              "clip-0.2": {**CHOSEN, "promp_clip": 0.2},
+              "lr-linear": {**CHOSEN, "promp_lr_schedule": "linear"},
+              "meta-sgd-lr-linear": {**CHOSEN, "inner_optimizer": "meta-sgd", "promp_lr_schedule": "linear"}}
 # what each row is, as a metarl command (RUN: a copy of the published seed's run directory)
 COMMANDS = {"chosen": "metarl sweep --root runs/promp --envs cheetah-dir --algos {algo} --seeds {seed} "
                       "--set estimator=lvc outer=promp",
@@ -56,7 +60,7 @@ COMMANDS = {"chosen": "metarl sweep --root runs/promp --envs cheetah-dir --algos
                    "--set estimator=lvc outer=promp forward_velocity=com",
             **{name: "metarl train --env cheetah-dir --algo {algo} --seed {seed} --set "
                + " ".join(f"{k}={v}" for k, v in CANDIDATES[name].items() if k not in CHOSEN or v != CHOSEN[k])
-               for name in ("meta-sgd", "kfo", "two-steps", "dice", "clip-0.2")}}
+               for name in ("meta-sgd", "kfo", "two-steps", "dice", "clip-0.2", "lr-linear", "meta-sgd-lr-linear")}}
 # the numbers each algorithm's cell is held to (issue 34): ANIL paper Table 2 (Raghu et al. 2020) for ANIL, the MAML
 # paper's result files (Finn et al. 2017) for MAML; after one adaptation step
 TARGETS = {"anil": 363.2, "maml": 293.2}

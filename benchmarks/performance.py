@@ -242,17 +242,32 @@ ITERATION_GOALS = {"anil": 2.5, "maml": 3.5}
 MAML_RSS_GOAL_GB = 2.0
 
 
+# CPU features that change these timings (AVX-512 and bfloat16 units: about 2x on the matrix products)
+CPU_FEATURES = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+
+
 def _machine() -> dict:
     import mujoco
     import torch
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux: the features stay unknown
+        info = ""
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
+                 platform.processor() or "unknown")
+    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
     return {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
-            "torch": torch.__version__, "mujoco": mujoco.__version__, "numpy": np.__version__}
+            "torch": torch.__version__, "mujoco": mujoco.__version__, "numpy": np.__version__, "cpu": model,
+            "cpu_features": [f for f in CPU_FEATURES if f in flags]}
 
 
 def _markdown(r: dict) -> str:
     s, it = r["sampler"], r["iteration"]
-    lines = [f"Measured by `{r['command']}` on {r['date']}, {r['machine']['cpus']} CPUs, torch {r['machine']['torch']}, "
-             f"mujoco {r['machine']['mujoco']} (load average at start {r['load_average_at_start']:.2f}).", "",
+    m_ = r["machine"]
+    features = (f" ({m_['cpu']}; of {', '.join(CPU_FEATURES)}: {', '.join(m_['cpu_features']) or 'none'})"
+                if "cpu_features" in m_ else "")
+    lines = [f"Measured by `{r['command']}` on {r['date']}, {m_['cpus']} CPUs{features}, torch {m_['torch']}, "
+             f"mujoco {m_['mujoco']} (load average at start {r['load_average_at_start']:.2f}).", "",
              "| measure | value | ratio |", "| --- | --- | --- |",
              f"| sampler, metarl (both cores; median of {s['repeats']} interleaved rounds) | "
              f"{s['metarl_steps_per_s']:.0f} steps/s | "

@@ -175,6 +175,17 @@ def status(root: Path) -> str:
     return line + (f"; missing runs: {', '.join(missing)}." if missing else ".")
 
 
+def _cpu_features(machine: dict) -> str:
+    """', AVX-512 and bfloat16 units' or ', no AVX-512 or bfloat16 units': what doubles these timings from one
+    machine to the next (benchmarks/performance.py records the CPU's flags)."""
+    if "cpu_features" not in machine:
+        return ""
+    have = set(machine["cpu_features"])
+    if {"avx512f", "avx512_bf16"} <= have or "amx_bf16" in have:
+        return " with AVX-512 and bfloat16 units"
+    return " with AVX-512, no bfloat16 units" if "avx512f" in have else " without AVX-512 or bfloat16 units"
+
+
 def speed(root: Path) -> str:
     """The README's speed figures at the full cheetah-dir protocol, from benchmarks/performance.py's results."""
     r = json.loads((root / "benchmarks/results/speed/performance.json").read_text(encoding="utf-8"))
@@ -204,7 +215,7 @@ def speed(root: Path) -> str:
     text = ("\n".join(rows) + f"\n\nSampler: {s['metarl_steps_per_s']:,.0f} env steps/s on both cores, "
             f"{s['metarl_over_naive']:.1f}x a naive gymnasium vector env. Scaling (ANIL): {int(last_k) // int(first_k)}x "
             f"the tasks cost {last_t / first_t:.1f}x the time. Measured by `{r['command']}` on {r['date']}, "
-            f"{r['machine']['cpus']} CPUs ([performance](docs/performance.md)).")
+            f"{r['machine']['cpus']} CPUs{_cpu_features(r['machine'])} ([performance](docs/performance.md)).")
     gpu = root / "benchmarks/results/speed/device_speed_chunk40.json"
     if gpu.is_file():  # benchmarks/device_speed.py on a GPU, the whole meta-batch in one chunk
         g = json.loads(gpu.read_text(encoding="utf-8"))

@@ -230,12 +230,19 @@ def _add_report(commands) -> None:
 def _add_publish(commands) -> None:
     p = commands.add_parser(
         "publish", help="copy a sweep's finished runs to a folder that can be committed",
-        description="Copy each finished run under ROOT (config, final checkpoint, kept snapshots, metrics, "
-        "eval.json, timing; no TensorBoard events), the baseline results and commands.txt to DEST. The copies "
+        description="Copy each finished run under ROOT (config, final checkpoint, kept snapshots every 100 "
+        "iterations as policy-only files, metrics gzipped, eval.json, timing; no TensorBoard events), the baseline "
+        "results and commands.txt to DEST. The copies "
         "are ordinary run directories (`metarl eval DEST/RUN` re-checks a number) and `metarl report DEST` "
         "rebuilds the report. A run already in DEST with the same final checkpoint is left as it is.")
-    p.add_argument("root", metavar="ROOT", help="folder holding the grid's run directories")
-    p.add_argument("dest", metavar="DEST", help="destination folder")
+    p.add_argument("root", metavar="ROOT", help="folder holding the grid's run directories (with --compact: the "
+                   "published folder to compact in place)")
+    p.add_argument("dest", metavar="DEST", nargs="?", help="destination folder")
+    p.add_argument("--keep-every", type=_positive_int, default=None, metavar="N",
+                   help="kept snapshots to publish: those of every N-th iteration, policy-only (default: 100)")
+    p.add_argument("--compact", action="store_true",
+                   help="bring the run directories already published under ROOT to the compact form in place "
+                        "(metrics gzipped, kept snapshots every N iterations and policy-only); no DEST")
 
 
 def _add_analyze(commands) -> None:
@@ -520,9 +527,19 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from metarl import report
+    from metarl import report, run
 
-    done = report.publish(args.root, args.dest, command=["publish", args.root, args.dest])
+    keep = args.keep_every or report.PUBLISHED_SNAPSHOT_EVERY
+    if args.compact:
+        if args.dest is not None:
+            raise run.RunError(f"--compact works in place on ROOT; drop DEST ({args.dest!r})")
+        changed = report.compact_published(args.root, keep)
+        print(f"compacted {len(changed)} run director{'y' if len(changed) == 1 else 'ies'} under {args.root}")
+        return 0
+    if args.dest is None:
+        raise run.RunError("publish needs ROOT and DEST (or --compact ROOT)")
+    given = ["--keep-every", str(args.keep_every)] if args.keep_every else []
+    done = report.publish(args.root, args.dest, command=["publish", args.root, args.dest, *given], keep_every=keep)
     print(f"published {len(done.copied)} finished run(s) ({len(done.unchanged)} already there, left as they are) "
           f"and {done.baseline_files} baseline file(s) to {args.dest}")
     if done.recheck:

@@ -26,9 +26,10 @@ report.json's top-level keys:
     missing     grid cells without a finished full-protocol result, each with the reason and what to do
     plots       env -> {"adaptation", "curves", "held_out"}: the figure files (None where there was nothing to draw)
 
-publish copies each finished run's small files (no TensorBoard events), its kept snapshots, the baseline results
-and commands.txt to a folder that can be committed; the copies are ordinary run directories (`metarl eval` re-checks
-them) and a sweep root in their own right (`metarl report DEST` rebuilds the report).
+publish copies each finished run's small files (no TensorBoard events; metrics gzipped), its kept snapshots every
+100 iterations as policy-only files, the baseline results and commands.txt to a folder that can be committed; the
+copies are ordinary run directories (`metarl eval` re-checks them) and a sweep root in their own right (`metarl
+report DEST` rebuilds the report).
 """
 
 from __future__ import annotations
@@ -57,7 +58,9 @@ from metarl.sweep import (BASELINES_DIR, COMMANDS_FILE, ENVS, EVAL_STEPS, EVAL_T
 
 REPORT_MD = "report.md"
 REPORT_JSON = "report.json"
-PUBLISHED_FILES = (run.CHECKPOINT_FILE, run.CONFIG_FILE, run.METRICS_FILE, run.EVAL_FILE, TIMING_FILE)
+# What a published run keeps as it is; its metrics go gzipped and its kept snapshots policy-only (publish_files)
+PUBLISHED_FILES = (run.CHECKPOINT_FILE, run.CONFIG_FILE, run.EVAL_FILE, TIMING_FILE)
+PUBLISHED_SNAPSHOT_EVERY = 100  # the kept snapshots a published run keeps: every 100 iterations (the studies' use)
 
 # -- the papers' numbers (cited, never computed) ----------------------------------------------------------------
 # Raghu et al., ICLR 2020, Table 2: "average return", mean +- std over 3 random initialisations.
@@ -679,20 +682,56 @@ class Published:
     recheck: str | None  # a `metarl eval` command that re-checks one published number
 
 
-def publish_run(r: RunRecord, target: Path) -> bool:
-    """Copy one finished run's small files and kept snapshots to `target`; False if it is there already."""
+def publish_files(source: Path, target: Path, keep_every: int = PUBLISHED_SNAPSHOT_EVERY) -> None:
+    """A run's published form in `target`: config, final checkpoint, evaluation and timing as they are, the metrics
+    gzipped (run.pack_metrics: read_metrics reads them the same) and the kept snapshots whose iteration is a multiple
+    of `keep_every` as policy-only (run.compact_snapshot: `metarl analyze` reads them), which keeps a published
+    cheetah run near half a megabyte."""
+    target.mkdir(parents=True, exist_ok=True)
+    for name in PUBLISHED_FILES:
+        if (source / name).is_file():
+            shutil.copy2(source / name, target / name)
+    if run.read_metrics(source):
+        run.pack_metrics(source, target / run.METRICS_ARCHIVE)
+        if target != source:
+            (target / run.METRICS_FILE).unlink(missing_ok=True)  # an older, plain copy
+    for path in run.kept_checkpoints(source):
+        if snapshot_iteration(path) % keep_every == 0:
+            run.compact_snapshot(path, target / run.KEPT_CHECKPOINTS_DIR / path.name)
+
+
+def snapshot_iteration(path: Path) -> int:
+    """The iteration of a kept snapshot, from its name (checkpoints/iteration-NNNNNN.pt)."""
+    return int(path.stem.split("-")[-1])
+
+
+def compact_published(folder: str | os.PathLike, keep_every: int = PUBLISHED_SNAPSHOT_EVERY) -> list[Path]:
+    """Bring every run directory under `folder` (at any depth) to the published form of publish_files, in place:
+    metrics gzipped, kept snapshots every `keep_every` iterations and policy-only, the others removed. Returns the
+    run directories it changed."""
+    changed = []
+    for config in sorted(Path(folder).rglob(run.CONFIG_FILE)):
+        path = config.parent
+        before = sorted((p.name, p.stat().st_size) for p in path.rglob("*") if p.is_file())
+        if (path / run.METRICS_FILE).is_file():
+            run.pack_metrics(path)
+            (path / run.METRICS_FILE).unlink()
+        for snapshot in run.kept_checkpoints(path):
+            if snapshot_iteration(snapshot) % keep_every:
+                snapshot.unlink()
+            else:
+                run.compact_snapshot(snapshot, snapshot)
+        if sorted((p.name, p.stat().st_size) for p in path.rglob("*") if p.is_file()) != before:
+            changed.append(path)
+    return changed
+
+
+def publish_run(r: RunRecord, target: Path, keep_every: int = PUBLISHED_SNAPSHOT_EVERY) -> bool:
+    """Copy one finished run to `target` in its published form (publish_files); False if it is there already."""
     ours, theirs = r.path / run.CHECKPOINT_FILE, target / run.CHECKPOINT_FILE
     if theirs.is_file() and filecmp.cmp(ours, theirs, shallow=False):
         return False  # published before: left alone, so that a copy re-evaluated since (eval.json) survives
-    target.mkdir(exist_ok=True)
-    for name in PUBLISHED_FILES:
-        if (r.path / name).is_file():
-            shutil.copy2(r.path / name, target / name)
-    snapshots = run.kept_checkpoints(r.path)
-    if snapshots:  # a policy is small: the curve's points stay re-checkable (tens of kB each)
-        (target / run.KEPT_CHECKPOINTS_DIR).mkdir(exist_ok=True)
-        for path in snapshots:
-            shutil.copy2(path, target / run.KEPT_CHECKPOINTS_DIR / path.name)
+    publish_files(r.path, target, keep_every)
     return True
 
 
@@ -710,7 +749,8 @@ def publish_baselines(root: Path, dest: Path) -> int:
     return copied
 
 
-def publish(root: str | os.PathLike, dest: str | os.PathLike, command: Sequence[str] | None = None) -> Published:
+def publish(root: str | os.PathLike, dest: str | os.PathLike, command: Sequence[str] | None = None,
+            keep_every: int = PUBLISHED_SNAPSHOT_EVERY) -> Published:
     """Copy the finished runs of the sweep under ROOT, its baselines and its commands.txt to DEST.
 
     A run already in DEST with the same final checkpoint is skipped. DEST's commands.txt keeps the commands
@@ -723,7 +763,7 @@ def publish(root: str | os.PathLike, dest: str | os.PathLike, command: Sequence[
     dest.mkdir(parents=True, exist_ok=True)
     copied, unchanged = [], []
     for r in runs:
-        (copied if publish_run(r, dest / r.name) else unchanged).append(r.name)
+        (copied if publish_run(r, dest / r.name, keep_every) else unchanged).append(r.name)
     files = publish_baselines(root, dest)
     ours = recorded_commands(root) if command is None else with_command_last(recorded_commands(root), command)
     merged = [line for line in recorded_commands(dest) if line not in ours] + ours

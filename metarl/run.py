@@ -4,8 +4,10 @@ A run directory holds everything about one training run, so it can be inspected,
 
     config.yaml       the resolved configuration (load_config reads it back)
     checkpoint.pt     the latest trainer state, replaced atomically
-    checkpoints/      copies of it every keep_checkpoint_every iterations (iteration-NNNNNN.pt), if set
-    metrics.jsonl     one JSON object per iteration, plus one per evaluation (its keys start with "eval/")
+    checkpoints/      copies of it every keep_checkpoint_every iterations (iteration-NNNNNN.pt), if set; a
+                      published run keeps policy-only ones (compact_snapshot)
+    metrics.jsonl     one JSON object per iteration, plus one per evaluation (its keys start with "eval/"); a
+                      published run holds it gzipped as metrics.jsonl.gz, read the same way (read_metrics)
     events.out.*      TensorBoard scalars (x-axis: env steps) and the hyper-parameter table
     eval.json         written by `metarl eval`
     train.lock        held by the one process training the run (metarl.lock); empty when none is
@@ -45,6 +47,8 @@ CONFIG_FILE = "config.yaml"
 CHECKPOINT_FILE = "checkpoint.pt"
 KEPT_CHECKPOINTS_DIR = "checkpoints"  # snapshots kept every keep_checkpoint_every iterations
 METRICS_FILE = "metrics.jsonl"
+METRICS_ARCHIVE = "metrics.jsonl.gz"  # a published run's metrics, gzipped (read_metrics reads either)
+POLICY_SNAPSHOT = "policy"  # a kept snapshot's "kind" when it holds the policy alone (compact_snapshot)
 EVAL_FILE = "eval.json"
 CHECKPOINT_FORMAT = 1
 # Built-in families whose protocol preset ships with the package (metarl.configs): a missing one is an error.
@@ -193,7 +197,7 @@ def create_run(cfg: Config, run_dir: str | os.PathLike | None = None) -> Path:
     path = new_run_path(cfg, run_dir)
     writable_dir(path)
     with run_lock(path):
-        if any((path / name).exists() for name in (CHECKPOINT_FILE, METRICS_FILE)):
+        if any((path / name).exists() for name in (CHECKPOINT_FILE, METRICS_FILE, METRICS_ARCHIVE)):
             raise RunError(f"{str(path)!r} already holds a run; continue it with `metarl train --resume {path}` "
                            "or choose another --run-dir")
         save_config(cfg, path / CONFIG_FILE)
@@ -321,6 +325,26 @@ def keep_checkpoint(run_dir: Path, iteration: int) -> Path:
     return path
 
 
+def compact_snapshot(source: Path, target: Path) -> None:
+    """Write the checkpoint `source` as a policy-only snapshot `target` (atomically): the policy's parameters, the
+    iteration and env steps, no optimiser moments or random-generator states. What a published run keeps of its
+    training (load_trainer, restore and `metarl analyze` read it; it cannot be resumed from)."""
+    import torch
+
+    ckpt = load_checkpoint(source.parent, source)
+    state = ckpt["trainer"]
+    small = {"format": CHECKPOINT_FORMAT, "kind": POLICY_SNAPSHOT, "last_eval_iteration": ckpt["last_eval_iteration"],
+             "trainer": {key: state[key] for key in ("policy", "iteration", "env_steps")}}
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with replaced_atomically(target) as tmp:
+        torch.save(small, tmp)
+
+
+def is_policy_snapshot(ckpt: dict) -> bool:
+    """A checkpoint that holds the policy alone (compact_snapshot): it can be evaluated and analysed, not resumed."""
+    return ckpt.get("kind") == POLICY_SNAPSHOT
+
+
 def kept_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
     """The run's kept snapshots (checkpoints/iteration-NNNNNN.pt), oldest first; none if it kept none."""
     return sorted((Path(run_dir) / KEPT_CHECKPOINTS_DIR).glob("iteration-*.pt"))
@@ -363,7 +387,8 @@ def _checkpoint_problem(ckpt: Any) -> str | None:
         return f"format {ckpt.get('format')!r}, expected {CHECKPOINT_FORMAT}"
     missing = [k for k in ("trainer", "last_eval_iteration") if k not in ckpt]
     if not missing and isinstance(ckpt["trainer"], dict):
-        missing = [f"trainer.{k}" for k in TRAINER_KEYS if k not in ckpt["trainer"]]
+        needed = ("policy", "iteration", "env_steps") if is_policy_snapshot(ckpt) else TRAINER_KEYS
+        missing = [f"trainer.{k}" for k in needed if k not in ckpt["trainer"]]
     elif not missing:
         return "'trainer' is not a dict"
     return f"missing {', '.join(missing)}" if missing else None
@@ -373,7 +398,12 @@ def restore(trainer, ckpt: dict, path: Path) -> None:
     """Put a checkpoint (from load_checkpoint) into a trainer built from the same run's config (to step through a
     run's snapshots with one trainer); RunError if it does not fit."""
     try:
-        trainer.load_state_dict(ckpt["trainer"])
+        if is_policy_snapshot(ckpt):  # the policy alone: what evaluation and analysis need
+            trainer.policy.load_state_dict(ckpt["trainer"]["policy"])
+            state = ckpt["trainer"]
+            trainer.iteration, trainer.env_steps = int(state["iteration"]), int(state["env_steps"])
+        else:
+            trainer.load_state_dict(ckpt["trainer"])
     except (RuntimeError, KeyError, TypeError, ValueError) as exc:
         first = (str(exc).strip().splitlines() or [""])[0][:200]
         raise RunError(f"checkpoint {str(path / CHECKPOINT_FILE)!r} does not fit {CONFIG_FILE} ({first}); "
@@ -411,6 +441,9 @@ def prepare_resume(run_dir: str | os.PathLike, iterations: int | None = None,
     `train` saves in config.yaml once the checkpoint has been restored (a refused resume edits nothing). `speed`:
     settings of speed and disk use (config.BOOKKEEPING_KEYS, e.g. {"device": "cpu"}) for this sitting alone."""
     path, cfg, ckpt = load_run(run_dir)
+    if is_policy_snapshot(ckpt):
+        raise RunError(f"{str(path / CHECKPOINT_FILE)!r} holds the policy alone (a published snapshot), not the state "
+                       "training continues from; resume from a run's own checkpoint.pt")
     done = int(ckpt["trainer"]["iteration"])
     overrides = speed_settings(speed, "on resume")
     if iterations is not None and iterations != cfg.iterations:
@@ -434,11 +467,9 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
     """RUN_DIR/metrics.jsonl as a list of records; lines that are not JSON objects with an integer iteration (one
     cut short by a crash) are skipped; empty if the file does not exist yet. A null value (a non-finite number when
     written) is read back as NaN."""
-    path = Path(run_dir) / METRICS_FILE
-    if not path.is_file():
-        return []
+    text = _metrics_text(Path(run_dir))
     records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in text.splitlines():
         try:
             record = json.loads(line)
         except ValueError:
@@ -446,6 +477,36 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
         if isinstance(record, dict) and isinstance(record.get("iteration"), int):
             records.append({k: math.nan if v is None else v for k, v in record.items()})
     return records
+
+
+def _metrics_text(run_dir: Path) -> str:
+    """metrics.jsonl's text, or a published run's metrics.jsonl.gz unpacked; '' when there is neither."""
+    import gzip
+
+    if (run_dir / METRICS_FILE).is_file():
+        return (run_dir / METRICS_FILE).read_text(encoding="utf-8")
+    if (run_dir / METRICS_ARCHIVE).is_file():
+        return gzip.decompress((run_dir / METRICS_ARCHIVE).read_bytes()).decode("utf-8")
+    return ""
+
+
+def pack_metrics(run_dir: Path, target: Path | None = None) -> Path:
+    """Write the run's metrics gzipped to `target` (default RUN_DIR/metrics.jsonl.gz), byte for byte the same for
+    the same records (no time stamp in the header), atomically; returns the file."""
+    import gzip
+
+    target = target or run_dir / METRICS_ARCHIVE
+    with replaced_atomically(target) as tmp:
+        Path(tmp).write_bytes(gzip.compress(_metrics_text(run_dir).encode("utf-8"), compresslevel=9, mtime=0))
+    return target
+
+
+def unpack_metrics(run_dir: Path) -> None:
+    """Before a published run is trained on: its metrics.jsonl.gz becomes metrics.jsonl again, to append to."""
+    archive = run_dir / METRICS_ARCHIVE
+    if archive.is_file() and not (run_dir / METRICS_FILE).exists():
+        write_text(run_dir / METRICS_FILE, _metrics_text(run_dir))
+        archive.unlink()
 
 
 def truncate_metrics(path: Path, iteration: int, last_eval: int) -> None:
@@ -641,6 +702,7 @@ def _train(run_dir: Path, cfg: Config, ckpt: dict | None, trainer, bar: bool, lo
         last_eval = int(ckpt["last_eval_iteration"])
         if trainer.world.main:
             _save_iterations(run_dir, cfg)  # the resume is accepted: now config.yaml may change
+            unpack_metrics(run_dir)  # a published copy, continued
             truncate_metrics(run_dir / METRICS_FILE, trainer.iteration, last_eval)
     state = copy.deepcopy(trainer.state_dict())  # the last completed iteration: what an interrupt saves
     good = (state, last_eval)  # the last iteration whose metrics were all finite: what a divergence keeps

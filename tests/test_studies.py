@@ -387,7 +387,7 @@ def test_depth_study_trains_each_variant_evaluates_it_once_and_resumes(tmp_path)
                                                              for k in range(4)]
     assert "| nav2d | depth4 | 1 |" in (tmp_path / "depth.md").read_text()
     published = tmp_path / "published" / kfo.name
-    assert sorted(p.name for p in published.iterdir()) == sorted(["checkpoint.pt", "config.yaml", "metrics.jsonl",
+    assert sorted(p.name for p in published.iterdir()) == sorted(["checkpoint.pt", "config.yaml", "metrics.jsonl.gz",
                                                                   "eval.json"])
     assert (published / "eval.json").read_bytes() == (kfo / "eval.json").read_bytes()
     before = [(kfo / name).read_bytes() for name in ("metrics.jsonl", "eval.json")]
@@ -494,7 +494,7 @@ def test_cheetah_dir_candidates_publishes_an_unfinished_run_and_resumes_it_from_
             "--out", str(tmp_path / "cand")]
     study.main([*args, "--publish-unfinished"])
     copy = published / run_dir.name
-    assert {p.name for p in copy.iterdir()} >= {"checkpoint.pt", "config.yaml", "metrics.jsonl"}
+    assert {p.name for p in copy.iterdir()} >= {"checkpoint.pt", "config.yaml", "metrics.jsonl.gz"}
     row = json.loads((tmp_path / "cand.json").read_text())["algos"]["anil"]["meta-sgd"]
     assert (row["iterations"], row["of"], row["finished"]) == (2, 4, False)
     last = [m for m in read_metrics(copy) if "eval/return_step_1" in m][-1]

@@ -17,7 +17,8 @@ from metarl import baselines, sweep
 from metarl.report import variant_label as report_variant_label
 from metarl.cli import main as metarl_main
 from metarl.config import load_config, save_config
-from metarl.run import CHECKPOINT_FILE, CONFIG_FILE, EVAL_FILE, KEPT_CHECKPOINTS_DIR, METRICS_FILE, presets_dir
+from metarl.run import (CHECKPOINT_FILE, CONFIG_FILE, EVAL_FILE, KEPT_CHECKPOINTS_DIR, METRICS_ARCHIVE, METRICS_FILE,
+                        kept_checkpoints, load_checkpoint, presets_dir, read_metrics)
 
 CONFIGS = presets_dir()
 # One thread each: two torch threads on a busy 2-core machine make tiny updates seconds slower.
@@ -232,7 +233,7 @@ def test_sweep_is_resumable_and_publishable(tmp_path, capsys):
     dest = tmp_path / "published"
     dest.mkdir()
     (dest / sweep.COMMANDS_FILE).write_text("metarl sweep --root elsewhere\n")
-    publish = ["publish", str(root), str(dest)]
+    publish = ["publish", str(root), str(dest), "--keep-every", "2"]
     assert metarl_main(publish) == 0
     # a run made after a publish is listed before the next publish, which must come after it to copy it
     later = ["sweep", "--root", str(root), "--envs", "nav2d", "--algos", "maml", "--seeds", "0"]
@@ -245,9 +246,15 @@ def test_sweep_is_resumable_and_publishable(tmp_path, capsys):
     assert published[1:] == [sweep.command_line(c) for c in (args, later, publish)]
     copy = dest / "nav2d-anil-seed0"
     assert sorted(p.name for p in copy.iterdir()) == sorted([CHECKPOINT_FILE, KEPT_CHECKPOINTS_DIR, CONFIG_FILE,
-                                                             EVAL_FILE, METRICS_FILE, sweep.TIMING_FILE])
-    snapshot = copy / KEPT_CHECKPOINTS_DIR / "iteration-000002.pt"  # the kept snapshot travels with the run
-    assert snapshot.read_bytes() == (run_dir / KEPT_CHECKPOINTS_DIR / "iteration-000002.pt").read_bytes()
+                                                             EVAL_FILE, METRICS_ARCHIVE, sweep.TIMING_FILE])
+    assert read_metrics(copy) == read_metrics(run_dir)  # gzipped, read the same
+    # the kept snapshots of every --keep-every iterations travel with the run, policy-only
+    assert [p.name for p in kept_checkpoints(copy)] == ["iteration-000002.pt"]
+    snapshot = load_checkpoint(copy, copy / KEPT_CHECKPOINTS_DIR / "iteration-000002.pt")
+    full = load_checkpoint(run_dir, run_dir / KEPT_CHECKPOINTS_DIR / "iteration-000002.pt")
+    assert set(snapshot["trainer"]) == {"policy", "iteration", "env_steps"} and snapshot["trainer"]["iteration"] == 2
+    for name, value in full["trainer"]["policy"].items():
+        assert torch.equal(snapshot["trainer"]["policy"][name], value)
     assert metarl_main(["eval", str(copy), "--tasks", "40", "--steps", "3", "--episodes", "2"]) == 0
     assert json.loads((copy / EVAL_FILE).read_text())["returns"] == evaluation["returns"]
 

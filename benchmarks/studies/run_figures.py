@@ -30,9 +30,10 @@ TIMING_FILE = "timing.json"  # per-sitting timing, written by metarl.sweep
 
 def read_metrics(run_dir: Path) -> list[dict]:
     """One dict per logged iteration, in file order (metarl.run's reader)."""
-    if not (run_dir / METRICS_FILE).is_file():
-        raise SystemExit(f"run_figures: no {METRICS_FILE} in {run_dir}")
-    return run.read_metrics(run_dir)
+    metrics = run.read_metrics(run_dir)  # metrics.jsonl, or a published run's metrics.jsonl.gz
+    if not metrics:
+        raise SystemExit(f"run_figures: no {METRICS_FILE} (nor {run.METRICS_ARCHIVE}) in {run_dir}")
+    return metrics
 
 
 def held_out_by_iteration(metrics: list[dict]) -> list[tuple[int, list[float]]]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from metarl.config import load_config
 from metarl.files import read_json
-from metarl.report import PUBLISHED_FILES
+from metarl.report import publish_files
 from metarl.run import (CHECKPOINT_FILE, EVAL_FILE, create_run, evaluate_run, is_complete, load_run, prepare_resume,
                         preset_path, train)
 from metarl.sweep import speed_of
@@ -36,14 +36,13 @@ def run_variant(run_dir: Path, preset: str, overrides: dict) -> None:
 
 
 def publish(run_dir: Path, published: Path) -> Path:
-    """Copy a finished, evaluated run's small files to published/<its name> (atomically: a half copy never counts)."""
+    """Copy a run's small files, in their published form, to published/<its name> (atomically: a half copy never
+    counts)."""
     target = published / run_dir.name
     partial = published / f".{run_dir.name}.partial"
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    for name in PUBLISHED_FILES:
-        if (run_dir / name).is_file():
-            shutil.copy2(run_dir / name, partial / name)
+    publish_files(run_dir, partial)  # the grid's published form: metrics gzipped, snapshots policy-only
     shutil.rmtree(target, ignore_errors=True)
     partial.rename(target)
     return target

@@ -1,0 +1,82 @@
+"""Published runs in their compact form (metarl.report.publish_files): gzipped metrics and policy-only snapshots that
+evaluation, analysis and the report read as they read a live run, and a tracked tree that stays within its budget."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from metarl import analysis, report, run
+from metarl.config import load_config
+from metarl.run import create_run, evaluate_run, preset_path, train
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+# The tracked tree's budget (issue 53): a clone stays light and a command sent to a GPU machine (64 MiB with the
+# wheels it carries) has room; the new families' grids must fit in what is left.
+TREE_BUDGET_MIB = 25
+TINY = {"meta_batch_size": 3, "episodes_per_task": 3, "horizon": 15, "iterations": 4, "eval_every": 2,
+        "eval_tasks": 3, "eval_episodes_per_task": 3, "eval_steps": 1, "hidden_sizes": [8, 8],
+        "keep_checkpoint_every": 1, "sampler_threads": 1, "update_threads": 1, "algo": "anil", "seed": 2}
+
+
+def test_a_compacted_run_evaluates_and_analyses_as_the_original_and_refuses_to_resume(tmp_path):
+    cfg = load_config(preset_path("nav2d"), TINY)
+    original = create_run(cfg, tmp_path / "run")
+    train(original, cfg, bar=False)
+    evaluation = evaluate_run(original, out=tmp_path / "eval.json")
+    copy = tmp_path / "published" / "run"
+    shutil.copytree(original, copy)
+    assert report.compact_published(tmp_path / "published", keep_every=2) == [copy]
+    assert report.compact_published(tmp_path / "published", keep_every=2) == []  # already compact: unchanged
+    assert not (copy / run.METRICS_FILE).exists() and (copy / run.METRICS_ARCHIVE).is_file()
+    assert run.read_metrics(copy) == run.read_metrics(original)
+    assert [p.name for p in run.kept_checkpoints(copy)] == ["iteration-000002.pt", "iteration-000004.pt"]
+    assert (copy / "checkpoints" / "iteration-000002.pt").stat().st_size < \
+        (original / "checkpoints" / "iteration-000002.pt").stat().st_size
+    assert evaluate_run(copy, out=tmp_path / "again.json").data["returns"] == evaluation.data["returns"]
+    quiet = {"progress": lambda text: None, "figures": False, "every": 2}
+    ours = analysis.analyze_run(copy, out=tmp_path / "a", **quiet)["training"]
+    theirs = analysis.analyze_run(original, out=tmp_path / "b", **quiet)["training"]
+    assert ours == theirs and [row["iteration"] for row in ours] == [2, 4]
+    # a policy-only snapshot holds no optimiser or generator state: training cannot continue from it
+    shutil.copyfile(copy / "checkpoints" / "iteration-000002.pt", copy / run.CHECKPOINT_FILE)
+    with pytest.raises(run.RunError, match="holds the policy alone .* resume from a run's own checkpoint.pt"):
+        run.prepare_resume(copy, 6)
+
+
+def test_a_published_copy_continues_training_with_its_gzipped_metrics(tmp_path):
+    cfg = load_config(preset_path("nav2d"), {**TINY, "iterations": 2})
+    original = create_run(cfg, tmp_path / "run")
+    train(original, cfg, bar=False)
+    copy = tmp_path / "copy"
+    report.publish_files(original, copy)
+    train(*run.prepare_resume(copy, 3), bar=False)
+    assert not (copy / run.METRICS_ARCHIVE).exists()  # unpacked to be appended to
+    assert [m["iteration"] for m in run.read_metrics(copy) if "returns/post_adaptation" in m] == [1, 2, 3]
+
+
+def test_every_published_run_in_the_repository_is_in_the_compact_form():
+    plain = sorted(str(p.relative_to(REPO)) for p in RESULTS.rglob(run.METRICS_FILE))
+    assert not plain, f"run `metarl publish --compact benchmarks/results` for: {plain[:3]}"
+    for snapshot in RESULTS.rglob("checkpoints/iteration-*.pt"):
+        assert report.snapshot_iteration(snapshot) % report.PUBLISHED_SNAPSHOT_EVERY == 0, snapshot
+        ckpt = torch.load(snapshot, map_location="cpu", weights_only=True)
+        assert run.is_policy_snapshot(ckpt), snapshot
+
+
+def test_the_tracked_tree_stays_within_its_budget():
+    try:
+        listed = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout")
+    files = [REPO / name for name in listed.decode().split("\0") if name]
+    sizes = {path: path.stat().st_size for path in files if path.is_file()}
+    total = sum(sizes.values()) / 2**20
+    largest = sorted(sizes, key=sizes.get, reverse=True)[:5]
+    assert total <= TREE_BUDGET_MIB, (f"the tracked tree is {total:.1f} MiB, over its {TREE_BUDGET_MIB} MiB budget; "
+                                      f"largest: {[str(p.relative_to(REPO)) for p in largest]}")

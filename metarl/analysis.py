@@ -129,6 +129,13 @@ def layer_freezing(trainer, steps: int, num_tasks: int | None = None, episodes: 
     return out
 
 
+def has_matplotlib() -> bool:
+    """Whether matplotlib, the optional `plots` extra that draws the figures, can be imported."""
+    import importlib.util
+
+    return importlib.util.find_spec("matplotlib") is not None
+
+
 def snapshot_files(run_dir: Path, every: int) -> list[Path]:
     """The kept snapshots whose iteration is a multiple of `every` (all of them with every = 1), oldest first."""
     kept = run.kept_checkpoints(run_dir)
@@ -154,10 +161,10 @@ def analyze_run(run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None
         raise AnalysisError(f"analyze: max_rows must be at least 10 observations per task, got {max_rows}")
     out = Path(out) if out is not None else path
     run.writable_dir(out, "the analysis")  # before any work, so a bad --out fails at once
-    if figures:
-        from metarl.report import pyplot
-
-        pyplot()  # fail before the work if matplotlib is missing
+    if figures and not has_matplotlib():  # the tables do not need it: written, and the figures said to be skipped
+        progress("note: no figures: they need matplotlib, the `plots` extra (pip install \"metarl[plots]\"); "
+                 "writing the tables only")
+        figures = False
     steps = steps or cfg.eval_steps or 1
     snapshot_steps = min(snapshot_steps or steps, steps)
     tasks = tasks or cfg.eval_tasks

@@ -242,7 +242,21 @@ def include(root: Path, path: str, page: Path) -> str:
     if lines and lines[0].startswith("# "):
         lines = lines[1:]
     body = rebase_links("\n".join(lines).strip("\n"), (root / path).parent, page.parent)
-    return body + f"\n\n<sub>Generated file: {link}.</sub>"
+    return moved_scripts(body, root) + f"\n\n<sub>Generated file: {link}.</sub>"
+
+
+SCRIPT = re.compile(r"\bbenchmarks/([a-z0-9_]+\.py)\b")
+
+
+def moved_scripts(text: str, root: Path) -> str:
+    """`benchmarks/NAME.py` in a file written before the studies moved to benchmarks/studies/ named where the script
+    is now, so that every command a page shows runs as it reads."""
+    def where(match: re.Match) -> str:
+        name = match.group(1)
+        moved = not (root / "benchmarks" / name).is_file() and (root / "benchmarks" / "studies" / name).is_file()
+        return f"benchmarks/studies/{name}" if moved else match.group(0)
+
+    return SCRIPT.sub(where, text)
 
 
 RELATIVE_LINK = re.compile(r"(\]\()(?![a-z]+:|/|#)([^)\s]+)(\))")

@@ -42,13 +42,12 @@ import math
 import os
 import platform
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from metarl import run
+from metarl import provenance, run
 from metarl.baselines import BASELINE_KINDS
 from metarl.config import ALGOS, config_to_dict, load_config
 from metarl.files import number, write_json, write_text
@@ -59,7 +58,7 @@ from metarl.sweep import (BASELINES_DIR, COMMANDS_FILE, ENVS, EVAL_STEPS, EVAL_T
 REPORT_MD = "report.md"
 REPORT_JSON = "report.json"
 # What a published run keeps as it is; its metrics go gzipped and its kept snapshots policy-only (publish_files)
-PUBLISHED_FILES = (run.CHECKPOINT_FILE, run.CONFIG_FILE, run.EVAL_FILE, TIMING_FILE)
+PUBLISHED_FILES = (run.CHECKPOINT_FILE, run.CONFIG_FILE, run.EVAL_FILE, TIMING_FILE, run.SETUP_FILE)
 PUBLISHED_SNAPSHOT_EVERY = 100  # the kept snapshots a published run keeps: every 100 iterations (the studies' use)
 
 # -- the papers' numbers (cited, never computed) ----------------------------------------------------------------
@@ -593,16 +592,6 @@ def plot_adaptation(env: str, cells: dict, out: Path) -> str | None:
 
 # -- the report ---------------------------------------------------------------------------------------------------
 
-def git_commit() -> str | None:
-    """The short commit of the checkout metarl runs from, None outside one."""
-    try:
-        done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).resolve().parent,
-                              capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout.strip() or None
-
-
 def build_report(root: Path, envs: Sequence[str] = ENVS, algos: Sequence[str] = ALGOS,
                  seeds: Sequence[int] = SEEDS, kinds: Sequence[str] = BASELINE_KINDS,
                  command: Sequence[str] | None = None) -> dict:
@@ -617,7 +606,7 @@ def build_report(root: Path, envs: Sequence[str] = ENVS, algos: Sequence[str] = 
     commands = [line for line in recorded_commands(root) if line.strip()]
     return {
         "generated": dt.datetime.now().isoformat(timespec="seconds"),
-        "root": str(root), "metarl_version": metarl.__version__, "git_commit": git_commit(),
+        "root": str(root), "metarl_version": metarl.__version__, "git_commit": provenance.git_commit(),
         "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "python": platform.python_version()},
         "commands": commands + ([command_line(command)] if command is not None else []),
         "statistic": f"per seed: mean return over {EVAL_TASKS} held-out tasks; per cell: mean and population std "

@@ -9,7 +9,8 @@ A run directory holds everything about one training run, so it can be inspected,
     metrics.jsonl     one JSON object per iteration, plus one per evaluation (its keys start with "eval/"); a
                       published run holds it gzipped as metrics.jsonl.gz, read the same way (read_metrics)
     events.out.*      TensorBoard scalars (x-axis: env steps) and the hyper-parameter table
-    eval.json         written by `metarl eval`
+    eval.json         written by `metarl eval` (with the set-up it ran on)
+    setup.json        the set-up of each sitting that trained the run: versions, vector features (metarl.provenance)
     train.lock        held by the one process training the run (metarl.lock); empty when none is
 
 Every JSON file here is strict JSON: a non-finite value (a diverged metric) is written as null (metarl.files).
@@ -32,6 +33,7 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -50,6 +52,7 @@ METRICS_FILE = "metrics.jsonl"
 METRICS_ARCHIVE = "metrics.jsonl.gz"  # a published run's metrics, gzipped (read_metrics reads either)
 POLICY_SNAPSHOT = "policy"  # a kept snapshot's "kind" when it holds the policy alone (compact_snapshot)
 EVAL_FILE = "eval.json"
+SETUP_FILE = "setup.json"  # what each sitting of a run ran on (metarl.provenance)
 CHECKPOINT_FORMAT = 1
 # Built-in families whose protocol preset ships with the package (metarl.configs): a missing one is an error.
 PRESET_FAMILIES = ("cheetah-dir", "cheetah-vel", "nav2d")
@@ -704,6 +707,8 @@ def _train(run_dir: Path, cfg: Config, ckpt: dict | None, trainer, bar: bool, lo
             _save_iterations(run_dir, cfg)  # the resume is accepted: now config.yaml may change
             unpack_metrics(run_dir)  # a published copy, continued
             truncate_metrics(run_dir / METRICS_FILE, trainer.iteration, last_eval)
+    if trainer.world.main:
+        record_setup(run_dir, trainer.iteration)
     state = copy.deepcopy(trainer.state_dict())  # the last completed iteration: what an interrupt saves
     good = (state, last_eval)  # the last iteration whose metrics were all finite: what a divergence keeps
     watch = DivergenceWatch(cfg)
@@ -817,6 +822,48 @@ def default_eval_path(run_dir: Path, checkpoint: str | os.PathLike | None = None
     return run_dir / EVAL_FILE if checkpoint is None else Path(checkpoint).with_suffix(".eval.json")
 
 
+# What one evaluation may ask: far beyond any protocol (3 steps, 40 tasks x 20 episodes), below hours of work
+MAX_EVAL_STEPS = 100
+MAX_EVAL_ENV_STEPS = 10**9
+
+
+def record_setup(run_dir: Path, iteration: int) -> None:
+    """Add this sitting's set-up (metarl.provenance.setup, from `iteration` on) to RUN_DIR/setup.json."""
+    from metarl import provenance
+
+    path = run_dir / SETUP_FILE
+    try:
+        sittings = json.loads(path.read_text(encoding="utf-8"))["sittings"] if path.is_file() else []
+    except (ValueError, KeyError, TypeError):
+        sittings = []  # a damaged record is replaced, never a reason to stop training
+    sittings.append({"from_iteration": iteration, "started": datetime.now().isoformat(timespec="seconds"),
+                     **provenance.setup()})
+    write_json(path, {"sittings": sittings})
+
+
+def recorded_setup(run_dir: Path, eval_file: Path | None = None) -> dict | None:
+    """The set-up that wrote the run's checkpoint: its last sitting's (setup.json), else that of an earlier
+    evaluation (`eval_file`'s), else None (a run from before set-ups were recorded)."""
+    for path, read in ((run_dir / SETUP_FILE, lambda d: d["sittings"][-1]), (eval_file, lambda d: d["setup"])):
+        if path is not None and Path(path).is_file():
+            try:
+                return read(json.loads(Path(path).read_text(encoding="utf-8")))
+            except (ValueError, KeyError, TypeError, IndexError):
+                continue
+    return None
+
+
+def check_evaluation_size(cfg: Config, tasks: int, steps: int, episodes: int) -> None:
+    """Refuse an evaluation no one means (a typo's 99999999 steps) with a one-line RunError naming what is allowed."""
+    if steps > MAX_EVAL_STEPS:
+        raise RunError(f"--steps {steps} is more adaptation steps than an evaluation takes; allowed: 0 to "
+                       f"{MAX_EVAL_STEPS} (the protocol's is {cfg.eval_steps})")
+    work = tasks * episodes * (steps + 1) * resolve_horizon(cfg.env, cfg.horizon)
+    if work > MAX_EVAL_ENV_STEPS:
+        raise RunError(f"an evaluation of {tasks} tasks x {episodes} episodes x {steps + 1} step(s) is {work:,} env "
+                       f"steps, over the {MAX_EVAL_ENV_STEPS:,} allowed (hours of simulation); ask for fewer")
+
+
 def evaluate_run(run_dir: str | os.PathLike, tasks: int | None = None, steps: int | None = None,
                  episodes: int | None = None, out: str | os.PathLike | None = None,
                  checkpoint: str | os.PathLike | None = None, speed: dict | None = None) -> EvalReport:
@@ -830,16 +877,31 @@ def evaluate_run(run_dir: str | os.PathLike, tasks: int | None = None, steps: in
     tasks = tasks or cfg.eval_tasks
     steps = cfg.eval_steps if steps is None else steps
     episodes = episodes or cfg.eval_episodes_per_task
+    check_evaluation_size(cfg, tasks, steps, episodes)
+    from metarl import provenance
+
+    here = provenance.setup()
+    differ = provenance.differences(recorded_setup(path, out), here)
+    if differ:  # MuJoCo and the BLAS kernels repeat bit for bit only on the same versions and vector features
+        print(f"note: evaluating on another set-up than the one that wrote {path.name} ({'; '.join(differ)}): the "
+              "returns may differ from its figures in the last digits", file=sys.stderr)
     trainer = load_trainer(path, checkpoint, speed)
+    start = time.perf_counter()
+
+    def progress(step: int, mean: float) -> None:  # one line per adaptation step, so a long evaluation shows
+        print(f"eval: return after {step} of {steps} adaptation step{'s' * (steps != 1)}: {mean:.2f} "
+              f"({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
+
     try:
-        returns = trainer.evaluate(num_tasks=tasks, steps=steps, episodes_per_task=episodes, per_task=True)
+        returns = trainer.evaluate(num_tasks=tasks, steps=steps, episodes_per_task=episodes, per_task=True,
+                                   progress=progress)
         per_task = returns.pop("per_task")
     finally:
         trainer.close()
     report = EvalReport({"env": cfg.env, "algo": cfg.algo, "seed": cfg.seed, "iteration": trainer.iteration,
                          "env_steps": trainer.env_steps, "horizon": trainer.horizon, "tasks": tasks,
                          "steps": steps, "episodes": episodes, "eval_seed": cfg.eval_seed, "returns": returns,
-                         "per_task": per_task})
+                         "per_task": per_task, "setup": here})
     try:
         write_json(out, report.data)
     except OSError as exc:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -370,13 +370,14 @@ class Trainer:
 
     def evaluate(self, num_tasks: int | None = None, steps: int | None = None,
                  episodes_per_task: int | None = None, per_task: bool = False, keys: list[str] | None = None,
-                 lrs: list[float] | None = None) -> dict:
+                 lrs: list[float] | None = None, progress: Callable[[int, float], None] | None = None) -> dict:
         """Return after 0..steps adaptation steps on held-out tasks, mean and std over tasks.
 
         The protocol is `adaptation_trace`'s (its arguments have the same meaning): a MAML-trained policy evaluated
         ANIL-style passes the head's `keys`. The 0-step return is the no-inner-loop analogue of the ANIL paper's
         NIL. With `per_task`, the result also holds "per_task": each task's fields and its mean return after each
-        step (a mean hides which tasks fail).
+        step (a mean hides which tasks fail). `progress(step, mean return)` is called as each step's episodes are
+        in (a long evaluation shows where it is).
         """
         result, by_step, tasks = {}, [], []
         for item in self.adaptation_trace(num_tasks, steps, episodes_per_task, keys, lrs):
@@ -385,6 +386,8 @@ class Trainer:
             result[f"return_step_{item.step}"] = float(returns.mean())
             result[f"return_step_{item.step}_std"] = float(returns.std(unbiased=False))
             tasks = item.tasks
+            if progress is not None:
+                progress(item.step, result[f"return_step_{item.step}"])
         if per_task:
             result["per_task"] = [{"task": _jsonable(dataclasses.asdict(task)),
                                    "returns": [step_returns[i] for step_returns in by_step]}

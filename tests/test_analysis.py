@@ -97,3 +97,15 @@ def test_analyze_command_writes_to_out_and_refuses_bad_input(analysed, tmp_path,
     assert main(["analyze", str(run_dir), "--out", str(blocker)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("metarl: error:") and len(err.strip().splitlines()) == 1
+
+
+def test_analyze_without_matplotlib_writes_the_tables_and_says_the_figures_need_the_plots_extra(analysed, tmp_path,
+                                                                                               monkeypatch, capsys):
+    run_dir, _ = analysed
+    monkeypatch.setattr(analysis, "has_matplotlib", lambda: False)  # as without the `plots` extra
+    out = tmp_path / "out"
+    assert main(["analyze", str(run_dir), "--out", str(out), "--tasks", "2", "--no-snapshots"]) == 0
+    assert (out / analysis.ANALYSIS_FILE).is_file() and (out / analysis.MARKDOWN_FILE).is_file()
+    assert not any((out / name).exists() for name in analysis.FIGURES.values())
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note: no figures")]
+    assert len(notes) == 1 and 'pip install "metarl[plots]"' in notes[0]

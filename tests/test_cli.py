@@ -451,3 +451,45 @@ def test_train_takes_the_horizon_from_set_for_a_family_without_one(tmp_path):
     assert "horizon: 5" in (tmp_path / "run" / "config.yaml").read_text()
     iterations, evals = read_metrics(tmp_path / "run")
     assert [line["iteration"] for line in iterations] == [1] and evals
+
+
+def test_eval_refuses_an_absurd_size_and_shows_its_progress(tmp_path):
+    """`metarl eval RUN --steps 99999999` is refused in one line naming what is allowed; an evaluation prints one
+    progress line per adaptation step (stderr), so a long one shows where it is."""
+    run_dir = tmp_path / "run"
+    metarl(*train_args(run_dir, 1), cwd=tmp_path)
+    refused = metarl("eval", str(run_dir), "--steps", "99999999", cwd=tmp_path, check=False)
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
+    assert "--steps 99999999" in refused.stderr and "allowed: 0 to 100" in refused.stderr
+    huge = metarl("eval", str(run_dir), "--tasks", "100000", "--episodes", "100000", cwd=tmp_path, check=False)
+    assert huge.returncode == 2 and "env steps, over the 1,000,000,000 allowed" in huge.stderr
+    done = metarl("eval", str(run_dir), "--steps", "2", "--out", str(tmp_path / "e.json"), cwd=tmp_path)
+    lines = [line for line in done.stderr.splitlines() if line.startswith("eval: return after")]
+    assert [line.split(" of ")[0] for line in lines] == [f"eval: return after {k}" for k in range(3)]
+
+
+def test_a_run_records_what_it_ran_on_and_eval_says_when_it_runs_elsewhere(tmp_path):
+    """setup.json holds each sitting's versions and vector features, eval.json its own; `metarl eval` says in one
+    line what differs when the run was written on another set-up (MuJoCo repeats bit for bit only on the same)."""
+    from metarl import provenance
+
+    run_dir = tmp_path / "run"
+    metarl(*train_args(run_dir, 1), cwd=tmp_path)
+    sittings = json.loads((run_dir / "setup.json").read_text())["sittings"]
+    here = provenance.setup()
+    assert len(sittings) == 1 and sittings[0]["from_iteration"] == 0
+    assert {k: sittings[0][k] for k in provenance.COMPARED} == here
+    assert set(provenance.COMPARED) <= set(here) and here["mujoco"] and isinstance(here["vector_features"], list)
+    metarl("train", "--resume", str(run_dir), "--iterations", "2", cwd=tmp_path)
+    sittings = json.loads((run_dir / "setup.json").read_text())["sittings"]
+    assert [s["from_iteration"] for s in sittings] == [0, 1]
+    same = metarl("eval", str(run_dir), "--out", str(tmp_path / "a.json"), cwd=tmp_path)
+    assert "another set-up" not in same.stderr
+    assert json.loads((tmp_path / "a.json").read_text())["setup"] == here
+    record = json.loads((run_dir / "setup.json").read_text())
+    record["sittings"][-1].update(mujoco="0.0.1", vector_features=["avx2", "avx512f"])
+    (run_dir / "setup.json").write_text(json.dumps(record))
+    other = metarl("eval", str(run_dir), "--out", str(tmp_path / "b.json"), cwd=tmp_path)
+    notes = [line for line in other.stderr.splitlines() if "another set-up" in line]
+    assert len(notes) == 1 and f"mujoco 0.0.1 -> {here['mujoco']}" in notes[0]
+    assert f"vector_features avx2+avx512f -> {'+'.join(here['vector_features']) or 'none'}" in notes[0]

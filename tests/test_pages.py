@@ -155,3 +155,14 @@ def test_an_included_figure_link_is_rebased_to_the_including_page(tmp_path):
     page.parent.mkdir()
     body = pages.include(tmp_path, "out/report.md", page)
     assert "![a](../out/fig.png) [b](https://x.org/y) [c](#top)" in body
+
+
+def test_every_script_a_page_names_exists():
+    """A command shown on a page runs as it reads: its script is where the page says (a study written before the
+    studies moved to benchmarks/studies/ is shown with the script's present path)."""
+    missing = {}
+    for page in pages.pages():
+        for script in re.findall(r"\bpython3? (benchmarks/[\w/]+\.py)", page.read_text(encoding="utf-8")):
+            if not (REPO / script).is_file():
+                missing.setdefault(str(page.relative_to(REPO)), set()).add(script)
+    assert not missing

@@ -388,7 +388,7 @@ def test_depth_study_trains_each_variant_evaluates_it_once_and_resumes(tmp_path)
     assert "| nav2d | depth4 | 1 |" in (tmp_path / "depth.md").read_text()
     published = tmp_path / "published" / kfo.name
     assert sorted(p.name for p in published.iterdir()) == sorted(["checkpoint.pt", "config.yaml", "metrics.jsonl.gz",
-                                                                  "eval.json"])
+                                                                  "eval.json", "setup.json"])
     assert (published / "eval.json").read_bytes() == (kfo / "eval.json").read_bytes()
     before = [(kfo / name).read_bytes() for name in ("metrics.jsonl", "eval.json")]
     study.main(args)  # finished and evaluated: left as it is

@@ -18,7 +18,7 @@ from metarl.report import variant_label as report_variant_label
 from metarl.cli import main as metarl_main
 from metarl.config import load_config, save_config
 from metarl.run import (CHECKPOINT_FILE, CONFIG_FILE, EVAL_FILE, KEPT_CHECKPOINTS_DIR, METRICS_ARCHIVE, METRICS_FILE,
-                        kept_checkpoints, load_checkpoint, presets_dir, read_metrics)
+                        SETUP_FILE, kept_checkpoints, load_checkpoint, presets_dir, read_metrics)
 
 CONFIGS = presets_dir()
 # One thread each: two torch threads on a busy 2-core machine make tiny updates seconds slower.
@@ -246,7 +246,8 @@ def test_sweep_is_resumable_and_publishable(tmp_path, capsys):
     assert published[1:] == [sweep.command_line(c) for c in (args, later, publish)]
     copy = dest / "nav2d-anil-seed0"
     assert sorted(p.name for p in copy.iterdir()) == sorted([CHECKPOINT_FILE, KEPT_CHECKPOINTS_DIR, CONFIG_FILE,
-                                                             EVAL_FILE, METRICS_ARCHIVE, sweep.TIMING_FILE])
+                                                             EVAL_FILE, METRICS_ARCHIVE, sweep.TIMING_FILE,
+                                                             SETUP_FILE])
     assert read_metrics(copy) == read_metrics(run_dir)  # gzipped, read the same
     # the kept snapshots of every --keep-every iterations travel with the run, policy-only
     assert [p.name for p in kept_checkpoints(copy)] == ["iteration-000002.pt"]

@@ -141,8 +141,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if "cuda" in args.devices and not torch.cuda.is_available():
         parser.error("--devices cuda needs a CUDA GPU, and torch sees none here; use --devices cpu")
+    from metarl.common.files import write_report
     from metarl.config import load_config, parse_overrides
-    from metarl.files import write_report
     from metarl.run import preset_path
 
     runs = []

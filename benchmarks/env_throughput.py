@@ -25,11 +25,11 @@ from pathlib import Path
 
 import gymnasium
 import gymnasium.envs.mujoco  # not imported by `import gymnasium`; needed for the model's path
+import metarl.envs
 import mujoco
 import numpy as np
 
-import metarl.envs
-from metarl.files import write_json
+from metarl.common.files import write_json
 
 if "torch" in sys.modules:  # not needed here; if something imported it, keep it from competing for cores
     sys.modules["torch"].set_num_threads(1)

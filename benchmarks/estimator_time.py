@@ -90,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--rounds and --threads must be >= 1, got {args.rounds} and {args.threads}")
     import torch
 
+    from metarl.common.files import write_report
     from metarl.config import Config
-    from metarl.files import write_report
     result = {"command": " ".join(["python", "benchmarks/estimator_time.py", *(sys.argv[1:] if argv is None
                                                                                else argv)]),
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rounds": args.rounds,

@@ -23,13 +23,13 @@ import time
 from pathlib import Path
 
 import torch
-
-from metarl.config import load_config
 from metarl.envs import get_family, make
-from metarl.files import write_report
-from metarl.metalearner import Batch, MetaBatch, adapted_values, meta_gradient_and_fvp
-from metarl.policy import GaussianMLP, adapted_keys, forward, log_prob
-from metarl.sampler import Episodes
+
+from metarl.algorithm.metalearner import Batch, MetaBatch, adapted_values, meta_gradient_and_fvp
+from metarl.algorithm.policy import GaussianMLP, adapted_keys, forward, log_prob
+from metarl.common.files import write_report
+from metarl.config import load_config
+from metarl.sampling.sampler import Episodes
 from metarl.trainer import resolve_fvp_precision
 
 REPO = Path(__file__).resolve().parent.parent

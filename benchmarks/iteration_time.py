@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
+from metarl.common.files import write_report
 from metarl.config import load_config
-from metarl.files import write_report
 from metarl.trainer import Trainer
 
 REPO = Path(__file__).resolve().parent.parent

@@ -45,7 +45,6 @@ def raw_mujoco(num_envs: int, horizon: int, seed: int = 0) -> float:
     """Env steps/s of bare mj_step(model, data, frame skip) on one core over num_envs fresh trajectories of
     `horizon` steps."""
     import mujoco
-
     from metarl.envs import make_batched
     skip = preset_frame_skip()
     env = make_batched("cheetah-dir", num_envs, num_threads=1, frame_skip=skip)
@@ -66,9 +65,8 @@ def raw_rollout(num_envs: int, horizon: int, seed: int = 0) -> float:
     """Env steps/s of `mujoco.rollout` (mj_step in a C loop, no Python per step) on one thread over num_envs fresh
     trajectories of `horizon` steps at the preset's frame skip: the physics' own floor."""
     import mujoco
-    from mujoco import rollout
-
     from metarl.envs import make_batched
+    from mujoco import rollout
     skip = preset_frame_skip()
     env = make_batched("cheetah-dir", num_envs, num_threads=1, frame_skip=skip)
     env.reset(seed=seed)
@@ -88,8 +86,8 @@ def metarl_sampler(tasks: int, episodes: int, horizon: int, threads: int) -> flo
     """Env steps/s of metarl's Sampler with a 2x100 Gaussian MLP choosing actions, as in training."""
     import torch
 
-    from metarl.policy import GaussianMLP, forward, meta_params, sample_actions
-    from metarl.sampler import Sampler
+    from metarl.algorithm.policy import GaussianMLP, forward, meta_params, sample_actions
+    from metarl.sampling.sampler import Sampler
     torch.set_num_threads(1)
     sampler = Sampler("cheetah-dir", tasks, episodes, horizon, num_threads=threads,
                       env_kwargs={"frame_skip": preset_frame_skip()})
@@ -108,9 +106,9 @@ def naive_sampler(num_envs: int, horizon: int, episodes: int = 3) -> float:
     """Env steps/s of a gymnasium SyncVectorEnv of HalfCheetah-v5 with one torch policy call per step."""
     import gymnasium
     import torch
-
     from metarl.envs.half_cheetah import _model_load_warnings
-    from metarl.policy import GaussianMLP
+
+    from metarl.algorithm.policy import GaussianMLP
     torch.set_num_threads(1)
     with _model_load_warnings():
         skip = preset_frame_skip()
@@ -231,7 +229,7 @@ def main(argv=None) -> None:
         print(f"   {axis}: {line}  (in brackets: time per unit relative to the smallest; 1.00 = linear)", flush=True)
     result["scaling"] = scaling
 
-    from metarl.files import write_report
+    from metarl.common.files import write_report
     write_report(args.out, result, _markdown(result))
     print(_markdown(result))
 

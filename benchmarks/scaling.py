@@ -132,8 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.iterations < 1:
         parser.error(f"--iterations must be >= 1, got {args.iterations}")
+    from metarl.common.files import write_report
     from metarl.config import parse_overrides
-    from metarl.files import write_report
 
     overrides = parse_overrides(args.set)
     result = {"command": " ".join(["python", "benchmarks/scaling.py", *(sys.argv[1:] if argv is None else argv)]),

@@ -29,7 +29,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from metarl.files import write_report  # noqa: E402
+from metarl.common.files import write_report  # noqa: E402
 
 TINY = ["meta_batch_size=4", "episodes_per_task=4", "horizon=20", "eval_every=3", "eval_tasks=3",
         "eval_episodes_per_task=3", "eval_steps=1", "hidden_sizes=[16,16]", "checkpoint_every=2",

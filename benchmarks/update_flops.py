@@ -12,9 +12,9 @@ dispatch mode during one more update. Elementwise work (tanh, exp, sums) is not 
 work the algorithm needs, the rest is memory traffic. The machine's rate: each distinct product shape timed alone
 (same threads, warm) in float32 and bfloat16, weighted by how often the update runs it. The fraction is the
 update's counted FLOPs per second of its wall time over that float32 rate. Beside it, the same update in a process
-that keeps glibc's default allocator (`tune_allocator: false`, metarl/allocator.py), one whose Fisher-vector
+that keeps glibc's default allocator (`tune_allocator: false`, metarl/common/allocator.py), one whose Fisher-vector
 products run in bfloat16 (`fvp_precision: bfloat16`), and one that takes the inner step's Jacobian products by
-autograd's double backward instead of in closed form (metarl/inner_jacobian.py; the path before it).
+autograd's double backward instead of in closed form (metarl/algorithm/inner_jacobian.py; the path before it).
 
     python benchmarks/update_flops.py      # ANIL and MAML: benchmarks/results/speed/update_flops.{json,md}
     python benchmarks/update_flops.py --quick --out /tmp/flops   # tiny sizes, a smoke test
@@ -92,7 +92,7 @@ def child(algo: str, repeats: int, quick: bool, threads: int, allocator: bool, c
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    import metarl.metalearner
+    import metarl.algorithm.metalearner
     from metarl.config import load_config
     from metarl.run import preset_path
     from metarl.trainer import Trainer
@@ -107,8 +107,8 @@ def child(algo: str, repeats: int, quick: bool, threads: int, allocator: bool, c
     def update(precision: str = "float32", autograd_jacobian: bool = False) -> float:
         trainer.cfg = dataclasses.replace(cfg, fvp_precision=precision)
         trainer.policy.load_state_dict(start)
-        closed_form = (lambda *_: False) if autograd_jacobian else metarl.metalearner.supported
-        with mock.patch.object(metarl.metalearner, "supported", closed_form):
+        closed_form = (lambda *_: False) if autograd_jacobian else metarl.algorithm.metalearner.supported
+        with mock.patch.object(metarl.algorithm.metalearner, "supported", closed_form):
             t0 = time.perf_counter()
             trainer.update(meta)
             return time.perf_counter() - t0
@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     sys.path.insert(0, str(REPO))
-    from metarl.files import write_report
+    from metarl.common.files import write_report
 
     runs = []
     for algo in args.algos:

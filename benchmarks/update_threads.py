@@ -3,7 +3,7 @@
 On a 2-core machine two torch threads beside a busy process are several times slower than one (an OpenMP thread
 waits for a sibling the scheduler has put aside), while on an idle machine two are faster. OpenMP's wait policy
 does not give both: PASSIVE (waiting threads sleep) is safe beside a busy process but slow on an idle machine,
-the default spins and is the reverse. So metarl adapts the count (`adaptive_update_threads`, metarl/threads.py):
+the default spins and is the reverse. So metarl adapts the count (`adaptive_update_threads`, metarl/common/threads.py):
 before each update it measures the CPU time other processes used and drops a thread per core they hold. This
 measures, each case in a fresh process (OpenMP reads its wait policy once), `--updates` TRPO updates of the nav2d
 protocol (20 tasks x 20 episodes x 100 steps) after one warm-up, with one thread, two, and two adaptive, under the
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     for row in rows:
         lines.append(f"| {row['load']} | {row['omp_wait_policy']} | {row['update_threads']} | "
                      f"{', '.join(map(str, row['threads_used']))} | {row['update_s']:.2f} s | {row['over_best']:.2f}x |")
-    from metarl.files import write_report
+    from metarl.common.files import write_report
     write_report(args.out, result, "\n".join(lines) + "\n")
     print("\n".join(lines))
 

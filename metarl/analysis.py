@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from metarl import run
-from metarl.files import write_json, write_text
-from metarl.policy import layer_outputs, layers
+from metarl.algorithm.policy import layer_outputs, layers
+from metarl.common.files import write_json, write_text
 from metarl.similarity import linear_cka, svcca
 
 ANALYSIS_FILE = "analysis.json"

@@ -180,7 +180,7 @@ def ppo_actor_state_dict(sb3_policy, policy) -> dict:
 
 def ppo_policy_state(model, cfg) -> dict:
     """Our policy's state dict (architecture from cfg) holding the PPO model's actor."""
-    from metarl.policy import GaussianMLP
+    from metarl.algorithm.policy import GaussianMLP
 
     obs_dim = int(np.prod(model.observation_space.shape))
     act_dim = int(np.prod(model.action_space.shape))

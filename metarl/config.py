@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import yaml
 
-from metarl.files import write_text
+from metarl.common.files import write_text
 
 __all__ = [
     "Config",
@@ -151,17 +151,17 @@ class Config:
                                 _one_of("float32", "bfloat16", "auto"))
     estimator: str = _field("reinforce", "inner-loop policy-gradient estimator: 'reinforce' (log pi, the MAML "
                             "code's), 'lvc' (ProMP's low-variance curvature) or 'dice' (DiCE's magic box); same "
-                            "adapted parameters, different second-order meta-gradient (metarl/estimators.py)",
+                            "adapted parameters, different second-order meta-gradient (metarl/algorithm/estimators.py)",
                             _one_of("reinforce", "lvc", "dice"))
     inner_optimizer: str = _field("sgd", "inner-loop update rule: 'sgd' (theta - lr g, the papers'), 'meta-sgd' "
                                   "(a learned step size per parameter entry) or 'kfo' (learned Kronecker factors "
                                   "L G R per weight); the learned rules start as sgd and are meta-parameters "
-                                  "(metarl/inner_optimizers.py)", _one_of("sgd", "meta-sgd", "kfo"))
+                                  "(metarl/algorithm/inner_optimizers.py)", _one_of("sgd", "meta-sgd", "kfo"))
     kfo_psd: bool = _field(False, "kfo: apply the factors as L^T L and R^T R (a positive semi-definite "
                            "preconditioner)")
     outer: str = _field("trpo", "outer loop: 'trpo' (one KL-constrained natural-gradient step, the papers') or "
                         "'promp' (ProMP's clipped surrogate and inner-KL penalty, promp_steps optimiser steps; "
-                        "metarl/promp.py)", _one_of("trpo", "promp"))
+                        "metarl/algorithm/promp.py)", _one_of("trpo", "promp"))
     promp_steps: int = _field(5, "ProMP: optimiser steps per meta-iteration on the same episodes (ProMP code: 5)",
                               _at_least(1))
     promp_clip: float = _field(0.3, "ProMP: clip range of the likelihood ratio (ProMP code: 0.3)",
@@ -174,7 +174,7 @@ class Config:
     promp_lr_schedule: str = _field("constant", "ProMP: the step size over training: 'constant' (the ProMP code's) "
                                     "or 'linear', from promp_lr at the first iteration down to promp_lr / "
                                     "iterations at the last (Stable-Baselines3's linear schedule for PPO), for "
-                                    "calmer late updates (metarl/promp.py: scheduled_lr)",
+                                    "calmer late updates (metarl/algorithm/promp.py: scheduled_lr)",
                                     _one_of("constant", "linear"))
     eval_every: int = _field(25, "held-out evaluation every N iterations "
                              "(0 = only at the end)", _at_least(0))
@@ -211,7 +211,7 @@ class Config:
                          _one_of("cpu", "cuda", "auto"))
     tune_allocator: bool = _field(True, "keep freed memory in the process (glibc mallopt) instead of returning it "
                                   "to the OS after every product, which made the update page-fault its memory in "
-                                  "again (metarl/allocator.py)")
+                                  "again (metarl/common/allocator.py)")
     adaptive_update_threads: bool = _field(True, "use fewer update threads than update_threads while other "
                                            "processes keep a core busy (two threads beside a busy process are "
                                            "several times slower than one; docs/performance.md)")

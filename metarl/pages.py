@@ -7,7 +7,7 @@ A page marks a generated section with two lines,
     <!-- END generated: NAME -->
 
 where NAME is a generator below (`config-keys` or `config-keys PREFIX`, `metrics` or `metrics TEXT`, `families`,
-`headline`, `status`, `speed`) or `include PATH`, the content of a file written by a command (a report of `metarl report`, a benchmark's or a study's .md). Nothing
+`headline`, `status`, `speed`, `layout`) or `include PATH`, the content of a file written by a command (a report of `metarl report`, a benchmark's or a study's .md). Nothing
 between the markers is typed by hand: `python -m metarl.pages` rewrites every section from its source, and
 `python -m metarl.pages --check` (run by the test suite) fails when one is out of date.
 
@@ -18,6 +18,7 @@ between the markers is typed by hand: `python -m metarl.pages` rewrites every se
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import re
@@ -81,6 +82,36 @@ def families(root: Path) -> str:
         family = get_family(name)
         rows.append(f"| `{name}` | `{family.gym_id}` | {_docstring_field(family.env_cls, 'Tasks')} | "
                     f"{_docstring_field(family.env_cls, 'Reward')} | {family.horizon} |")
+    return "\n".join(rows)
+
+
+def layout(root: Path) -> str:
+    """The package's folders, bottom layer first, each with the first sentence of its docstring (what it holds and
+    what it may import: metarl/*/__init__.py), its modules and their line counts; then the top-level modules."""
+    def lines(path: Path) -> int:
+        return len(path.read_text(encoding="utf-8").splitlines())
+
+    def summary(path: Path) -> str:  # the first paragraph, and the one saying what the folder may import
+        doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
+        paragraphs = [" ".join(p.split()) for p in doc.split("\n\n")]
+        return " ".join(p for i, p in enumerate(paragraphs) if i == 0 or p.startswith("May import"))
+
+    rows = ["| folder | holds | modules (lines) |", "| --- | --- | --- |"]
+    order = ["common", "sampling", "algorithm", "runs", "experiments"]
+    packages = sorted((p for p in (root / "metarl").iterdir() if (p / "__init__.py").is_file()),
+                      key=lambda p: (order.index(p.name) if p.name in order else len(order), p.name))
+    for package in packages:
+        modules = sorted(m for m in package.glob("*.py") if m.name != "__init__.py")
+        total = sum(lines(m) for m in modules)
+        rows.append(f"| `metarl/{package.name}/` ({total}) | {summary(package / '__init__.py')} | "
+                    + ", ".join(f"`{m.stem}` ({lines(m)})" for m in modules) + " |")
+    top = sorted(m for m in (root / "metarl").glob("*.py") if not m.name.startswith("_"))
+    rows.append(f"| `metarl/` ({sum(lines(m) for m in top)}) | the top: what a user imports or runs first | "
+                + ", ".join(f"`{m.stem}` ({lines(m)})" for m in top) + " |")
+    envs = sorted((root / "envs").glob("*.py"))
+    rows.append(f"| `envs/` as `metarl.envs` ({sum(lines(m) for m in envs)}) | "
+                f"{summary(root / 'envs' / '__init__.py')} | "
+                + ", ".join(f"`{m.stem}` ({lines(m)})" for m in envs if m.name != "__init__.py") + " |")
     return "\n".join(rows)
 
 
@@ -274,7 +305,7 @@ def rebase_links(text: str, source_dir: Path, page_dir: Path) -> str:
 
 GENERATORS: dict[str, Callable[[Path], str]] = {"config-keys": config_keys, "metrics": metrics,
                                                 "families": families, "headline": headline, "status": status,
-                                                "speed": speed}
+                                                "speed": speed, "layout": layout}
 
 
 def render(name: str, root: Path, page: Path) -> str:

@@ -47,13 +47,28 @@ from typing import Sequence
 
 import numpy as np
 
-from metarl import provenance, run
+from metarl import run
 from metarl.baselines import BASELINE_KINDS
+from metarl.common import provenance
+from metarl.common.files import number, write_json, write_text
 from metarl.config import ALGOS, config_to_dict, load_config
-from metarl.files import number, write_json, write_text
-from metarl.sweep import (BASELINES_DIR, COMMANDS_FILE, ENVS, EVAL_STEPS, EVAL_TASKS, PPO_FACTS_SUFFIX, SEEDS,
-                          TIMING_FILE, baseline_name, command_line, read_json, recorded_commands, run_name, variant,
-                          with_command_last)
+from metarl.sweep import (
+    BASELINES_DIR,
+    COMMANDS_FILE,
+    ENVS,
+    EVAL_STEPS,
+    EVAL_TASKS,
+    PPO_FACTS_SUFFIX,
+    SEEDS,
+    TIMING_FILE,
+    baseline_name,
+    command_line,
+    read_json,
+    recorded_commands,
+    run_name,
+    variant,
+    with_command_last,
+)
 
 REPORT_MD = "report.md"
 REPORT_JSON = "report.json"

@@ -10,10 +10,10 @@ A run directory holds everything about one training run, so it can be inspected,
                       published run holds it gzipped as metrics.jsonl.gz, read the same way (read_metrics)
     events.out.*      TensorBoard scalars (x-axis: env steps) and the hyper-parameter table
     eval.json         written by `metarl eval` (with the set-up it ran on)
-    setup.json        the set-up of each sitting that trained the run: versions, vector features (metarl.provenance)
-    train.lock        held by the one process training the run (metarl.lock); empty when none is
+    setup.json        the set-up of each sitting that trained the run: versions, vector features (metarl.common.provenance)
+    train.lock        held by the one process training the run (metarl.common.lock); empty when none is
 
-Every JSON file here is strict JSON: a non-finite value (a diverged metric) is written as null (metarl.files).
+Every JSON file here is strict JSON: a non-finite value (a diverged metric) is written as null (metarl.common.files).
 
 The CLI (metarl.cli) only parses arguments and prints; everything that touches a run directory lives here.
 """
@@ -39,11 +39,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
+from metarl.common.files import dumps, replaced_atomically, write_json, write_text
+from metarl.common.lock import RunLock, RunLocked
 from metarl.config import BOOKKEEPING_KEYS, Config, config_to_dict, env_kwargs, load_config, save_config
-from metarl.envs import ContractError, get_family, make, resolve_horizon
 from metarl.divergence import Diverged, DivergenceWatch
-from metarl.files import dumps, replaced_atomically, write_json, write_text
-from metarl.lock import RunLock, RunLocked
+from metarl.envs import ContractError, get_family, make, resolve_horizon
 
 CONFIG_FILE = "config.yaml"
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -52,7 +52,7 @@ METRICS_FILE = "metrics.jsonl"
 METRICS_ARCHIVE = "metrics.jsonl.gz"  # a published run's metrics, gzipped (read_metrics reads either)
 POLICY_SNAPSHOT = "policy"  # a kept snapshot's "kind" when it holds the policy alone (compact_snapshot)
 EVAL_FILE = "eval.json"
-SETUP_FILE = "setup.json"  # what each sitting of a run ran on (metarl.provenance)
+SETUP_FILE = "setup.json"  # what each sitting of a run ran on (metarl.common.provenance)
 CHECKPOINT_FORMAT = 1
 # Built-in families whose protocol preset ships with the package (metarl.configs): a missing one is an error.
 PRESET_FAMILIES = ("cheetah-dir", "cheetah-vel", "nav2d")
@@ -238,7 +238,7 @@ def _os_advice(exc: OSError) -> str:
 
 @contextlib.contextmanager
 def run_lock(run_dir: str | os.PathLike) -> Iterator[RunLock]:
-    """Hold the run directory's one-writer lock for the block (re-entrant; metarl.lock); RunError if another
+    """Hold the run directory's one-writer lock for the block (re-entrant; metarl.common.lock); RunError if another
     process holds it or the folder cannot be written."""
     try:
         lock = RunLock(run_dir).acquire()
@@ -828,8 +828,8 @@ MAX_EVAL_ENV_STEPS = 10**9
 
 
 def record_setup(run_dir: Path, iteration: int) -> None:
-    """Add this sitting's set-up (metarl.provenance.setup, from `iteration` on) to RUN_DIR/setup.json."""
-    from metarl import provenance
+    """Add this sitting's set-up (metarl.common.provenance.setup, from `iteration` on) to RUN_DIR/setup.json."""
+    from metarl.common import provenance
 
     path = run_dir / SETUP_FILE
     try:
@@ -878,7 +878,7 @@ def evaluate_run(run_dir: str | os.PathLike, tasks: int | None = None, steps: in
     steps = cfg.eval_steps if steps is None else steps
     episodes = episodes or cfg.eval_episodes_per_task
     check_evaluation_size(cfg, tasks, steps, episodes)
-    from metarl import provenance
+    from metarl.common import provenance
 
     here = provenance.setup()
     differ = provenance.differences(recorded_setup(path, out), here)

@@ -37,10 +37,17 @@ from typing import Iterator, Sequence
 
 from metarl import baselines, run
 from metarl.baselines import BASELINE_KINDS, PPO_ENVS
-from metarl.config import (ALGOS, BOOKKEEPING_KEYS, ConfigError, acting_settings, config_to_dict, load_config,
-                           parse_overrides)
-from metarl import files
-from metarl.files import write_json, write_text
+from metarl.common import files
+from metarl.common.files import write_json, write_text
+from metarl.config import (
+    ALGOS,
+    BOOKKEEPING_KEYS,
+    ConfigError,
+    acting_settings,
+    config_to_dict,
+    load_config,
+    parse_overrides,
+)
 
 ENVS = ("cheetah-dir", "cheetah-vel", "nav2d")
 SEEDS = (0, 1, 2)

@@ -2,7 +2,7 @@
 
 One meta-iteration (Finn et al. 2017, alg. 3): sample a meta-batch of tasks; for each inner step, collect episodes
 with the current per-task parameters, fit the baseline and adapt; collect post-adaptation episodes; update the
-meta-parameters through the adaptation (`outer`: TRPO, or ProMP's loop, metarl.promp). Every iteration returns a
+meta-parameters through the adaptation (`outer`: TRPO, or ProMP's loop, metarl.algorithm.promp). Every iteration returns a
 flat dict of metrics; nothing is logged here.
 """
 
@@ -16,19 +16,18 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from metarl.advantages import fitted_advantages
-from metarl.allocator import keep_freed_memory
+from metarl.algorithm.advantages import fitted_advantages
+from metarl.algorithm.inner_optimizers import attach, metric_names, rule_metrics
+from metarl.algorithm.metalearner import Batch, MetaBatch, adapted_values, chunked_forward, trpo_step
+from metarl.algorithm.optim import backtracking_line_search
+from metarl.algorithm.policy import GaussianMLP, Params, adapted_keys, forward, log_prob, meta_params, sample_actions
+from metarl.algorithm.promp import make_optimizer, promp_step, scheduled_lr
+from metarl.common.allocator import keep_freed_memory
+from metarl.common.threads import UpdateThreads
 from metarl.config import Config, ConfigError, env_kwargs
-from metarl.envs import get_family, make, resolve_horizon
 from metarl.distributed import World, problem, traffic
-from metarl.inner_optimizers import attach, metric_names, rule_metrics
-from metarl.metalearner import Batch, MetaBatch, adapted_values, chunked_forward, trpo_step
-from metarl.optim import backtracking_line_search
-from metarl.policy import GaussianMLP, Params, adapted_keys, forward, log_prob, meta_params, sample_actions
-from metarl.promp import make_optimizer, promp_step, scheduled_lr
-from metarl.sampler import Episodes, Sampler
-from metarl.threads import UpdateThreads
-
+from metarl.envs import get_family, make, resolve_horizon
+from metarl.sampling.sampler import Episodes, Sampler
 
 # Every scalar `Trainer.step` returns (TensorBoard tag and metrics.jsonl key) with its meaning; docs/ generate the
 # tag table from this, and a test checks it against what step() really returns.
@@ -150,7 +149,7 @@ class Trainer:
             raise ValueError(problem(self.world, cfg))
         self.local = self.world.tasks(cfg.meta_batch_size)
         if cfg.tune_allocator:
-            keep_freed_memory()  # before the first big allocation (metarl.allocator)
+            keep_freed_memory()  # before the first big allocation (metarl.common.allocator)
         family = get_family(cfg.env)
         self.horizon = resolve_horizon(family, cfg.horizon)
         self.env_kwargs = env_kwargs(cfg)
@@ -169,9 +168,9 @@ class Trainer:
         self.policy = GaussianMLP(self.sampler.obs_dim, self.sampler.act_dim, cfg.hidden_sizes, cfg.init_log_std,
                                   generator=init).to(self.device, self.dtype)
         self.keys = adapted_keys(self.policy, cfg.algo)
-        # A learned inner rule's factors join the policy's parameters (metarl.inner_optimizers): meta-parameters.
+        # A learned inner rule's factors join the policy's parameters (metarl.algorithm.inner_optimizers): meta-parameters.
         attach(self.policy, self.keys, cfg.inner_optimizer, cfg.kfo_psd)
-        # The update's threads: update_threads, fewer while other processes keep a core busy (metarl.threads).
+        # The update's threads: update_threads, fewer while other processes keep a core busy (metarl.common.threads).
         self.thread_budget = UpdateThreads(cfg.update_threads, cfg.adaptive_update_threads)
         self._threads = cfg.update_threads
         self.iteration = 0

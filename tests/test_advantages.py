@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from metarl.advantages import (
+from metarl.algorithm.advantages import (
     baseline_features,
     discounted_returns,
     fit_linear_baseline,

@@ -361,9 +361,10 @@ def test_corrupt_checkpoint_gives_one_line_error(tmp_path, content, expected, co
 
 
 def test_env_accepts_what_its_help_says_and_refuses_a_gymnasium_env_that_is_not_a_task_family(capsys, tmp_path):
+    from metarl.envs import get_family
+
     from metarl.cli import build_parser, main
     from metarl.config import config_help
-    from metarl.envs import get_family
 
     accepted = ("a registered short name (see `metarl envs`), the gymnasium id of an env that honours the task "
                 "contract, or module:Class")
@@ -471,7 +472,7 @@ def test_eval_refuses_an_absurd_size_and_shows_its_progress(tmp_path):
 def test_a_run_records_what_it_ran_on_and_eval_says_when_it_runs_elsewhere(tmp_path):
     """setup.json holds each sitting's versions and vector features, eval.json its own; `metarl eval` says in one
     line what differs when the run was written on another set-up (MuJoCo repeats bit for bit only on the same)."""
-    from metarl import provenance
+    from metarl.common import provenance
 
     run_dir = tmp_path / "run"
     metarl(*train_args(run_dir, 1), cwd=tmp_path)

@@ -65,7 +65,7 @@ def test_cuda_float32_update_agrees_with_the_cpu_within_its_rounding():
 def test_bfloat16_fisher_products_on_cuda_stay_within_the_stated_error():
     """fvp_precision: bfloat16 under CUDA autocast: the Fisher-vector product within 3% of float32's (as on the CPU,
     tests/test_metalearner.py)."""
-    from metarl.metalearner import meta_gradient_and_fvp
+    from metarl.algorithm.metalearner import meta_gradient_and_fvp
 
     trainer = Trainer(Config(device="cuda", algo="maml", **{**NAV, "hidden_sizes": [64, 64]}))
     meta, _ = trainer.sample_meta_batch()

@@ -8,10 +8,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from metarl.estimators import ESTIMATORS, step_weights
-from metarl.metalearner import (MetaBatch, adapt_steps, adapted_values, inner_loss, meta_gradient,
-                                meta_gradient_and_fvp, meta_objective)
-from metarl.policy import adapted_keys, forward, log_prob
+from metarl.algorithm.estimators import ESTIMATORS, step_weights
+from metarl.algorithm.metalearner import (
+    MetaBatch,
+    adapt_steps,
+    adapted_values,
+    inner_loss,
+    meta_gradient,
+    meta_gradient_and_fvp,
+    meta_objective,
+)
+from metarl.algorithm.policy import adapted_keys, forward, log_prob
 from tests.test_metalearner import fake_batch, fake_meta, finite_difference, flat, leaf_params, tiny_policy
 
 SECOND_ORDER = ("lvc", "dice")

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from metarl.files import replaced_atomically, write_json, write_report
+from metarl.common.files import replaced_atomically, write_json, write_report
 
 
 def test_a_write_interrupted_midway_leaves_the_previous_file_and_no_temp(tmp_path):
@@ -40,7 +40,7 @@ def test_non_finite_numbers_are_written_as_null_and_read_back_as_nan(tmp_path):
 
     import numpy as np
 
-    from metarl.files import dumps, number, read_json
+    from metarl.common.files import dumps, number, read_json
 
     data = {"a": float("nan"), "b": [1.5, float("inf"), -np.inf, np.float64("nan")], "c": {"d": 2, "e": None},
             "f": True}
@@ -57,7 +57,7 @@ def test_non_finite_numbers_are_written_as_null_and_read_back_as_nan(tmp_path):
 def test_read_metrics_gives_nan_for_the_nulls_a_diverged_run_wrote(tmp_path):
     import math
 
-    from metarl.files import dumps
+    from metarl.common.files import dumps
     from metarl.run import read_metrics
 
     (tmp_path / "metrics.jsonl").write_text(

@@ -1,11 +1,11 @@
-"""The closed-form KL curvature (metarl.fisher) against the Hessian of the mean KL by double backward (float64)."""
+"""The closed-form KL curvature (metarl.algorithm.fisher) against the Hessian of the mean KL by double backward (float64)."""
 
 import pytest
 import torch
 
-from metarl.fisher import GaussianKLCurvature
-from metarl.metalearner import masked_task_mean
-from metarl.policy import GaussianMLP, forward, kl_divergence, log_prob
+from metarl.algorithm.fisher import GaussianKLCurvature
+from metarl.algorithm.metalearner import masked_task_mean
+from metarl.algorithm.policy import GaussianMLP, forward, kl_divergence, log_prob
 
 K, S, OBS, ACT = 3, 7, 4, 2
 # which parameters carry a task axis: none, ANIL's adapted head, MAML's adapted everything

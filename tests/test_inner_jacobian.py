@@ -1,16 +1,16 @@
-"""The closed-form inner-step Jacobian products (metarl.inner_jacobian) against autograd's, and the meta-gradient and
+"""The closed-form inner-step Jacobian products (metarl.algorithm.inner_jacobian) against autograd's, and the meta-gradient and
 Fisher built on them against the autograd path (float64, tiny policy)."""
 
 import dataclasses
 
 import pytest
 import torch
-
-from metarl.inner_jacobian import InnerChain, supported
-from metarl.inner_optimizers import attach
-from metarl.metalearner import adapt_steps, adapted_values, meta_gradient_and_fvp, subsample_episodes
-from metarl.policy import adapted_keys, forward, log_prob
 from test_metalearner import K, fake_batch, fake_meta, leaf_params, tiny_policy
+
+from metarl.algorithm.inner_jacobian import InnerChain, supported
+from metarl.algorithm.inner_optimizers import attach
+from metarl.algorithm.metalearner import adapt_steps, adapted_values, meta_gradient_and_fvp, subsample_episodes
+from metarl.algorithm.policy import adapted_keys, forward, log_prob
 
 
 def with_behaviour(policy, batch, seed):

@@ -3,14 +3,20 @@ and the Fisher through their factors against finite differences and the brute-fo
 
 import pytest
 import torch
+from test_metalearner import (
+    brute_force_kl_hvp,
+    fake_batch,
+    fake_meta,
+    leaf_params,
+    surrogate_finite_difference,
+    tiny_policy,
+)
 
+from metarl.algorithm.inner_optimizers import attach, precondition, rule_keys
+from metarl.algorithm.metalearner import adapt, meta_gradient_and_fvp
+from metarl.algorithm.policy import adapted_keys
 from metarl.config import Config
-from metarl.inner_optimizers import attach, precondition, rule_keys
-from metarl.metalearner import adapt, meta_gradient_and_fvp
-from metarl.policy import adapted_keys
 from metarl.trainer import Trainer
-from test_metalearner import (brute_force_kl_hvp, fake_batch, fake_meta, leaf_params, surrogate_finite_difference,
-                              tiny_policy)
 
 RULES = [("meta-sgd", False), ("kfo", False), ("kfo", True)]
 SMALL = dict(env="nav2d", meta_batch_size=2, episodes_per_task=2, horizon=10, eval_tasks=2,

@@ -3,11 +3,22 @@
 import pytest
 import torch
 
-from metarl.metalearner import (Batch, MetaBatch, adapt, adapt_steps, adapted_values, inner_loss, meta_gradient_and_fvp,
-                                meta_objective, post_adaptation_terms, subsample_episodes, task_slice,
-                                trpo_step)
-from metarl.policy import GaussianMLP, adapted_keys, forward, log_prob, meta_params
-from metarl.sampler import Episodes
+from metarl.algorithm.metalearner import (
+    Batch,
+    MetaBatch,
+    adapt,
+    adapt_steps,
+    adapted_values,
+    inner_loss,
+    meta_gradient_and_fvp,
+    meta_objective,
+    post_adaptation_terms,
+    subsample_episodes,
+    task_slice,
+    trpo_step,
+)
+from metarl.algorithm.policy import GaussianMLP, adapted_keys, forward, log_prob, meta_params
+from metarl.sampling.sampler import Episodes
 
 K, T, N, OBS, ACT = 3, 4, 2, 2, 2
 
@@ -209,7 +220,7 @@ def test_trpo_step_improves_surrogate_within_kl_bound():
 
 
 def test_trpo_step_restores_parameters_when_no_step_is_accepted(monkeypatch):
-    import metarl.metalearner as metalearner
+    import metarl.algorithm.metalearner as metalearner
     policy = tiny_policy()
     keys = adapted_keys(policy, "anil")
     meta = fake_meta(policy, keys, [0.3])
@@ -255,7 +266,7 @@ def test_fisher_subsample_keeps_the_first_episodes_of_every_task():
 def test_bfloat16_fisher_products_are_within_their_stated_error_and_leave_the_gradient_exact(algo, closed_form):
     """fvp_precision="bfloat16" (docs/performance.md): Fisher-vector products within 3% (norm of the difference
     over the norm; about 1% measured at realistic sizes), the loss and the meta-gradient bit-identical to float32;
-    with the inner step's Jacobian in closed form (metarl/inner_jacobian.py, the default) and by autograd."""
+    with the inner step's Jacobian in closed form (metarl/algorithm/inner_jacobian.py, the default) and by autograd."""
     k, t, n, obs, act = 4, 30, 4, 20, 6
     policy = GaussianMLP(obs, act, [64, 64], 0.0, generator=torch.Generator().manual_seed(0))
     keys = adapted_keys(policy, algo)
@@ -286,7 +297,7 @@ def test_bfloat16_fisher_products_are_within_their_stated_error_and_leave_the_gr
 def test_adaptation_and_forward_by_task_chunks_give_the_same_values(algo):
     """`task_chunk` only changes how many tasks are adapted (and run forward) at once: each task's inner step is its
     own, two steps included (the second from per-task parameters)."""
-    from metarl.metalearner import adapted_values, chunked_forward
+    from metarl.algorithm.metalearner import adapted_values, chunked_forward
     policy = tiny_policy()
     keys, lrs = adapted_keys(policy, algo), [0.3, 0.2]
     batches = [fake_batch(30), fake_batch(31)]

@@ -1,6 +1,6 @@
 import torch
 
-from metarl.optim import (
+from metarl.algorithm.optim import (
     backtracking_line_search,
     conjugate_gradient,
     flat_params,
@@ -183,7 +183,7 @@ def test_line_search_given_its_start_does_not_evaluate_it_again():
 def test_the_allocator_setting_takes_on_glibc():
     import platform
 
-    from metarl.allocator import keep_freed_memory
+    from metarl.common.allocator import keep_freed_memory
 
     applied = keep_freed_memory()
     assert applied == keep_freed_memory()  # once per process, the same answer after

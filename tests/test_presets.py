@@ -54,13 +54,16 @@ def test_a_plain_install_ships_the_presets(tmp_path):
     install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target),
                               str(wheel)], capture_output=True, text=True, timeout=300)
     assert install.returncode == 0, install.stderr[-2000:]
-    probe = ("import json, metarl, metarl.run as r; c = r.resolve_config('cheetah-dir', None, {}, {}); "
-             "print(json.dumps([metarl.__file__, str(r.default_config_file('cheetah-dir')), c.frame_skip]))")
+    probe = ("import json, metarl, metarl.run as r, metarl.algorithm.metalearner as m, metarl.common.files as f, "
+             "metarl.sampling.sampler as s; c = r.resolve_config('cheetah-dir', None, {}, {}); "
+             "print(json.dumps([metarl.__file__, str(r.default_config_file('cheetah-dir')), c.frame_skip, "
+             "[m.__file__, f.__file__, s.__file__]]))")
     done = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=120,
                           env={**os.environ, "PYTHONPATH": str(target)})
     assert done.returncode == 0, done.stderr[-2000:]
-    module, preset, frame_skip = json.loads(done.stdout.strip().splitlines()[-1])
+    module, preset, frame_skip, layers = json.loads(done.stdout.strip().splitlines()[-1])
     assert Path(module).is_relative_to(target) and Path(preset).is_relative_to(target)
+    assert all(Path(path).is_relative_to(target) for path in layers)  # every sub-package is in the wheel
     assert frame_skip == 1
 
 

@@ -4,10 +4,10 @@ trainer with it is repeatable, resumes exactly (the optimiser's moments are chec
 import pytest
 import torch
 
+from metarl.algorithm.metalearner import meta_gradient_and_fvp
+from metarl.algorithm.policy import adapted_keys, meta_params
+from metarl.algorithm.promp import make_optimizer, promp_step
 from metarl.config import Config
-from metarl.metalearner import meta_gradient_and_fvp
-from metarl.policy import adapted_keys, meta_params
-from metarl.promp import make_optimizer, promp_step
 from metarl.trainer import Trainer, logged_metrics
 from tests.test_metalearner import fake_meta, leaf_params, tiny_policy
 
@@ -39,8 +39,8 @@ def _objective_with_separate_forwards(policy, params, meta, ref, keys, lrs, esti
     """ProMP's loss written out as before the inner step's forward was shared: the KL term's own forward pass."""
     import dataclasses
 
-    from metarl.metalearner import adapt, masked_task_mean
-    from metarl.policy import forward, kl_divergence, log_prob
+    from metarl.algorithm.metalearner import adapt, masked_task_mean
+    from metarl.algorithm.policy import forward, kl_divergence, log_prob
 
     kls = []
     for i, (batch, lr) in enumerate(zip(meta.inner, lrs)):
@@ -64,8 +64,8 @@ def test_the_shared_inner_forward_gives_the_objective_and_gradient_of_separate_f
     """The inner-KL penalty reads the inner step's own forward pass (adapt_and_forward): the same loss and
     meta-gradient as a second forward of the batch, away from the sampling parameters (where the KL's gradient is
     not zero), over two inner steps, with a learned inner rule's factors among the parameters."""
-    from metarl import promp
-    from metarl.inner_optimizers import attach
+    from metarl.algorithm import promp
+    from metarl.algorithm.inner_optimizers import attach
 
     policy = tiny_policy()
     if inner_optimizer != "sgd":
@@ -138,7 +138,7 @@ def test_promp_with_lvc_learns_on_nav2d():
 def test_the_linear_schedule_falls_from_promp_lr_to_its_last_share_and_the_trainer_steps_with_it():
     """'linear' takes promp_lr at the first iteration and promp_lr / iterations at the last (SB3's linear schedule);
     the trainer sets it on its optimiser before each update and logs it; 'constant' is promp_lr throughout."""
-    from metarl.promp import scheduled_lr
+    from metarl.algorithm.promp import scheduled_lr
 
     assert [scheduled_lr(1e-3, "linear", done, 4) for done in range(4)] == pytest.approx([1e-3, 7.5e-4, 5e-4, 2.5e-4])
     assert {scheduled_lr(1e-3, "constant", done, 4) for done in range(4)} == {1e-3}

@@ -21,9 +21,9 @@ import pytest
 import torch
 
 from metarl import cli, run
+from metarl.common.lock import LOCK_FILE, RunLock, RunLocked
 from metarl.config import Config, parse_overrides
 from metarl.divergence import Diverged, DivergenceWatch
-from metarl.lock import LOCK_FILE, RunLock, RunLocked
 
 TINY = ["meta_batch_size=4", "episodes_per_task=4", "horizon=20", "eval_every=2", "eval_tasks=3",
         "eval_episodes_per_task=3", "eval_steps=1", "hidden_sizes=[16,16]", "checkpoint_every=1",

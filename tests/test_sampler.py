@@ -4,9 +4,9 @@ import mujoco
 import numpy as np
 import pytest
 import torch
-
 from metarl.envs import Nav2DTask
-from metarl.sampler import Episodes, Sampler
+
+from metarl.sampling.sampler import Episodes, Sampler
 
 
 def test_episodes_are_time_major_per_task_and_masked_after_termination():

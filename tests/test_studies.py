@@ -82,10 +82,17 @@ def test_cheetah_variants_scale_actions_and_observe_x_as_documented():
 
 def test_stale_baseline_predicts_each_task_with_the_previous_tasks_fit():
     import torch
-    from metarl.advantages import (baseline_features, discounted_returns, fit_linear_baseline, gae,
-                                   linear_baseline_values, normalize)
+
+    from metarl.algorithm.advantages import (
+        baseline_features,
+        discounted_returns,
+        fit_linear_baseline,
+        gae,
+        linear_baseline_values,
+        normalize,
+    )
     from metarl.config import load_config
-    from metarl.sampler import Episodes
+    from metarl.sampling.sampler import Episodes
     cp = _import_benchmark("cheetah_protocols")
     cfg = load_config(REPO / "configs" / "cheetah-dir.yaml", {})
     trainer = object.__new__(cp.StaleBaselineTrainer)  # only batch is under test: no envs needed
@@ -123,6 +130,7 @@ def test_stale_baseline_predicts_each_task_with_the_previous_tasks_fit():
 
 def test_head_log_std_variant_adapts_the_head_and_the_log_std_and_nothing_else():
     import torch
+
     from metarl.config import load_config
     cp = _import_benchmark("cheetah_protocols")
     cfg = load_config(REPO / "configs" / "cheetah-dir.yaml",
@@ -285,7 +293,7 @@ def test_run_figures_recomputes_windows_sittings_and_per_task_groups_from_a_fake
 
 
 def test_trpo_step_kl_measures_the_quadratic_models_prediction_and_restores_the_line_search(tmp_path):
-    import metarl.metalearner as metalearner
+    import metarl.algorithm.metalearner as metalearner
 
     trpo_step_kl = _import_benchmark("trpo_step_kl")
     real = metalearner.backtracking_line_search
@@ -307,7 +315,8 @@ def test_trpo_step_kl_measures_the_quadratic_models_prediction_and_restores_the_
 
 def test_trpo_step_kl_smooth_activation_replaces_every_relu_and_keeps_the_weights():
     import torch
-    from metarl.policy import GaussianMLP
+
+    from metarl.algorithm.policy import GaussianMLP
     trpo_step_kl = _import_benchmark("trpo_step_kl")
     policy = GaussianMLP(3, 2, hidden_sizes=(4, 5), generator=torch.Generator().manual_seed(0))
     before = {k: v.clone() for k, v in policy.state_dict().items()}

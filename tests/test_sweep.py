@@ -14,11 +14,22 @@ import pytest
 import torch
 
 from metarl import baselines, sweep
-from metarl.report import variant_label as report_variant_label
 from metarl.cli import main as metarl_main
 from metarl.config import load_config, save_config
-from metarl.run import (CHECKPOINT_FILE, CONFIG_FILE, EVAL_FILE, KEPT_CHECKPOINTS_DIR, METRICS_ARCHIVE, METRICS_FILE,
-                        SETUP_FILE, kept_checkpoints, load_checkpoint, presets_dir, read_metrics)
+from metarl.report import variant_label as report_variant_label
+from metarl.run import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    EVAL_FILE,
+    KEPT_CHECKPOINTS_DIR,
+    METRICS_ARCHIVE,
+    METRICS_FILE,
+    SETUP_FILE,
+    kept_checkpoints,
+    load_checkpoint,
+    presets_dir,
+    read_metrics,
+)
 
 CONFIGS = presets_dir()
 # One thread each: two torch threads on a busy 2-core machine make tiny updates seconds slower.
@@ -343,7 +354,7 @@ def test_ppo_progress_reports_steps_and_training_return(capsys):
 # -- PPO actor -> GaussianMLP --------------------------------------------------------------------------------------
 
 def test_ppo_actor_copy_gives_the_same_action_means():
-    from metarl.policy import GaussianMLP
+    from metarl.algorithm.policy import GaussianMLP
 
     cfg = load_config(CONFIGS / "cheetah-dir.yaml")
     model = baselines.ppo_model(cfg, seed=0, steps=64, n_envs=1)  # built, never trained

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from metarl import threads
+from metarl.common import threads
 
 
 @pytest.fixture

@@ -94,7 +94,7 @@ def test_the_documented_metrics_are_exactly_what_a_step_and_an_evaluation_log(ex
 
 
 def test_evaluate_with_chosen_keys_and_step_sizes():
-    from metarl.policy import adapted_keys
+    from metarl.algorithm.policy import adapted_keys
 
     trainer = Trainer(Config(**{**SMALL, "algo": "maml", "meta_batch_size": 2, "episodes_per_task": 2,
                                 "eval_tasks": 3, "eval_episodes_per_task": 3, "hidden_sizes": [8]}))

@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from metarl.files import write_report
-from metarl.policy import adapted_keys
+from metarl.algorithm.policy import adapted_keys
+from metarl.common.files import write_report
 from metarl.run import KEPT_CHECKPOINTS_DIR, load_trainer
 from metarl.trainer import Trainer
 
@@ -59,7 +59,7 @@ def gradient_agreement(trainer: Trainer, tasks: int, episodes: int, seeds: tuple
     Batch i is `episodes` episodes per task sampled with env seed and noise seed `seeds[i]` from the meta-parameters;
     every pair of batches is compared and each task's cosines are averaged (one pair is a noisy estimate).
     """
-    from metarl.metalearner import inner_loss
+    from metarl.algorithm.metalearner import inner_loss
     if len(seeds) < 2:
         raise ValueError(f"gradient_agreement needs at least two seeds to compare batches, got {seeds!r}")
     cfg = trainer.cfg

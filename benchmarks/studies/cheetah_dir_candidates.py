@@ -37,11 +37,12 @@ import sys
 import time
 from pathlib import Path
 
-from metarl.files import write_report
+from study_runs import EVAL_STEPS, publish, run_variant
+
+from metarl.common.files import write_report
 from metarl.report import pyplot, read_run
 from metarl.run import CHECKPOINT_FILE, CONFIG_FILE, EVAL_FILE, read_metrics
 from metarl.sweep import run_name
-from study_runs import EVAL_STEPS, publish, run_variant
 
 REPO = Path(__file__).resolve().parents[2]
 GRID = REPO / "benchmarks" / "results" / "grid" / "runs"

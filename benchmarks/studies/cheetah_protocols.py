@@ -56,14 +56,20 @@ import numpy as np
 import torch
 from gymnasium.spaces import Box
 from gymnasium.vector.utils import batch_space
-
-from metarl.advantages import (baseline_features, discounted_returns, fit_linear_baseline, gae,
-                                linear_baseline_values, normalize)
-from metarl.config import load_config
 from metarl.envs import CheetahDirTask, HalfCheetahBatch, HalfCheetahDirEnv, register_family
 from metarl.envs.half_cheetah import sample_direction_tasks
-from metarl.files import write_json, write_text
-from metarl.metalearner import Batch
+
+from metarl.algorithm.advantages import (
+    baseline_features,
+    discounted_returns,
+    fit_linear_baseline,
+    gae,
+    linear_baseline_values,
+    normalize,
+)
+from metarl.algorithm.metalearner import Batch
+from metarl.common.files import write_json, write_text
+from metarl.config import load_config
 from metarl.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[2]

@@ -13,7 +13,7 @@ g_i = x r / sigma^2; h_i = -r / sigma^2 for reinforce (Williams 1992: E[grad^2 l
 - 1 / sigma^2) r for lvc (Rothfuss et al. 2019) and dice (Foerster et al. 2018), the same on one step: they add
 reinforce's missing E[grad log pi grad log pi^T A]. The moments are exact (Gauss-Hermite quadrature of polynomials).
 
-The measurement runs metarl's own meta-gradient (`metarl.metalearner.meta_gradient`, through the inner step, post
+The measurement runs metarl's own meta-gradient (`metarl.algorithm.metalearner.meta_gradient`, through the inner step, post
 batch sampled at each adapted theta') over many independent tasks (the Monte Carlo replicates), in groups for the
 standard error. Writes benchmarks/results/studies/estimator_bandit.{json,md}.
 
@@ -30,11 +30,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from metarl.estimators import ESTIMATORS
-from metarl.files import write_report
-from metarl.metalearner import Batch, MetaBatch, adapted_values, meta_gradient, task_slice
-from metarl.policy import GaussianMLP, forward, log_prob
-from metarl.sampler import Episodes
+from metarl.algorithm.estimators import ESTIMATORS
+from metarl.algorithm.metalearner import Batch, MetaBatch, adapted_values, meta_gradient, task_slice
+from metarl.algorithm.policy import GaussianMLP, forward, log_prob
+from metarl.common.files import write_report
+from metarl.sampling.sampler import Episodes
 
 REPO = Path(__file__).resolve().parents[2]
 THETA, GOAL, SIGMA, ALPHA = 0.3, -0.7, 1.0, 0.1

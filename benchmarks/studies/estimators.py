@@ -24,8 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from metarl.common.files import write_report
 from metarl.config import load_config
-from metarl.files import write_report
 from metarl.run import CHECKPOINT_FILE, create_run, is_complete, prepare_resume, preset_path, read_metrics, train
 from metarl.sweep import paper_run_name
 

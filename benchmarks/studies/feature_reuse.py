@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from metarl import analysis
-from metarl.files import read_json, write_json, write_report
+from metarl.common.files import read_json, write_json, write_report
 from metarl.sweep import paper_run_name
 
 REPO = Path(__file__).resolve().parents[2]

@@ -21,10 +21,11 @@ import time
 from pathlib import Path
 
 from cheetah_dir_candidates import GRID, summary
-from metarl.files import write_report
+from study_runs import EVAL_STEPS, publish, run_variant
+
+from metarl.common.files import write_report
 from metarl.run import EVAL_FILE
 from metarl.sweep import paper_run_name
-from study_runs import EVAL_STEPS, publish, run_variant
 
 REPO = Path(__file__).resolve().parents[2]
 COMMAND = "metarl train --config cheetah-dir-paper --algo {algo} --seed {seed} --set fvp_precision=bfloat16"

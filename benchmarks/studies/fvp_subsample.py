@@ -16,8 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+from metarl.common.files import write_report
 from metarl.config import load_config
-from metarl.files import write_report
 from metarl.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[2]

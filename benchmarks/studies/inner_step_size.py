@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from metarl.files import write_report
-from metarl.policy import forward, kl_divergence
+from metarl.algorithm.policy import forward, kl_divergence
+from metarl.common.files import write_report
 from metarl.run import CHECKPOINT_FILE, load_trainer
 
 REPO = Path(__file__).resolve().parents[2]

@@ -29,11 +29,11 @@ from pathlib import Path
 import numpy as np
 from gymnasium.spaces import Box
 from gymnasium.vector.utils import batch_space
-
-from metarl.config import load_config
 from metarl.envs import Navigation2DBatch, Navigation2DEnv, register_family
 from metarl.envs.navigation import MAX_ACTION
-from metarl.files import write_json, write_text
+
+from metarl.common.files import write_json, write_text
+from metarl.config import load_config
 from metarl.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[2]

@@ -6,11 +6,20 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from metarl.common.files import read_json
 from metarl.config import load_config
-from metarl.files import read_json
 from metarl.report import publish_files
-from metarl.run import (CHECKPOINT_FILE, EVAL_FILE, create_run, evaluate_run, is_complete, load_run, prepare_resume,
-                        preset_path, train)
+from metarl.run import (
+    CHECKPOINT_FILE,
+    EVAL_FILE,
+    create_run,
+    evaluate_run,
+    is_complete,
+    load_run,
+    prepare_resume,
+    preset_path,
+    train,
+)
 from metarl.sweep import speed_of
 
 EVAL_STEPS = 3

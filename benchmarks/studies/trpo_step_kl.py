@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from metarl.files import write_report
-from metarl.optim import backtracking_line_search
+from metarl.algorithm.optim import backtracking_line_search
+from metarl.common.files import write_report
 from metarl.run import load_trainer
 
 REPO = Path(__file__).resolve().parents[2]

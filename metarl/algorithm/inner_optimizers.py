@@ -92,7 +92,7 @@ def _sum_tasks(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 def precondition_jvp(policy: nn.Module, params: dict, key: str, grad: torch.Tensor, d_grad: torch.Tensor | None,
                      d_factors: dict) -> torch.Tensor:
     """The tangent of P(phi, g) at (phi, `grad`) along (`d_factors`, `d_grad`): P(phi, dg) + dP/dphi[dphi](g), the
-    rule's part of the inner step's Jacobian-vector product (metarl.inner_jacobian); `d_grad` None is zero."""
+    rule's part of the inner step's Jacobian-vector product (metarl.algorithm.inner_jacobian); `d_grad` None is zero."""
     names = factor_names(policy, params, key)
     out = None if d_grad is None else precondition(policy, params, key, d_grad)
     if not names:

@@ -9,15 +9,15 @@ masks and errors at the step's point computed once per meta-batch chunk and reus
 product. Autograd would instead go back through a graph that itself holds a backward pass (a double backward),
 twice per product. Several inner steps chain: J = J_S ... J_1, each at its own point.
 
-Estimators (metarl.estimators): `reinforce`'s inner loss -E[log pi A] has Hessian -E[A Hess log pi]; `lvc`'s
+Estimators (metarl.algorithm.estimators): `reinforce`'s inner loss -E[log pi A] has Hessian -E[A Hess log pi]; `lvc`'s
 -E[pi / pi_ref A] has -E[rho A (Hess log pi + grad log pi grad log pi^T)], rho = pi / pi_ref (1 at the sampling
 policy; ProMP, Rothfuss et al. ICLR 2019, sec. 5). `dice` uses autograd (`supported`).
 
-Learned inner rules (metarl.inner_optimizers) make the step theta' = theta - lr * P(phi, g(theta)), P linear in the
+Learned inner rules (metarl.algorithm.inner_optimizers) make the step theta' = theta - lr * P(phi, g(theta)), P linear in the
 gradient g and differentiable in the rule's factors phi (meta-parameters, unchanged by the step). Then
 J v = v - lr * (P(phi, Hess L v) + dP/dphi[v_phi](g)) and J^T u = u - lr * Hess L (dP/dg^T u) on theta and
 u - lr * dP/dphi^T u on phi: the same Hessian-vector product, and P's own small products (its factors are at most
-n x n; metarl.inner_optimizers.precondition_jvp and precondition_vjp).
+n x n; metarl.algorithm.inner_optimizers.precondition_jvp and precondition_vjp).
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from metarl.fisher import _add_product, _linear, _weight_grad
-from metarl.inner_optimizers import RULE, factor_names, precondition, precondition_jvp, precondition_vjp
-from metarl.policy import GaussianMLP, Params, log_prob
+from metarl.algorithm.fisher import _add_product, _linear, _weight_grad
+from metarl.algorithm.inner_optimizers import RULE, factor_names, precondition, precondition_jvp, precondition_vjp
+from metarl.algorithm.policy import GaussianMLP, Params, log_prob
 
 ESTIMATORS = ("reinforce", "lvc")
 
@@ -39,7 +39,7 @@ def supported(policy: GaussianMLP, estimator: str) -> bool:
 
 def cast(obj, dtype: torch.dtype):
     """A shallow copy of `obj` with its floating-point tensors (also in its lists and dicts) in `dtype`: the cached
-    state of a product (metarl.fisher.GaussianKLCurvature, InnerStep) converted once, not at every product."""
+    state of a product (metarl.algorithm.fisher.GaussianKLCurvature, InnerStep) converted once, not at every product."""
     def convert(x):
         if isinstance(x, torch.Tensor) and x.is_floating_point():
             return x.to(dtype)

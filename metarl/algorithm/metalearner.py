@@ -12,13 +12,13 @@ from dataclasses import dataclass
 
 import torch
 
-from metarl.estimators import step_weights
-from metarl.fisher import GaussianKLCurvature
-from metarl.inner_jacobian import InnerChain, cast, supported
-from metarl.inner_optimizers import precondition
-from metarl.optim import backtracking_line_search, conjugate_gradient, unflatten_like
-from metarl.policy import GaussianMLP, Params, forward, kl_divergence, log_prob
-from metarl.sampler import Episodes
+from metarl.algorithm.estimators import step_weights
+from metarl.algorithm.fisher import GaussianKLCurvature
+from metarl.algorithm.inner_jacobian import InnerChain, cast, supported
+from metarl.algorithm.inner_optimizers import precondition
+from metarl.algorithm.optim import backtracking_line_search, conjugate_gradient, unflatten_like
+from metarl.algorithm.policy import GaussianMLP, Params, forward, kl_divergence, log_prob
+from metarl.sampling.sampler import Episodes
 
 
 @dataclass
@@ -28,7 +28,7 @@ class Batch:
     episodes: Episodes
     advantages: torch.Tensor  # (K, T, N)
     # log-probabilities of the actions under the policy that sampled them, (K, T, N); when set, the estimators'
-    # stop-gradient point (ProMP's importance-weighted inner step, metarl.promp); None: the current parameters'
+    # stop-gradient point (ProMP's importance-weighted inner step, metarl.algorithm.promp); None: the current parameters'
     behaviour_log_prob: torch.Tensor | None = None
 
 
@@ -39,7 +39,7 @@ def masked_task_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 def inner_loss(policy: GaussianMLP, params: Params, batch: Batch, estimator: str = "reinforce") -> torch.Tensor:
     """Policy-gradient loss per task, -E[w_t A_t] over real steps, shape (K,); w_t is `estimator`'s
-    (metarl.estimators: reinforce's log pi, Williams 1992; lvc; dice)."""
+    (metarl.algorithm.estimators: reinforce's log pi, Williams 1992; lvc; dice)."""
     return _inner_loss_at(*forward(policy, params, batch.episodes.observations), batch, estimator)
 
 
@@ -54,12 +54,12 @@ def adapt(policy: GaussianMLP, params: Params, batch: Batch, keys: list[str], lr
           create_graph: bool, estimator: str = "reinforce") -> Params:
     """One inner step per task on `keys`; the other parameters are returned untouched (same tensors).
 
-    The step is -lr * P(g), P the policy's update rule (metarl.inner_optimizers: the identity for SGD; Meta-SGD's or
+    The step is -lr * P(g), P the policy's update rule (metarl.algorithm.inner_optimizers: the identity for SGD; Meta-SGD's or
     KFO's learned factors, read from `params`, so the step is differentiable in them).
 
     Adapted keys get a leading task axis K. With `create_graph` the result stays differentiable through the
     gradient (second-order MAML); without it the step is a constant offset (first-order). `estimator` only
-    changes the result's derivative (metarl.estimators), not its value.
+    changes the result's derivative (metarl.algorithm.estimators), not its value.
     """
     return adapt_and_forward(policy, params, batch, keys, lr, create_graph, estimator)[0]
 
@@ -214,8 +214,8 @@ def meta_gradient_and_fvp(policy: GaussianMLP, params: Params, meta: MetaBatch, 
     benchmarks/fvp_chunks.py). `fvp_meta` (a subsample of `meta`, see `subsample_episodes`) estimates J and H from
     fewer episodes, at the exact adapted parameters. With `fvp_precision="bfloat16"` the Fisher-vector products run
     in bfloat16 at the same float32 point (in closed form: wholly in bfloat16; by autograd: the Fisher's own graphs
-    under autocast); the loss and g stay float32 (docs/performance.md gives the error). `estimator` is the inner loss's (metarl.estimators): J includes its second-order terms.
-    `closed_form` (default: wherever metarl.inner_jacobian covers the inner loop) takes J v and J^T u as
+    under autocast); the loss and g stay float32 (docs/performance.md gives the error). `estimator` is the inner loss's (metarl.algorithm.estimators): J includes its second-order terms.
+    `closed_form` (default: wherever metarl.algorithm.inner_jacobian covers the inner loop) takes J v and J^T u as
     Hessian-vector products of the inner loss in closed form instead of autograd's double backward: the same
     products to round-off, no adaptation graph kept.
     Returns (loss, g, fvp) with g and fvp's input/output flat over `params`.
@@ -261,7 +261,7 @@ def _accumulators(params: Params):
 def _closed_form_gradient_and_fvp(policy: GaussianMLP, params: Params, meta: MetaBatch, keys: list[str],
                                   lrs: list[float], first_order: bool, fvp_meta: MetaBatch | None,
                                   task_chunk: int | None, fvp_precision: str, estimator: str):
-    """`meta_gradient_and_fvp` with J from metarl.inner_jacobian: per chunk, the inner chain's points and errors
+    """`meta_gradient_and_fvp` with J from metarl.algorithm.inner_jacobian: per chunk, the inner chain's points and errors
     are computed once and serve g = J^T (d loss / d theta') and every product J^T H J v."""
     names, inputs, loss_sum, g = _accumulators(params)
     parts = []
@@ -298,7 +298,7 @@ def _post_curvature(policy: GaussianMLP, adapted: Params, meta: MetaBatch, share
 
 def _closed_form_chunk_fvp(names: list[str], inputs: list[torch.Tensor], chain: InnerChain,
                            curvature: GaussianKLCurvature, fvp_precision: str):
-    """v -> share * J^T H J v for one chunk, J from `chain` (metarl.inner_jacobian), H from `curvature` (its sample
+    """v -> share * J^T H J v for one chunk, J from `chain` (metarl.algorithm.inner_jacobian), H from `curvature` (its sample
     weights carry the chunk's share)."""
     low = inputs[0].dtype if fvp_precision == "float32" else getattr(torch, fvp_precision)
     if low != inputs[0].dtype:  # every cached tensor converted once; the products then run wholly in `low`
@@ -341,7 +341,7 @@ def precision(name: str, device: torch.device):
 def _chunk_fvp(policy: GaussianMLP, names: list[str], inputs: list[torch.Tensor], outputs: list[torch.Tensor],
                leaves: Params, meta: MetaBatch, share: float, fvp_precision: str = "float32"):
     """v -> share * J^T H J v for the tasks of `meta` (one chunk): J of the adaptation graph inputs -> outputs,
-    H the KL Hessian at `leaves` (the adapted parameters) in closed form (metarl.fisher)."""
+    H the KL Hessian at `leaves` (the adapted parameters) in closed form (metarl.algorithm.fisher)."""
     mask = meta.post.episodes.mask
     weight = share * mask / mask.sum((1, 2), keepdim=True).clamp(min=1.0) / mask.shape[0]  # the KL's mean
     curvature = GaussianKLCurvature(policy, leaves, meta.post.episodes.observations, weight)
@@ -380,7 +380,7 @@ def trpo_step(policy: GaussianMLP, meta: MetaBatch, keys: list[str], lrs: list[f
     F x = -g by conjugate gradient; the step is scaled to the KL bound and backtracked until the surrogate
     improves within it, else the parameters are restored. `line_search` has `backtracking_line_search`'s
     signature (a study may pass a wrapper that probes the step). `estimator`: the inner loss's
-    (metarl.estimators), in the gradient and the Fisher. `reduce` turns a mean over `meta`'s tasks into the mean
+    (metarl.algorithm.estimators), in the gradient and the Fisher. `reduce` turns a mean over `meta`'s tasks into the mean
     over the whole meta-batch when the tasks are split over ranks (metarl.distributed: World.mean); every rank then
     takes the same step.
     """

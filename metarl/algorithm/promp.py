@@ -19,8 +19,8 @@ import dataclasses
 
 import torch
 
-from metarl.metalearner import MetaBatch, adapt_and_forward, adapted_values, masked_task_mean, task_chunks
-from metarl.policy import GaussianMLP, Params, forward, kl_divergence, log_prob
+from metarl.algorithm.metalearner import MetaBatch, adapt_and_forward, adapted_values, masked_task_mean, task_chunks
+from metarl.algorithm.policy import GaussianMLP, Params, forward, kl_divergence, log_prob
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
 SCHEDULES = ("constant", "linear")

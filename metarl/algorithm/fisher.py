@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from metarl.policy import GaussianMLP, Params, log_prob
+from metarl.algorithm.policy import GaussianMLP, Params, log_prob
 
 
 def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:

@@ -38,7 +38,7 @@ def child(algo: str, device: str, iterations: int, repeats: int, quick: bool, ov
     import torch
 
     from metarl.config import load_config, parse_overrides
-    from metarl.run import preset_path
+    from metarl.runs import preset_path
     from metarl.trainer import Trainer
 
     cfg = load_config(preset_path("cheetah-dir-paper"), {"algo": algo, "device": device, "adaptive_update_threads": False,
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--devices cuda needs a CUDA GPU, and torch sees none here; use --devices cpu")
     from metarl.common.files import write_report
     from metarl.config import load_config, parse_overrides
-    from metarl.run import preset_path
+    from metarl.runs import preset_path
 
     runs = []
     for algo in args.algos:

@@ -29,7 +29,7 @@ def measure(algo: str, rounds: int, threads: int, quick: bool) -> dict:
     import torch
 
     from metarl.config import load_config
-    from metarl.run import preset_path
+    from metarl.runs import preset_path
     from metarl.trainer import Trainer
 
     base = {"algo": algo, "update_threads": threads, "adaptive_update_threads": False, **(QUICK if quick else {})}

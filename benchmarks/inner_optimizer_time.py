@@ -40,7 +40,7 @@ def measure(env: str, rounds: int, threads: int, quick: bool) -> dict:
     import torch
 
     from metarl.config import load_config
-    from metarl.run import preset_path
+    from metarl.runs import preset_path
     from metarl.trainer import Trainer
 
     base = {"algo": "maml", "update_threads": threads, "adaptive_update_threads": False, **(QUICK if quick else {})}

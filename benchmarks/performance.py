@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parent.parent
 def preset_frame_skip() -> int:
     """The cheetah-dir preset's frame skip (the protocol's physics: 1 since the papers' rllab cheetah)."""
     from metarl.config import load_config
-    from metarl.run import preset_path
+    from metarl.runs import preset_path
     return load_config(preset_path("cheetah-dir")).frame_skip or 5
 
 
@@ -133,7 +133,7 @@ def iteration_in_subprocess(algo: str, overrides: list[str], iterations: int, pr
     code = ("import json, statistics, sys;"
             "from metarl.config import load_config, parse_overrides;"
             "from metarl.trainer import Trainer, resolve_device, resolve_fvp_precision;"
-            "from metarl.run import preset_path;"
+            "from metarl.runs import preset_path;"
             "cfg = load_config(preset_path(sys.argv[1]), parse_overrides(sys.argv[2:]));"
             "t = Trainer(cfg); t.step();"
             f"runs = [t.step() for _ in range({iterations})];"

@@ -94,7 +94,7 @@ def child(algo: str, repeats: int, quick: bool, threads: int, allocator: bool, c
 
     import metarl.algorithm.metalearner
     from metarl.config import load_config
-    from metarl.run import preset_path
+    from metarl.runs import preset_path
     from metarl.trainer import Trainer
 
     overrides = {"algo": algo, "update_threads": threads, "adaptive_update_threads": False,

@@ -36,7 +36,7 @@ def child(setting: str, updates: int, quick: bool) -> None:
     import torch
 
     from metarl.config import load_config
-    from metarl.run import preset_path
+    from metarl.runs import preset_path
     from metarl.trainer import Trainer
 
     sizes = {"meta_batch_size": 2, "episodes_per_task": 2, "hidden_sizes": [16]} if quick else {}

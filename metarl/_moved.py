@@ -15,6 +15,8 @@ MOVED = {
        for name in ("policy", "advantages", "estimators", "inner_optimizers", "metalearner", "inner_jacobian",
                     "fisher", "promp", "optim")},
     "metarl.sampler": "metarl.sampling.sampler",
+    "metarl.run": "metarl.runs",
+    "metarl.divergence": "metarl.runs.divergence",
 }
 
 

@@ -25,7 +25,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from metarl import run
+from metarl import runs as run
 from metarl.algorithm.policy import layer_outputs, layers
 from metarl.common.files import write_json, write_text
 from metarl.similarity import linear_cka, svcca

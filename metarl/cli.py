@@ -9,7 +9,7 @@
     metarl publish runs/grid results/grid/runs
     metarl analyze results/grid/runs/nav2d-maml-seed0 --out results/analysis/nav2d-maml-seed0
 
-Argument parsing and printing only; run directories, checkpoints and logging live in metarl.run, grids of runs in
+Argument parsing and printing only; run directories, checkpoints and logging live in metarl.runs, grids of runs in
 metarl.sweep (and metarl.baselines), their reports and publishing in metarl.report.
 Heavy imports (torch, the trainer) happen inside the commands, so --help and argument errors are instant.
 """
@@ -27,7 +27,7 @@ from metarl import __version__
 from metarl.config import ALGOS, BOOKKEEPING_KEYS, ConfigError, config_help, parse_overrides
 
 # Exit codes: 0 done; 1 an operating-system error (a full disk); 2 a usage, config or run problem; 3 training
-# diverged (metarl.divergence); 4 another rank of a torchrun launch failed (metarl.distributed); 130 interrupted
+# diverged (metarl.runs.divergence); 4 another rank of a torchrun launch failed (metarl.distributed); 130 interrupted
 # (Ctrl-C, SIGTERM), a checkpoint saved.
 EXIT_OS = 1
 EXIT_USAGE = 2
@@ -289,7 +289,8 @@ def _non_negative_int(text: str) -> int:
 def _launch_device(args: argparse.Namespace, world) -> str:
     """The device the run will train on, read by every rank of a torchrun launch before they join (gloo or NCCL);
     a run that cannot train on these ranks is refused here, before anything is written."""
-    from metarl import distributed, run
+    from metarl import distributed
+    from metarl import runs as run
     from metarl.config import load_config
     from metarl.trainer import resolve_device
 
@@ -307,7 +308,7 @@ def _launch_device(args: argparse.Namespace, world) -> str:
 def _train_rank(world) -> int:
     """A rank other than 0 of a torchrun launch: train what rank 0 announces (its run directory, config and
     checkpoint), writing nothing; nothing if rank 0 announces nothing (it stopped before training)."""
-    from metarl import run
+    from metarl import runs as run
 
     job = world.broadcast(None)
     if job is None:
@@ -321,7 +322,8 @@ def _train_rank(world) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from metarl import distributed, run
+    from metarl import distributed
+    from metarl import runs as run
 
     world = distributed.launched_world()  # rank 0 of 1 unless torchrun launched several (metarl.distributed)
     if world.size == 1:
@@ -439,7 +441,7 @@ def _train_run(args: argparse.Namespace, world, run, announce) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from metarl import run
+    from metarl import runs as run
 
     out = args.out or run.default_eval_path(Path(args.run_dir), args.checkpoint)
     report = run.evaluate_run(args.run_dir, args.tasks, args.steps, args.episodes, out=out,
@@ -450,10 +452,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_envs(args: argparse.Namespace) -> int:
-    from metarl.envs import families
-
-    from metarl import run
+    from metarl import runs as run
     from metarl.config import load_config
+    from metarl.envs import families
     from metarl.report import VARIANT_LABELS, setup_of, variant_parts
 
     rows = families()
@@ -527,7 +528,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from metarl import report, run
+    from metarl import report
+    from metarl import runs as run
 
     keep = args.keep_every or report.PUBLISHED_SNAPSHOT_EVERY
     if args.compact:
@@ -564,7 +566,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
-    from metarl.run import RunDiverged, RunError
+    from metarl.runs import RunDiverged, RunError
 
     try:
         return COMMANDS[args.command](args)

@@ -47,7 +47,7 @@ from typing import Sequence
 
 import numpy as np
 
-from metarl import run
+from metarl import runs as run
 from metarl.baselines import BASELINE_KINDS
 from metarl.common import provenance
 from metarl.common.files import number, write_json, write_text

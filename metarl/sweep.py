@@ -35,7 +35,8 @@ import traceback
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from metarl import baselines, run
+from metarl import baselines
+from metarl import runs as run
 from metarl.baselines import BASELINE_KINDS, PPO_ENVS
 from metarl.common import files
 from metarl.common.files import write_json, write_text
@@ -60,7 +61,7 @@ PARALLEL_OVERRIDES = {"sampler_threads": 1, "update_threads": 1}
 META_UPDATE_KEYS = ("max_kl", "cg_iters", "cg_damping", "ls_max_steps", "ls_backtrack_ratio", "fvp_subsample",
                     "first_order")
 
-# The sweep's own files (the run directories' are metarl.run's).
+# The sweep's own files (the run directories' are metarl.runs').
 TIMING_FILE = "timing.json"
 COMMANDS_FILE = "commands.txt"
 BASELINES_DIR = "baselines"
@@ -302,8 +303,8 @@ class Sitting:
 def train_cell(root: Path, env: str, algo: str, seed: int, overrides: dict, jobs: int, eval_tasks: int) -> str:
     """Bring one grid cell to completion: start, resume or skip it, then write its final evaluation.
 
-    Training goes through metarl.run (create_run / prepare_resume / train / evaluate_run), so the folder is an
-    ordinary run directory. Returns a one-line status; raises metarl.run.Interrupted when stopped.
+    Training goes through metarl.runs (create_run / prepare_resume / train / evaluate_run), so the folder is an
+    ordinary run directory. Returns a one-line status; raises metarl.runs.Interrupted when stopped.
     """
     requested = cell_config(env, algo, seed, grid_overrides(overrides, jobs))
     name = run_name(env, algo, seed, variant(requested))

@@ -9,7 +9,7 @@ from metarl import analysis
 from metarl.algorithm.policy import GaussianMLP, forward, layer_outputs, layers, meta_params
 from metarl.cli import main
 from metarl.config import load_config
-from metarl.run import create_run, evaluate_run, preset_path, train
+from metarl.runs import create_run, evaluate_run, preset_path, train
 
 TINY = {"meta_batch_size": 3, "episodes_per_task": 3, "horizon": 15, "iterations": 2, "eval_every": 0,
         "eval_tasks": 3, "eval_episodes_per_task": 3, "eval_steps": 2, "hidden_sizes": [8, 8],

@@ -216,7 +216,7 @@ def test_resume_after_a_real_interrupt_matches_an_uninterrupted_run(straight_run
 def test_a_signal_delivered_to_another_thread_still_waits_for_the_deferred_block():
     """kill(2) may hand SIGINT to any thread; Python then runs its handler in the main thread at once. The block
     (a log or checkpoint write) must still finish first, and the interrupt come right after it."""
-    from metarl.run import signals_deferred
+    from metarl.runs import signals_deferred
 
     inside, finished = threading.Event(), []
 

@@ -16,7 +16,7 @@ import pytest
 
 from metarl.config import load_config
 from metarl.distributed import World
-from metarl.run import create_run, prepare_resume, preset_path, train
+from metarl.runs import create_run, prepare_resume, preset_path, train
 
 TINY = {"meta_batch_size": 5, "episodes_per_task": 3, "horizon": 15, "eval_every": 0, "eval_tasks": 2,
         "eval_episodes_per_task": 2, "eval_steps": 1, "hidden_sizes": [8, 8], "sampler_threads": 1,

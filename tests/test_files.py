@@ -58,7 +58,7 @@ def test_read_metrics_gives_nan_for_the_nulls_a_diverged_run_wrote(tmp_path):
     import math
 
     from metarl.common.files import dumps
-    from metarl.run import read_metrics
+    from metarl.runs import read_metrics
 
     (tmp_path / "metrics.jsonl").write_text(
         dumps({"iteration": 1, "env_steps": 10, "trpo/kl": float("nan"), "returns/post_adaptation": -3.0}) + "\n"

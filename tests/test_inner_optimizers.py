@@ -116,7 +116,7 @@ def test_a_run_with_a_learned_rule_starts_as_sgd_learns_its_factors_and_checkpoi
 
 def test_an_unknown_inner_optimizer_is_a_clear_error():
     from metarl.config import ConfigError, load_config
-    from metarl.run import preset_path
+    from metarl.runs import preset_path
 
     with pytest.raises(ConfigError, match="inner_optimizer.*'adam'.*'sgd', 'meta-sgd', 'kfo'"):
         load_config(preset_path("nav2d"), {"inner_optimizer": "adam"})

@@ -17,7 +17,7 @@ LAYERS = [
     ("sampling", ("metarl.sampling",)),
     ("algorithm", ("metarl.algorithm",)),
     ("trainer", ("metarl.distributed", "metarl.trainer")),
-    ("runs", ("metarl.run", "metarl.divergence")),
+    ("runs", ("metarl.runs",)),
     ("experiments", ("metarl.sweep", "metarl.sweep_ray", "metarl.baselines", "metarl.report", "metarl.analysis",
                      "metarl.similarity")),
     ("interface", ("metarl.cli", "metarl.pages", "metarl.__main__", "metarl._moved", "metarl")),

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from metarl import run
+from metarl import runs as run
+from metarl.runs import presets
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,7 +37,7 @@ def test_a_preset_is_named_without_a_path():
 
 def test_a_missing_preset_is_an_error_naming_it(monkeypatch, tmp_path):
     (tmp_path / "nav2d.yaml").write_text("env: nav2d\n")
-    monkeypatch.setattr(run, "presets_dir", lambda: tmp_path)
+    monkeypatch.setattr(presets, "presets_dir", lambda: tmp_path)  # where preset_path looks
     with pytest.raises(run.RunError, match=r"preset 'cheetah-dir' is not installed .*installed presets: nav2d"):
         run.resolve_config("cheetah-dir", None, {}, {})
     with pytest.raises(run.RunError, match="preset 'nope' is not installed"):
@@ -54,7 +55,7 @@ def test_a_plain_install_ships_the_presets(tmp_path):
     install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target),
                               str(wheel)], capture_output=True, text=True, timeout=300)
     assert install.returncode == 0, install.stderr[-2000:]
-    probe = ("import json, metarl, metarl.run as r, metarl.algorithm.metalearner as m, metarl.common.files as f, "
+    probe = ("import json, metarl, metarl.runs as r, metarl.algorithm.metalearner as m, metarl.common.files as f, "
              "metarl.sampling.sampler as s; c = r.resolve_config('cheetah-dir', None, {}, {}); "
              "print(json.dumps([metarl.__file__, str(r.default_config_file('cheetah-dir')), c.frame_skip, "
              "[m.__file__, f.__file__, s.__file__]]))")

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from metarl import analysis, report, run
+from metarl import analysis, report
+from metarl import runs as run
 from metarl.config import load_config
-from metarl.run import create_run, evaluate_run, preset_path, train
+from metarl.runs import create_run, evaluate_run, preset_path, train
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"

@@ -20,10 +20,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from metarl import cli, run
+from metarl import cli
+from metarl import runs as run
 from metarl.common.lock import LOCK_FILE, RunLock, RunLocked
 from metarl.config import Config, parse_overrides
-from metarl.divergence import Diverged, DivergenceWatch
+from metarl.runs import training
+from metarl.runs.divergence import Diverged, DivergenceWatch
 
 TINY = ["meta_batch_size=4", "episodes_per_task=4", "horizon=20", "eval_every=2", "eval_tasks=3",
         "eval_episodes_per_task=3", "eval_steps=1", "hidden_sizes=[16,16]", "checkpoint_every=1",
@@ -253,7 +255,7 @@ def test_a_full_disk_mid_run_is_one_line_and_the_checkpoint_stays_whole(tmp_path
             raise OSError(errno.ENOSPC, "No space left on device", str(run_dir / "checkpoint.pt.tmp"))
         real_save(run_dir, state, last_eval)
 
-    monkeypatch.setattr(run, "save_checkpoint", filling_disk)
+    monkeypatch.setattr(training, "save_checkpoint", filling_disk)  # what the training loop calls
     run_dir = tmp_path / "run"
     code = cli.main(train_args(run_dir, 6))
     assert code == cli.EXIT_OS

@@ -184,7 +184,7 @@ def test_inner_step_size_reports_kl_and_shift_for_a_published_run(tmp_path):
 
 
 def test_adaptation_step_sizes_matches_metarl_eval_at_the_protocol_step(tmp_path):
-    from metarl.run import evaluate_run
+    from metarl.runs import evaluate_run
 
     run = GRID_RUNS / "nav2d-anil-seed0"
     out = tmp_path / "sizes"
@@ -208,7 +208,7 @@ def test_adaptation_step_sizes_matches_metarl_eval_at_the_protocol_step(tmp_path
 
 
 def test_gradient_agreement_is_one_for_the_same_batch_and_below_one_for_independent_batches():
-    from metarl.run import load_trainer
+    from metarl.runs import load_trainer
 
     sizes = _import_benchmark("adaptation_step_sizes")
     trainer = load_trainer(GRID_RUNS / "nav2d-anil-seed0")
@@ -345,7 +345,7 @@ def test_estimators_study_trains_each_variant_as_a_resumable_run_and_skips_finis
     metrics = (run_dir / "metrics.jsonl").read_text()
     study.main(args)  # finished: left as it is
     assert (run_dir / "metrics.jsonl").read_text() == metrics
-    from metarl.run import prepare_resume, train
+    from metarl.runs import prepare_resume, train
     train(*prepare_resume(run_dir, 3))  # extended beyond the study's length: still left as it is, and reported
     extended = (run_dir / "metrics.jsonl").read_text()
     study.main(args)
@@ -413,7 +413,7 @@ def test_depth_study_trains_each_variant_evaluates_it_once_and_resumes(tmp_path)
 def test_cheetah_dir_candidates_continues_a_copy_of_the_published_run_and_reports_it(tmp_path, monkeypatch):
     study = _import_benchmark("cheetah_dir_candidates")
     from metarl.config import load_config
-    from metarl.run import create_run, evaluate_run, preset_path, train
+    from metarl.runs import create_run, evaluate_run, preset_path, train
     # a tiny stand-in for the grid's published ProMP + LVC seed 0 (one iteration, two tasks, two episodes)
     grid = tmp_path / "grid"
     tiny = {"algo": "anil", "seed": 0, "estimator": "lvc", "outer": "promp", "iterations": 1, "meta_batch_size": 2,
@@ -458,7 +458,7 @@ def test_fisher_precision_trains_one_bfloat16_change_and_compares_it_with_the_gr
     import statistics
 
     from metarl.config import load_config
-    from metarl.run import preset_path
+    from metarl.runs import preset_path
     real = study.run_variant
     tiny = {"iterations": 1, "meta_batch_size": 2, "episodes_per_task": 2, "eval_tasks": 2, "eval_episodes_per_task": 2,
             "horizon": 20, "eval_every": 1}
@@ -491,7 +491,7 @@ def test_cheetah_dir_candidates_publishes_an_unfinished_run_and_resumes_it_from_
     import shutil
 
     from metarl.config import load_config
-    from metarl.run import create_run, preset_path, read_metrics, train
+    from metarl.runs import create_run, preset_path, read_metrics, train
     tiny = {"algo": "anil", "seed": 0, "meta_batch_size": 2, "episodes_per_task": 2, "eval_tasks": 2,
             "eval_episodes_per_task": 2, "horizon": 20, "eval_every": 1, "promp_steps": 1, "iterations": 4}
     cfg = load_config(preset_path("cheetah-dir"), {**tiny, **study.CANDIDATES["meta-sgd"]})

@@ -17,7 +17,7 @@ from metarl import baselines, sweep
 from metarl.cli import main as metarl_main
 from metarl.config import load_config, save_config
 from metarl.report import variant_label as report_variant_label
-from metarl.run import (
+from metarl.runs import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
     EVAL_FILE,

@@ -31,7 +31,7 @@ import torch
 
 from metarl.algorithm.policy import adapted_keys
 from metarl.common.files import write_report
-from metarl.run import KEPT_CHECKPOINTS_DIR, load_trainer
+from metarl.runs import KEPT_CHECKPOINTS_DIR, load_trainer
 from metarl.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[2]

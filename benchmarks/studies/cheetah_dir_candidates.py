@@ -41,7 +41,7 @@ from study_runs import EVAL_STEPS, publish, run_variant
 
 from metarl.common.files import write_report
 from metarl.report import pyplot, read_run
-from metarl.run import CHECKPOINT_FILE, CONFIG_FILE, EVAL_FILE, read_metrics
+from metarl.runs import CHECKPOINT_FILE, CONFIG_FILE, EVAL_FILE, read_metrics
 from metarl.sweep import run_name
 
 REPO = Path(__file__).resolve().parents[2]

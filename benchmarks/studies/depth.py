@@ -30,7 +30,7 @@ from pathlib import Path
 from study_runs import EVAL_STEPS, publish, run_variant
 
 from metarl.common.files import read_json, write_report
-from metarl.run import EVAL_FILE, read_metrics
+from metarl.runs import EVAL_FILE, read_metrics
 
 REPO = Path(__file__).resolve().parents[2]
 VARIANTS = {"depth1": {"hidden_sizes": [100]}, "depth2": {"hidden_sizes": [100, 100]},

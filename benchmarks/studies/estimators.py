@@ -26,7 +26,7 @@ from pathlib import Path
 
 from metarl.common.files import write_report
 from metarl.config import load_config
-from metarl.run import CHECKPOINT_FILE, create_run, is_complete, prepare_resume, preset_path, read_metrics, train
+from metarl.runs import CHECKPOINT_FILE, create_run, is_complete, prepare_resume, preset_path, read_metrics, train
 from metarl.sweep import paper_run_name
 
 REPO = Path(__file__).resolve().parents[2]

@@ -24,7 +24,7 @@ from cheetah_dir_candidates import GRID, summary
 from study_runs import EVAL_STEPS, publish, run_variant
 
 from metarl.common.files import write_report
-from metarl.run import EVAL_FILE
+from metarl.runs import EVAL_FILE
 from metarl.sweep import paper_run_name
 
 REPO = Path(__file__).resolve().parents[2]

@@ -23,7 +23,7 @@ import torch
 
 from metarl.algorithm.policy import forward, kl_divergence
 from metarl.common.files import write_report
-from metarl.run import CHECKPOINT_FILE, load_trainer
+from metarl.runs import CHECKPOINT_FILE, load_trainer
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_RUNS = REPO / "benchmarks" / "results" / "grid" / "runs"

@@ -22,14 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
-from metarl import run
-from metarl.run import EVAL_FILE, METRICS_FILE
+from metarl import runs as run
+from metarl.runs import EVAL_FILE, METRICS_FILE
 
 TIMING_FILE = "timing.json"  # per-sitting timing, written by metarl.sweep
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
-    """One dict per logged iteration, in file order (metarl.run's reader)."""
+    """One dict per logged iteration, in file order (metarl.runs' reader)."""
     metrics = run.read_metrics(run_dir)  # metrics.jsonl, or a published run's metrics.jsonl.gz
     if not metrics:
         raise SystemExit(f"run_figures: no {METRICS_FILE} (nor {run.METRICS_ARCHIVE}) in {run_dir}")

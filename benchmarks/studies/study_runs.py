@@ -9,7 +9,7 @@ from pathlib import Path
 from metarl.common.files import read_json
 from metarl.config import load_config
 from metarl.report import publish_files
-from metarl.run import (
+from metarl.runs import (
     CHECKPOINT_FILE,
     EVAL_FILE,
     create_run,

@@ -22,12 +22,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from metarl.algorithm.optim import backtracking_line_search
 from metarl.common.files import write_report
-from metarl.run import load_trainer
+from metarl.runs import load_trainer
 
 REPO = Path(__file__).resolve().parents[2]
 SMOOTH = {"softplus": torch.nn.Softplus, "tanh": torch.nn.Tanh}

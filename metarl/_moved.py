@@ -17,6 +17,8 @@ MOVED = {
     "metarl.sampler": "metarl.sampling.sampler",
     "metarl.run": "metarl.runs",
     "metarl.divergence": "metarl.runs.divergence",
+    **{f"metarl.{name}": f"metarl.experiments.{name}"
+       for name in ("sweep", "sweep_ray", "baselines", "report", "analysis", "similarity")},
 }
 
 

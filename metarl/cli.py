@@ -10,7 +10,7 @@
     metarl analyze results/grid/runs/nav2d-maml-seed0 --out results/analysis/nav2d-maml-seed0
 
 Argument parsing and printing only; run directories, checkpoints and logging live in metarl.runs, grids of runs in
-metarl.sweep (and metarl.baselines), their reports and publishing in metarl.report.
+metarl.experiments.sweep (and metarl.experiments.baselines), their reports and publishing in metarl.experiments.report.
 Heavy imports (torch, the trainer) happen inside the commands, so --help and argument errors are instant.
 """
 
@@ -165,8 +165,8 @@ def _add_grid_args(p, envs, seeds, kinds, baselines_help: str) -> None:
 
 
 def _add_sweep(commands) -> None:
-    from metarl import sweep
-    from metarl.baselines import BASELINE_KINDS, PPO_ENVS
+    from metarl.experiments import sweep
+    from metarl.experiments.baselines import BASELINE_KINDS, PPO_ENVS
 
     p = commands.add_parser(
         "sweep", help="meta-train a grid of (env, algo, seed) runs and its baselines, resumably",
@@ -213,8 +213,8 @@ def _add_sweep(commands) -> None:
 
 
 def _add_report(commands) -> None:
-    from metarl import sweep
-    from metarl.baselines import BASELINE_KINDS
+    from metarl.experiments import sweep
+    from metarl.experiments.baselines import BASELINE_KINDS
 
     p = commands.add_parser(
         "report", help="write the table, JSON and figures of a sweep's runs",
@@ -455,7 +455,7 @@ def cmd_envs(args: argparse.Namespace) -> int:
     from metarl import runs as run
     from metarl.config import load_config
     from metarl.envs import families
-    from metarl.report import VARIANT_LABELS, setup_of, variant_parts
+    from metarl.experiments.report import VARIANT_LABELS, setup_of, variant_parts
 
     rows = families()
     width = max(len(name) for name in rows)
@@ -488,7 +488,7 @@ def _typed(args: argparse.Namespace, options: tuple[str, ...]) -> list[str]:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from metarl import sweep
+    from metarl.experiments import sweep
 
     argv = ["sweep", "--root", args.root, *_typed(args, ("--envs", "--algos", "--seeds", "--only-baselines",
                                                          "--baselines", "--jobs", "--eval-tasks", "--ppo-steps",
@@ -505,7 +505,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from metarl import report
+    from metarl.experiments import report
 
     argv = ["report", args.root, "--out", args.out, *_typed(args, ("--envs", "--algos", "--seeds", "--baselines"))]
     given = {key: value for key, value in (("envs", args.envs), ("algos", args.algos), ("seeds", args.seeds),
@@ -518,7 +518,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from metarl import analysis
+    from metarl.experiments import analysis
 
     data = analysis.analyze_run(args.run_dir, args.checkpoint, args.out, args.steps, args.tasks, args.episodes,
                                 snapshots=not args.no_snapshots, every=args.every,
@@ -528,8 +528,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from metarl import report
     from metarl import runs as run
+    from metarl.experiments import report
 
     keep = args.keep_every or report.PUBLISHED_SNAPSHOT_EVERY
     if args.compact:

@@ -5,10 +5,10 @@ import json
 import pytest
 import torch
 
-from metarl import analysis
 from metarl.algorithm.policy import GaussianMLP, forward, layer_outputs, layers, meta_params
 from metarl.cli import main
 from metarl.config import load_config
+from metarl.experiments import analysis
 from metarl.runs import create_run, evaluate_run, preset_path, train
 
 TINY = {"meta_batch_size": 3, "episodes_per_task": 3, "horizon": 15, "iterations": 2, "eval_every": 0,

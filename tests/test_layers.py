@@ -18,8 +18,7 @@ LAYERS = [
     ("algorithm", ("metarl.algorithm",)),
     ("trainer", ("metarl.distributed", "metarl.trainer")),
     ("runs", ("metarl.runs",)),
-    ("experiments", ("metarl.sweep", "metarl.sweep_ray", "metarl.baselines", "metarl.report", "metarl.analysis",
-                     "metarl.similarity")),
+    ("experiments", ("metarl.experiments",)),
     ("interface", ("metarl.cli", "metarl.pages", "metarl.__main__", "metarl._moved", "metarl")),
 ]
 

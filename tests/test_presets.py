@@ -77,7 +77,7 @@ def test_the_grids_default_rows_were_trained_with_what_the_default_command_resol
     with every acting setting of `metarl train --env ENV --algo ALGO --seed N` as the installed preset resolves it
     today, so the headline cannot drift from what the command does (issue 52)."""
     from metarl.config import acting_settings, load_config
-    from metarl.sweep import run_name
+    from metarl.experiments.sweep import run_name
 
     rows = [GRID_RUNS / run_name(env, algo, seed) for algo in ("anil", "maml") for seed in (0, 1, 2)]
     assert all((row / "config.yaml").is_file() for row in rows), [r.name for r in rows]
@@ -91,7 +91,7 @@ def test_every_published_run_is_named_by_its_variant_and_the_papers_protocol_has
     """A run directory's name says what it is: the default, the papers' protocol ('paper') or a named variant, as
     `metarl sweep` would name it; the cheetah-dir-paper preset reproduces the grid's paper rows."""
     from metarl.config import acting_settings, load_config
-    from metarl.sweep import run_name, variant
+    from metarl.experiments.sweep import run_name, variant
 
     runs = [p for p in sorted(GRID_RUNS.iterdir()) if (p / "config.yaml").is_file()]
     assert len(runs) >= 18

@@ -1,4 +1,4 @@
-"""Published runs in their compact form (metarl.report.publish_files): gzipped metrics and policy-only snapshots that
+"""Published runs in their compact form (metarl.experiments.report.publish_files): gzipped metrics and policy-only snapshots that
 evaluation, analysis and the report read as they read a live run, and a tracked tree that stays within its budget."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from metarl import analysis, report
 from metarl import runs as run
 from metarl.config import load_config
+from metarl.experiments import analysis, report
 from metarl.runs import create_run, evaluate_run, preset_path, train
 
 REPO = Path(__file__).resolve().parents[1]

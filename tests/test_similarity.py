@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from metarl.similarity import linear_cka, linear_cka_gram, svcca
+from metarl.experiments.similarity import linear_cka, linear_cka_gram, svcca
 
 
 def _data(n=300, p=6, seed=0):

@@ -1,4 +1,4 @@
-"""metarl.sweep, metarl.report and metarl.baselines: the report on a fake grid, a tiny end-to-end `metarl sweep`
+"""metarl.experiments.sweep, metarl.experiments.report and metarl.experiments.baselines: the report on a fake grid, a tiny end-to-end `metarl sweep`
 (resumable, publishable), and the copy of a stable-baselines3 PPO actor into our GaussianMLP."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from metarl import baselines, sweep
 from metarl.cli import main as metarl_main
 from metarl.config import load_config, save_config
-from metarl.report import variant_label as report_variant_label
+from metarl.experiments import baselines, sweep
+from metarl.experiments.report import variant_label as report_variant_label
 from metarl.runs import (
     CHECKPOINT_FILE,
     CONFIG_FILE,

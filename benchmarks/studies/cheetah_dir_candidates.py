@@ -40,9 +40,9 @@ from pathlib import Path
 from study_runs import EVAL_STEPS, publish, run_variant
 
 from metarl.common.files import write_report
-from metarl.report import pyplot, read_run
+from metarl.experiments.report import pyplot, read_run
+from metarl.experiments.sweep import run_name
 from metarl.runs import CHECKPOINT_FILE, CONFIG_FILE, EVAL_FILE, read_metrics
-from metarl.sweep import run_name
 
 REPO = Path(__file__).resolve().parents[2]
 GRID = REPO / "benchmarks" / "results" / "grid" / "runs"

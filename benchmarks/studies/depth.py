@@ -69,7 +69,7 @@ def markdown(result: dict) -> str:
 
 
 def figure(result: dict, path: Path) -> None:
-    from metarl.report import pyplot
+    from metarl.experiments.report import pyplot
 
     plt = pyplot()
     envs = list(result["envs"])

@@ -26,8 +26,8 @@ from pathlib import Path
 
 from metarl.common.files import write_report
 from metarl.config import load_config
+from metarl.experiments.sweep import paper_run_name
 from metarl.runs import CHECKPOINT_FILE, create_run, is_complete, prepare_resume, preset_path, read_metrics, train
-from metarl.sweep import paper_run_name
 
 REPO = Path(__file__).resolve().parents[2]
 GRID = REPO / "benchmarks" / "results" / "grid" / "runs"

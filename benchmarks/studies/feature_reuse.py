@@ -23,9 +23,9 @@ import sys
 import time
 from pathlib import Path
 
-from metarl import analysis
 from metarl.common.files import read_json, write_json, write_report
-from metarl.sweep import paper_run_name
+from metarl.experiments import analysis
+from metarl.experiments.sweep import paper_run_name
 
 REPO = Path(__file__).resolve().parents[2]
 GRID = REPO / "benchmarks" / "results" / "grid" / "runs"
@@ -177,7 +177,7 @@ def markdown(result: dict) -> str:
 
 
 def figures(result: dict, out_dir: Path) -> None:
-    from metarl.report import pyplot
+    from metarl.experiments.report import pyplot
 
     plt = pyplot()
     cells = result["cells"]

@@ -24,8 +24,8 @@ from cheetah_dir_candidates import GRID, summary
 from study_runs import EVAL_STEPS, publish, run_variant
 
 from metarl.common.files import write_report
+from metarl.experiments.sweep import paper_run_name
 from metarl.runs import EVAL_FILE
-from metarl.sweep import paper_run_name
 
 REPO = Path(__file__).resolve().parents[2]
 COMMAND = "metarl train --config cheetah-dir-paper --algo {algo} --seed {seed} --set fvp_precision=bfloat16"

@@ -25,7 +25,7 @@ import numpy as np
 from metarl import runs as run
 from metarl.runs import EVAL_FILE, METRICS_FILE
 
-TIMING_FILE = "timing.json"  # per-sitting timing, written by metarl.sweep
+TIMING_FILE = "timing.json"  # per-sitting timing, written by metarl.experiments.sweep
 
 
 def read_metrics(run_dir: Path) -> list[dict]:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from metarl.common.files import read_json
 from metarl.config import load_config
-from metarl.report import publish_files
+from metarl.experiments.report import publish_files
+from metarl.experiments.sweep import speed_of
 from metarl.runs import (
     CHECKPOINT_FILE,
     EVAL_FILE,
@@ -20,7 +21,6 @@ from metarl.runs import (
     preset_path,
     train,
 )
-from metarl.sweep import speed_of
 
 EVAL_STEPS = 3
 

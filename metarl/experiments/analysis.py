@@ -7,7 +7,7 @@ tasks with the evaluation's tasks, seeds and step sizes (Trainer.adaptation_trac
 evaluation's:
 - representation similarity per layer: each hidden layer's activations and the head's output (the policy mean),
   under the meta-parameters against the policy after 1..K inner steps, on the same observations (those the
-  meta-policy acted on, step 0's episodes): linear CKA and SVCCA (metarl.similarity), per task, then averaged;
+  meta-policy acted on, step 0's episodes): linear CKA and SVCCA (metarl.experiments.similarity), per task, then averaged;
 - the change of each layer's parameters, ||theta'_l - theta_l|| / ||theta_l||, after 1..K steps;
 - layer freezing at test time: the held-out returns when only a chosen set of layers adapts (`head`, the last
   hidden layer and the head, ..., `all`), whatever the run was trained with;
@@ -28,7 +28,7 @@ import torch
 from metarl import runs as run
 from metarl.algorithm.policy import layer_outputs, layers
 from metarl.common.files import write_json, write_text
-from metarl.similarity import linear_cka, svcca
+from metarl.experiments.similarity import linear_cka, svcca
 
 ANALYSIS_FILE = "analysis.json"
 MARKDOWN_FILE = "analysis.md"
@@ -250,7 +250,7 @@ def markdown(data: dict) -> str:
 def draw_figures(data: dict, out: Path) -> list[Path]:
     """The three figures: similarity by layer and step; similarity after one step along training; the returns
     under each freezing set."""
-    from metarl.report import pyplot
+    from metarl.experiments.report import pyplot
 
     plt = pyplot()
     title = f"{data['env']} / {data['algo']} / seed {data['seed']}"

@@ -16,7 +16,7 @@ def run_ray(root: Path, cells: list[tuple[str, str, int]], overrides: dict, eval
             address: str | None = None) -> int:
     """Train the cells as Ray tasks with `cpus` CPUs each; returns sweep.report_failures' code, or 130 on Ctrl-C
     (the running tasks are cancelled: each saves its checkpoint)."""
-    from metarl import sweep
+    from metarl.experiments import sweep
 
     try:
         import ray
@@ -54,6 +54,6 @@ def run_ray(root: Path, cells: list[tuple[str, str, int]], overrides: dict, eval
 
 def _cell(root: str, env: str, algo: str, seed: int, overrides: dict, jobs: int, eval_tasks: int) -> str:
     """One cell on a Ray worker: the local sweep's train_cell."""
-    from metarl import sweep
+    from metarl.experiments import sweep
 
     return sweep.train_cell(Path(root), env, algo, seed, overrides, jobs, eval_tasks)

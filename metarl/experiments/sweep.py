@@ -6,13 +6,13 @@ Each cell is an ordinary run directory, ROOT/<env>-<algo>-seed<N>, meta-trained 
 safe to repeat; stopping it (Ctrl-C, `kill PID`) saves a checkpoint. Besides the run directories, ROOT holds:
 
     commands.txt   each sweep/publish command that finished or was stopped cleanly, once, in order of last use
-    baselines/     <env>-<kind>-seed<N>.json per baseline (metarl.baselines), plus each PPO model (.zip, .ppo.json)
+    baselines/     <env>-<kind>-seed<N>.json per baseline (metarl.experiments.baselines), plus each PPO model (.zip, .ppo.json)
     logs/          one log per run trained in a child process (jobs > 1)
     .locks/        one lock per cell, so that two sweeps sharing ROOT never train the same cell twice
 
 and each run directory a timing.json: wall-clock seconds of every sitting, killed ones included.
 
-jobs > 1 trains that many runs at a time in child processes (`python -m metarl.sweep cell ...`), each with one
+jobs > 1 trains that many runs at a time in child processes (`python -m metarl.experiments.sweep cell ...`), each with one
 simulator and one update thread (PARALLEL_OVERRIDES, unless --set says otherwise), so they share the cores without
 oversubscribing them. BOOKKEEPING_KEYS change speed or disk use, not results, so a run may be resumed with other
 values; any other --set must stay as the run was started (a mismatch is refused, naming the keys).
@@ -35,9 +35,7 @@ import traceback
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from metarl import baselines
 from metarl import runs as run
-from metarl.baselines import BASELINE_KINDS, PPO_ENVS
 from metarl.common import files
 from metarl.common.files import write_json, write_text
 from metarl.config import (
@@ -49,6 +47,8 @@ from metarl.config import (
     load_config,
     parse_overrides,
 )
+from metarl.experiments import baselines
+from metarl.experiments.baselines import BASELINE_KINDS, PPO_ENVS
 
 ENVS = ("cheetah-dir", "cheetah-vel", "nav2d")
 SEEDS = (0, 1, 2)
@@ -377,8 +377,8 @@ def run_sequential(root: Path, cells, overrides: dict, eval_tasks: int) -> int:
 
 def cell_command(root: Path, env: str, algo: str, seed: int, jobs: int, eval_tasks: int,
                  overrides: Sequence[str]) -> list[str]:
-    """The hidden `python -m metarl.sweep cell` command that trains one cell in a child process (jobs > 1)."""
-    cmd = [sys.executable, "-m", "metarl.sweep", "cell", "--root", str(Path(root).resolve()), "--env", env,
+    """The hidden `python -m metarl.experiments.sweep cell` command that trains one cell in a child process (jobs > 1)."""
+    cmd = [sys.executable, "-m", "metarl.experiments.sweep", "cell", "--root", str(Path(root).resolve()), "--env", env,
            "--algo", algo, "--seed", str(seed), "--jobs", str(jobs), "--eval-tasks", str(eval_tasks)]
     return cmd + (["--set", *overrides] if overrides else [])
 
@@ -428,7 +428,7 @@ def run_grid(root: Path, envs: Sequence[str], algos: Sequence[str], seeds: Seque
     """Meta-train and evaluate every (env, algo, seed) cell under ROOT; returns 0, 1 (a cell failed) or 130.
 
     `overrides` are --set KEY=VALUE strings (they travel to the child processes as typed). `engine` "ray" hands
-    the cells to a Ray cluster instead, `cpus_per_run` CPUs each (metarl.sweep_ray).
+    the cells to a Ray cluster instead, `cpus_per_run` CPUs each (metarl.experiments.sweep_ray).
     """
     parsed = parse_overrides(list(overrides))
     cells = grid_cells(envs, algos, seeds)
@@ -437,7 +437,7 @@ def run_grid(root: Path, envs: Sequence[str], algos: Sequence[str], seeds: Seque
     print(f"{len(cells)} runs under {root}: {', '.join(cell_name(*c, parsed) for c in cells)}", flush=True)
     with run.sigterm_as_interrupt():
         if engine == "ray":
-            from metarl.sweep_ray import run_ray
+            from metarl.experiments.sweep_ray import run_ray
 
             return run_ray(root, cells, parsed, eval_tasks, cpus_per_run, ray_address)
         if jobs <= 1:
@@ -557,7 +557,7 @@ def sweep(root: str | os.PathLike, envs: Sequence[str] = ENVS, algos: Sequence[s
     kind if only_baselines names none). Resumable: the same call continues or skips finished work.
 
     `command`: the argv (without `metarl`) recorded in ROOT/commands.txt when the sweep finishes or stops
-    cleanly. `engine`: "local" (this machine, `jobs` at a time) or "ray" (a Ray cluster, metarl.sweep_ray).
+    cleanly. `engine`: "local" (this machine, `jobs` at a time) or "ray" (a Ray cluster, metarl.experiments.sweep_ray).
     Returns 0, 1 (a cell failed; the others went on) or 130 (stopped; checkpoints saved).
     """
     root = Path(root)
@@ -582,11 +582,11 @@ def sweep(root: str | os.PathLike, envs: Sequence[str] = ENVS, algos: Sequence[s
     return code
 
 
-# -- `python -m metarl.sweep cell`: one cell in a child process -----------------------------------------------------
+# -- `python -m metarl.experiments.sweep cell`: one cell in a child process -----------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
-    """The hidden worker of a parallel sweep: `python -m metarl.sweep cell --root ROOT --env E --algo A --seed N`."""
-    parser = argparse.ArgumentParser(prog="python -m metarl.sweep", description=main.__doc__)
+    """The hidden worker of a parallel sweep: `python -m metarl.experiments.sweep cell --root ROOT --env E --algo A --seed N`."""
+    parser = argparse.ArgumentParser(prog="python -m metarl.experiments.sweep", description=main.__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("cell", help="train and evaluate one grid cell (spawned by `metarl sweep --jobs N`)")
     p.add_argument("--root", type=Path, required=True)

@@ -4,7 +4,7 @@
     pretrained   a stable-baselines3 PPO policy of the same architecture trained on the task mixture (a new random
                  task at every reset), its actor copied into our GaussianMLP: the MAML paper's "pretrained" baseline
 
-This module computes; metarl.sweep decides what to compute and where the results and PPO models are kept.
+This module computes; metarl.experiments.sweep decides what to compute and where the results and PPO models are kept.
 """
 
 from __future__ import annotations

@@ -1,0 +1,130 @@
+"""Publishing finished runs to a folder that can be committed, in their compact form (gzipped metrics,
+policy-only snapshots), and compacting a published folder in place."""
+
+from __future__ import annotations
+
+import dataclasses
+import filecmp
+import os
+import shutil
+from pathlib import Path
+from typing import Sequence
+
+from metarl import runs as run
+from metarl.common.files import write_text
+from metarl.experiments.records import PUBLISHED_FILES, PUBLISHED_SNAPSHOT_EVERY, RunRecord, collect_runs
+from metarl.experiments.sweep import (
+    BASELINES_DIR,
+    COMMANDS_FILE,
+    EVAL_STEPS,
+    EVAL_TASKS,
+    recorded_commands,
+    with_command_last,
+)
+
+# -- publishing ---------------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Published:
+    """What publish did: finished runs copied, those already there (left alone), baseline files copied."""
+
+    copied: list[str]
+    unchanged: list[str]
+    baseline_files: int
+    recheck: str | None  # a `metarl eval` command that re-checks one published number
+
+
+def publish_files(source: Path, target: Path, keep_every: int = PUBLISHED_SNAPSHOT_EVERY) -> None:
+    """A run's published form in `target`: config, final checkpoint, evaluation and timing as they are, the metrics
+    gzipped (run.pack_metrics: read_metrics reads them the same) and the kept snapshots whose iteration is a multiple
+    of `keep_every` as policy-only (run.compact_snapshot: `metarl analyze` reads them), which keeps a published
+    cheetah run near half a megabyte."""
+    target.mkdir(parents=True, exist_ok=True)
+    for name in PUBLISHED_FILES:
+        if (source / name).is_file():
+            shutil.copy2(source / name, target / name)
+    if run.read_metrics(source):
+        run.pack_metrics(source, target / run.METRICS_ARCHIVE)
+        if target != source:
+            (target / run.METRICS_FILE).unlink(missing_ok=True)  # an older, plain copy
+    for path in run.kept_checkpoints(source):
+        if snapshot_iteration(path) % keep_every == 0:
+            run.compact_snapshot(path, target / run.KEPT_CHECKPOINTS_DIR / path.name)
+
+
+def snapshot_iteration(path: Path) -> int:
+    """The iteration of a kept snapshot, from its name (checkpoints/iteration-NNNNNN.pt)."""
+    return int(path.stem.split("-")[-1])
+
+
+def compact_published(folder: str | os.PathLike, keep_every: int = PUBLISHED_SNAPSHOT_EVERY) -> list[Path]:
+    """Bring every run directory under `folder` (at any depth) to the published form of publish_files, in place:
+    metrics gzipped, kept snapshots every `keep_every` iterations and policy-only, the others removed. Returns the
+    run directories it changed."""
+    changed = []
+    for config in sorted(Path(folder).rglob(run.CONFIG_FILE)):
+        path = config.parent
+        before = sorted((p.name, p.stat().st_size) for p in path.rglob("*") if p.is_file())
+        if (path / run.METRICS_FILE).is_file():
+            run.pack_metrics(path)
+            (path / run.METRICS_FILE).unlink()
+        for snapshot in run.kept_checkpoints(path):
+            if snapshot_iteration(snapshot) % keep_every:
+                snapshot.unlink()
+            else:
+                run.compact_snapshot(snapshot, snapshot)
+        if sorted((p.name, p.stat().st_size) for p in path.rglob("*") if p.is_file()) != before:
+            changed.append(path)
+    return changed
+
+
+def publish_run(r: RunRecord, target: Path, keep_every: int = PUBLISHED_SNAPSHOT_EVERY) -> bool:
+    """Copy one finished run to `target` in its published form (publish_files); False if it is there already."""
+    ours, theirs = r.path / run.CHECKPOINT_FILE, target / run.CHECKPOINT_FILE
+    if theirs.is_file() and filecmp.cmp(ours, theirs, shallow=False):
+        return False  # published before: left alone, so that a copy re-evaluated since (eval.json) survives
+    publish_files(r.path, target, keep_every)
+    return True
+
+
+def publish_baselines(root: Path, dest: Path) -> int:
+    """Copy ROOT/baselines/ (results and PPO models) to DEST/baselines/; returns the number of files copied."""
+    source = root / BASELINES_DIR
+    if not source.is_dir():
+        return 0
+    (dest / BASELINES_DIR).mkdir(exist_ok=True)
+    copied = 0
+    for path in sorted(source.iterdir()):
+        if path.suffix in (".json", ".zip") and not path.name.endswith(".tmp"):
+            shutil.copy2(path, dest / BASELINES_DIR / path.name)
+            copied += 1
+    return copied
+
+
+def publish(root: str | os.PathLike, dest: str | os.PathLike, command: Sequence[str] | None = None,
+            keep_every: int = PUBLISHED_SNAPSHOT_EVERY) -> Published:
+    """Copy the finished runs of the sweep under ROOT, its baselines and its commands.txt to DEST.
+
+    A run already in DEST with the same final checkpoint is skipped. DEST's commands.txt keeps the commands
+    published there from elsewhere first, then ROOT's, ending with this `command` (also recorded in ROOT).
+    """
+    from metarl.experiments.sweep import record_command
+
+    root, dest = Path(root), Path(dest)
+    runs = [r for r in collect_runs(root) if r.finished]
+    dest.mkdir(parents=True, exist_ok=True)
+    copied, unchanged = [], []
+    for r in runs:
+        (copied if publish_run(r, dest / r.name, keep_every) else unchanged).append(r.name)
+    files = publish_baselines(root, dest)
+    ours = recorded_commands(root) if command is None else with_command_last(recorded_commands(root), command)
+    merged = [line for line in recorded_commands(dest) if line not in ours] + ours
+    write_text(dest / COMMANDS_FILE, "".join(line + "\n" for line in merged))
+    if command is not None:
+        record_command(root, command)
+    recheck = None
+    if runs:
+        r = runs[0]
+        recheck = (f"metarl eval {dest / r.name} --tasks {EVAL_TASKS} --steps {EVAL_STEPS} "
+                   f"--episodes {r.cfg.eval_episodes_per_task} --out /tmp/{r.name}-eval.json")
+    return Published(copied, unchanged, files, recheck)

@@ -11,7 +11,9 @@ run (published in the grid as cheetah-dir-ALGO-seed0, 500 iterations):
   dice             the DiCE estimator in place of LVC;
   clip-0.2         ProMP's clip range of 0.2 (the ProMP code's default; its experiments, and the default: 0.3);
   lr-linear        ProMP's step size falling linearly over training (promp_lr_schedule: linear), against the fall;
-  meta-sgd-lr-linear  both of meta-sgd and lr-linear.
+  meta-sgd-lr-linear  both of meta-sgd and lr-linear;
+  inner-lr-0.2     twice the inner step on ANIL's head, in training and at evaluation (0.2, then 0.1: the protocol's
+                   steps doubled), since one step of 0.1 moves the head a fraction of a std on cheetah-dir.
 Runs are real run directories under --runs (resumable: run the command again to continue), evaluated at the end as
 `metarl eval` does (40 held-out tasks, returns after 0..3 adaptation steps), then published to --published (in git),
 where a later sitting finds them and trains them no more. A run that does not finish in a sitting is published as it
@@ -52,7 +54,8 @@ CANDIDATES = {"800-iterations": {"iterations": 800}, "com": {**CHOSEN, "forward_
               "two-steps": {**CHOSEN, "inner_steps": 2}, "dice": {**CHOSEN, "estimator": "dice"},
               "clip-0.2": {**CHOSEN, "promp_clip": 0.2},
               "lr-linear": {**CHOSEN, "promp_lr_schedule": "linear"},
-              "meta-sgd-lr-linear": {**CHOSEN, "inner_optimizer": "meta-sgd", "promp_lr_schedule": "linear"}}
+              "meta-sgd-lr-linear": {**CHOSEN, "inner_optimizer": "meta-sgd", "promp_lr_schedule": "linear"},
+              "inner-lr-0.2": {**CHOSEN, "inner_lr": 0.2, "eval_first_lr": 0.2, "eval_later_lr": 0.1}}
 # what each row is, as a metarl command (RUN: a copy of the published seed's run directory)
 COMMANDS = {"chosen": "metarl sweep --root runs/promp --envs cheetah-dir --algos {algo} --seeds {seed} "
                       "--set estimator=lvc outer=promp",
@@ -61,7 +64,8 @@ COMMANDS = {"chosen": "metarl sweep --root runs/promp --envs cheetah-dir --algos
                    "--set estimator=lvc outer=promp forward_velocity=com",
             **{name: "metarl train --env cheetah-dir --algo {algo} --seed {seed} --set "
                + " ".join(f"{k}={v}" for k, v in CANDIDATES[name].items() if k not in CHOSEN or v != CHOSEN[k])
-               for name in ("meta-sgd", "kfo", "two-steps", "dice", "clip-0.2", "lr-linear", "meta-sgd-lr-linear")}}
+               for name in ("meta-sgd", "kfo", "two-steps", "dice", "clip-0.2", "lr-linear", "meta-sgd-lr-linear",
+                            "inner-lr-0.2")}}
 # the numbers each algorithm's cell is held to (issue 34): ANIL paper Table 2 (Raghu et al. 2020) for ANIL, the MAML
 # paper's result files (Finn et al. 2017) for MAML; after one adaptation step
 TARGETS = {"anil": 363.2, "maml": 293.2}
@@ -128,14 +132,14 @@ def markdown(result: dict) -> str:
                          + f" | {row['peak']:.1f} ({row['peak_iteration']}) | {ratio} | {target:.1f} | "
                          + (("yes" if row["returns"][1] >= target else "**no**") if row.get("finished", True)
                             else "not yet") + f" | {speed} |")
-    lines += ["", f"configs/cheetah-dir.yaml (ProMP's outer loop and the LVC estimator: the chosen variant, since issue "
-              f"52 the default), seed {result['seed']}, one change per row; held-out return on the evaluation's 40 "
-              "tasks after k adaptation steps at the run's last iteration (the com row's under its own reward, the "
-              "centre-of-mass velocity's, as it trained; a row still training, 'iteration N of M', shows its latest "
-              "evaluation during training and is published as it stands); the peak is over the evaluations every 25 "
-              "iterations "
-              "and the final one (issue 34's no-fall check asks end / peak >= 0.90); s / iteration: the median over "
-              "the iterations the row trained itself (none for the chosen run, whose first iterations ran on a GPU; "
+    lines += ["", f"configs/cheetah-dir.yaml (ProMP's outer loop and the LVC estimator: the chosen variant, since "
+              f"issue 52 the default), seed {result['seed']}, one change per row; held-out return on the "
+              "evaluation's 40 tasks after k adaptation steps at the run's last iteration (the com row's under its "
+              "own reward, the centre-of-mass velocity's, as it trained; the inner-lr-0.2 row's with its own steps, "
+              "0.2 then 0.1; a row still training, 'iteration N of M', shows its latest evaluation during training "
+              "and is published as it stands); the peak is over the evaluations every 25 iterations and the final "
+              "one (issue 34's no-fall check asks end / peak >= 0.90); s / iteration: the median over the "
+              "iterations the row trained itself (none for the chosen run, whose first iterations ran on a GPU; "
               "the performance page times ProMP + LVC on the CPU). Targets: the ANIL paper's Table 2 (ANIL) and "
               "the MAML paper's result files (MAML). "
               f"Command: `{result['command']}`, {result['date']}."]

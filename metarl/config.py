@@ -45,7 +45,8 @@ BOOKKEEPING_KEYS = ("sampler_threads", "torch_threads", "update_threads", "task_
 # Keys that act only under one outer loop or inner rule: a run that does not use them gives the same numbers
 # whatever they hold (acting_settings).
 TRPO_KEYS = ("max_kl", "cg_iters", "cg_damping", "ls_max_steps", "ls_backtrack_ratio", "fvp_subsample", "fvp_precision")
-PROMP_KEYS = ("promp_steps", "promp_clip", "promp_kl_coef", "promp_optimizer", "promp_lr", "promp_lr_schedule")
+PROMP_KEYS = ("promp_steps", "promp_clip", "promp_kl_coef", "promp_optimizer", "promp_lr", "promp_lr_schedule",
+              "promp_max_kl")
 
 
 class ConfigError(ValueError):
@@ -176,6 +177,10 @@ class Config:
                                     "iterations at the last (Stable-Baselines3's linear schedule for PPO), for "
                                     "calmer late updates (metarl/algorithm/promp.py: scheduled_lr)",
                                     _one_of("constant", "linear"))
+    promp_max_kl: float | None = _field(None, "ProMP: a trust region on the outer steps: once the mean KL between "
+                                        "the sampling post-adaptation policy and the current one exceeds this, the "
+                                        "iteration takes no further step (PPO's early stopping on a KL target); "
+                                        "null = none (the ProMP code's)", _positive())
     eval_every: int = _field(25, "held-out evaluation every N iterations "
                              "(0 = only at the end)", _at_least(0))
     eval_tasks: int = _field(40, "number of held-out test tasks", _at_least(1))
@@ -239,6 +244,7 @@ def _hints() -> types.MappingProxyType:
 
 _EXPECTED = {str: "a string", bool: "a boolean (true/false)", int: "an integer",
              float: "a number", int | None: "an integer or null", str | None: "a string or null",
+             float | None: "a number or null",
              list[int]: "a list of integers"}
 
 
@@ -266,6 +272,8 @@ def _coerce(hint: Any, v: Any) -> tuple[bool, Any]:
         return (True, None) if v is None else _coerce(int, v)
     if hint == str | None:
         return (True, None) if v is None else _coerce(str, v)
+    if hint == float | None:
+        return (True, None) if v is None else _coerce(float, v)
     if hint == list[int]:
         if isinstance(v, (list, tuple)) and all(_is_int(x) for x in v):
             return True, [int(x) for x in v]
@@ -280,7 +288,7 @@ def _check_field(name: str, value: Any, source: str | None = None) -> Any:
     ok, norm = _coerce(hint, value)
     if not ok:
         expected = _EXPECTED[hint]
-        if hint is float:
+        if hint in (float, float | None):
             expected += " (finite int or float)"
         detail = ""
         if isinstance(value, bool) and hint is not bool:

@@ -52,6 +52,7 @@ METRICS = {
     "promp/inner_kl": "mean KL between each inner batch's sampling policy and the updated one (what is penalised)",
     "promp/clip_fraction": "fraction of post-adaptation steps whose likelihood ratio left [1 - clip, 1 + clip] "
                            "after the last step",
+    "promp/steps": "optimiser steps taken this iteration (promp_steps, fewer where promp_max_kl stopped them)",
     "promp/lr": "the optimiser's step size this iteration (promp_lr, scheduled by promp_lr_schedule)",
     "promp/grad_norm": "norm of the objective's gradient at the last optimiser step",
     "meta-sgd/PARAM/step_size_mean": "`inner_optimizer: meta-sgd`: mean of the adapted parameter PARAM's learned step "
@@ -318,7 +319,8 @@ class Trainer:
                 group["lr"] = lr
             out = promp_step(self.policy, meta, self.keys, lrs, self.outer_optimizer, first_order=cfg.first_order,
                              estimator=cfg.estimator, clip=cfg.promp_clip, steps=cfg.promp_steps,
-                             kl_coef=cfg.promp_kl_coef, task_chunk=cfg.task_chunk, reduce=self._mean)
+                             kl_coef=cfg.promp_kl_coef, task_chunk=cfg.task_chunk, reduce=self._mean,
+                             max_kl=cfg.promp_max_kl)
             return {**out, "lr": lr}
         return trpo_step(self.policy, meta, self.keys, lrs,
                          first_order=cfg.first_order, max_kl=cfg.max_kl, cg_iters=cfg.cg_iters,

@@ -13,7 +13,9 @@ run (published in the grid as cheetah-dir-ALGO-seed0, 500 iterations):
   lr-linear        ProMP's step size falling linearly over training (promp_lr_schedule: linear), against the fall;
   meta-sgd-lr-linear  both of meta-sgd and lr-linear;
   inner-lr-0.2     twice the inner step on ANIL's head, in training and at evaluation (0.2, then 0.1: the protocol's
-                   steps doubled), since one step of 0.1 moves the head a fraction of a std on cheetah-dir.
+                   steps doubled), since one step of 0.1 moves the head a fraction of a std on cheetah-dir;
+  max-kl-0.02      a trust region on ProMP's outer steps (promp_max_kl: no further step once the KL passes 0.02,
+                   twice its usual 0.01 per iteration), against the large steps that come before a fall.
 Runs are real run directories under --runs (resumable: run the command again to continue), evaluated at the end as
 `metarl eval` does (40 held-out tasks, returns after 0..3 adaptation steps), then published to --published (in git),
 where a later sitting finds them and trains them no more. A run that does not finish in a sitting is published as it
@@ -55,7 +57,8 @@ CANDIDATES = {"800-iterations": {"iterations": 800}, "com": {**CHOSEN, "forward_
               "clip-0.2": {**CHOSEN, "promp_clip": 0.2},
               "lr-linear": {**CHOSEN, "promp_lr_schedule": "linear"},
               "meta-sgd-lr-linear": {**CHOSEN, "inner_optimizer": "meta-sgd", "promp_lr_schedule": "linear"},
-              "inner-lr-0.2": {**CHOSEN, "inner_lr": 0.2, "eval_first_lr": 0.2, "eval_later_lr": 0.1}}
+              "inner-lr-0.2": {**CHOSEN, "inner_lr": 0.2, "eval_first_lr": 0.2, "eval_later_lr": 0.1},
+              "max-kl-0.02": {**CHOSEN, "promp_max_kl": 0.02}}
 # what each row is, as a metarl command (RUN: a copy of the published seed's run directory)
 COMMANDS = {"chosen": "metarl sweep --root runs/promp --envs cheetah-dir --algos {algo} --seeds {seed} "
                       "--set estimator=lvc outer=promp",
@@ -65,7 +68,7 @@ COMMANDS = {"chosen": "metarl sweep --root runs/promp --envs cheetah-dir --algos
             **{name: "metarl train --env cheetah-dir --algo {algo} --seed {seed} --set "
                + " ".join(f"{k}={v}" for k, v in CANDIDATES[name].items() if k not in CHOSEN or v != CHOSEN[k])
                for name in ("meta-sgd", "kfo", "two-steps", "dice", "clip-0.2", "lr-linear", "meta-sgd-lr-linear",
-                            "inner-lr-0.2")}}
+                            "inner-lr-0.2", "max-kl-0.02")}}
 # the numbers each algorithm's cell is held to (issue 34): ANIL paper Table 2 (Raghu et al. 2020) for ANIL, the MAML
 # paper's result files (Finn et al. 2017) for MAML; after one adaptation step
 TARGETS = {"anil": 363.2, "maml": 293.2}

@@ -95,11 +95,14 @@ def _objective(policy: GaussianMLP, params: Params, meta: MetaBatch, ref: _Refer
 
 def promp_step(policy: GaussianMLP, meta: MetaBatch, keys: list[str], lrs: list[float], optimizer:
                torch.optim.Optimizer, *, first_order: bool, estimator: str, clip: float, steps: int,
-               kl_coef: float, task_chunk: int, reduce=None) -> dict:
+               kl_coef: float, task_chunk: int, reduce=None, max_kl: float | None = None) -> dict:
     """`steps` optimiser steps of ProMP's objective on `meta`, in place; returns metrics (first and last pass).
 
     Each step sums the objective's gradient chunk by chunk of `task_chunk` tasks (the loss is a mean over tasks),
     so memory is one chunk's graph. The metrics of the state after the last step come from one more pass.
+    With `max_kl`, a trust region on the outer steps: once the mean KL between the sampling post-adaptation policy
+    and the current one exceeds it, no further step is taken this iteration (PPO's early stopping on a KL target,
+    Schulman et al. 2017's implementation; the step that crossed it stays).
     `reduce` turns a mean over `meta`'s tasks into the whole meta-batch's when the tasks are split over ranks
     (metarl.distributed: World.mean): applied to each step's gradient and to the metrics.
     """
@@ -129,19 +132,27 @@ def promp_step(policy: GaussianMLP, meta: MetaBatch, keys: list[str], lrs: list[
                     (loss * share).backward()
             for name, value in zip(totals, (loss, surrogate, inner_kl.mean(), outer_kl, clip_fraction)):
                 totals[name] += float(value.detach()) * share
+        summed = dict(zip(totals, reduce(torch.tensor(list(totals.values()), dtype=torch.float64)).tolist()))
+        # every rank decides on the same reduced KL, so the ranks step together
+        summed["stepped"] = update and (max_kl is None or summed["outer_kl"] <= max_kl)
         if update:
             _reduce_grads(policy, reduce)
-            optimizer.step()
-        summed = reduce(torch.tensor(list(totals.values()), dtype=torch.float64))
-        return dict(zip(totals, summed.tolist()))
+            if summed["stepped"]:
+                optimizer.step()
+        return summed
 
     first = run(update=True)
+    taken, last = 1, None
     for _ in range(steps - 1):
-        run(update=True)
-    last = run(update=False)
+        now = run(update=True)
+        if not now["stepped"]:  # over the trust region: this pass measured the final state already
+            last = now
+            break
+        taken += 1
+    last = last or run(update=False)
     return {"surrogate_before": first["surrogate"], "surrogate_after": last["surrogate"],
             "loss_before": first["loss"], "loss_after": last["loss"], "kl": last["outer_kl"],
-            "inner_kl": last["inner_kl"], "clip_fraction": last["clip_fraction"],
+            "inner_kl": last["inner_kl"], "clip_fraction": last["clip_fraction"], "steps": taken,
             "grad_norm": float(torch.cat([p.grad.reshape(-1) for p in policy.parameters()
                                           if p.grad is not None]).norm())}
 

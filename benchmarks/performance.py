@@ -247,16 +247,11 @@ CPU_FEATURES = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 def _machine() -> dict:
     import mujoco
     import torch
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:  # not Linux: the features stay unknown
-        info = ""
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
-                 platform.processor() or "unknown")
-    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+
+    from metarl.common.provenance import cpu_model, vector_features
     return {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
-            "torch": torch.__version__, "mujoco": mujoco.__version__, "numpy": np.__version__, "cpu": model,
-            "cpu_features": [f for f in CPU_FEATURES if f in flags]}
+            "torch": torch.__version__, "mujoco": mujoco.__version__, "numpy": np.__version__, "cpu": cpu_model(),
+            "cpu_features": vector_features(CPU_FEATURES)}
 
 
 def _markdown(r: dict) -> str:

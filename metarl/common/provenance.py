@@ -32,14 +32,24 @@ def git_commit() -> str | None:
     return done.stdout.strip() or None
 
 
-def vector_features() -> list[str]:
-    """The processor's VECTOR_FEATURES, as Linux reports them (/proc/cpuinfo); empty where it cannot be read."""
+def _cpuinfo(field: str) -> str | None:
+    """The first `field` line of Linux's /proc/cpuinfo ('model name', 'flags'); None where it cannot be read."""
     try:
         info = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return []
-    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
-    return [f for f in VECTOR_FEATURES if f in flags]
+        return None
+    return next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith(field)), None)
+
+
+def vector_features(features: tuple[str, ...] = VECTOR_FEATURES) -> list[str]:
+    """Which of `features` the processor has, as Linux reports them; empty where that cannot be read."""
+    flags = set((_cpuinfo("flags") or "").split())
+    return [f for f in features if f in flags]
+
+
+def cpu_model() -> str:
+    """The processor's model name (Linux's /proc/cpuinfo, else what platform says)."""
+    return _cpuinfo("model name") or platform.processor() or "unknown"
 
 
 def setup() -> dict:

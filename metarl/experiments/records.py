@@ -12,17 +12,8 @@ import numpy as np
 from metarl import runs as run
 from metarl.common.files import number
 from metarl.config import config_to_dict, load_config
-from metarl.experiments.sweep import (
-    BASELINES_DIR,
-    EVAL_STEPS,
-    EVAL_TASKS,
-    PPO_FACTS_SUFFIX,
-    TIMING_FILE,
-    baseline_name,
-    read_json,
-    run_name,
-    variant,
-)
+from metarl.experiments.sweep import (BASELINES_DIR, EVAL_STEPS, EVAL_TASKS, PPO_FACTS_SUFFIX, TIMING_FILE,
+                                      baseline_name, read_json, run_name, setting_names, variant)
 
 REPORT_MD = "report.md"
 REPORT_JSON = "report.json"
@@ -87,8 +78,7 @@ def variant_label(method: str) -> str:
 def setup_of(cfg) -> str:
     """The settings of a run that depart from the papers' (PAPERS_SETUP), joined as a variant's name ('promp-lvc' for
     cheetah-dir's default since issue 52); '' for the papers' own."""
-    return "-".join(str(getattr(cfg, key) or "displacement") for key, paper in PAPERS_SETUP.items()
-                    if getattr(cfg, key) != paper)
+    return setting_names(cfg, [key for key, paper in PAPERS_SETUP.items() if getattr(cfg, key) != paper])
 
 
 class ReportError(run.RunError):

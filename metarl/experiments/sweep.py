@@ -96,7 +96,13 @@ def variant(cfg) -> str:
     paper = run.paper_config_file(cfg.env)
     if paper and all(getattr(cfg, key) == getattr(load_config(paper), key) for key in VARIANT_KEYS):
         return PAPER
-    return "-".join(str(getattr(cfg, key) or "displacement") for key in differs)
+    return setting_names(cfg, differs)
+
+
+def setting_names(cfg, keys) -> str:
+    """The values of `keys` in `cfg` joined as a variant's name ('promp-lvc'); a null forward reward is named
+    'displacement', the families' own."""
+    return "-".join(str(getattr(cfg, key) or "displacement") for key in keys)
 
 
 def run_name(env: str, algo: str, seed: int, kind: str = "") -> str:

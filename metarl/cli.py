@@ -240,6 +240,9 @@ def _add_publish(commands) -> None:
     p.add_argument("dest", metavar="DEST", nargs="?", help="destination folder")
     p.add_argument("--keep-every", type=_positive_int, default=None, metavar="N",
                    help="kept snapshots to publish: those of every N-th iteration, policy-only (default: 100)")
+    p.add_argument("--unfinished", action="store_true",
+                   help="also publish the runs still training, as they stand (checkpoint and metrics), so that a "
+                        "later sitting resumes a copy of one: stop its training first")
     p.add_argument("--compact", action="store_true",
                    help="bring the run directories already published under ROOT to the compact form in place "
                         "(metrics gzipped, kept snapshots every N iterations and policy-only); no DEST")
@@ -540,9 +543,12 @@ def cmd_publish(args: argparse.Namespace) -> int:
         return 0
     if args.dest is None:
         raise run.RunError("publish needs ROOT and DEST (or --compact ROOT)")
-    given = ["--keep-every", str(args.keep_every)] if args.keep_every else []
-    done = report.publish(args.root, args.dest, command=["publish", args.root, args.dest, *given], keep_every=keep)
-    print(f"published {len(done.copied)} finished run(s) ({len(done.unchanged)} already there, left as they are) "
+    given = [*(["--keep-every", str(args.keep_every)] if args.keep_every else []),
+             *(["--unfinished"] if args.unfinished else [])]
+    done = report.publish(args.root, args.dest, command=["publish", args.root, args.dest, *given], keep_every=keep,
+                          unfinished=args.unfinished)
+    print(f"published {len(done.copied)} {'' if args.unfinished else 'finished '}run(s) ({len(done.unchanged)} "
+          "already there, left as they are) "
           f"and {done.baseline_files} baseline file(s) to {args.dest}")
     if done.recheck:
         print(f"re-check a number with: {done.recheck}")

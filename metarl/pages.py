@@ -253,7 +253,7 @@ def speed(root: Path) -> str:
         runs = {r_["algo"]: r_ for r_ in g["runs"] if r_["device"] == "cuda"}
         if set(ALGOS) <= set(runs):
             name = runs[ALGOS[0]]["gpu"]
-            text += (f" On an {name} (`device: cuda`, `task_chunk: 40`) the update takes "
+            text += (f" On an {name} (`device: cuda`, `task_chunk: 40`), with the papers' TRPO, the update takes "
                      + " and ".join(f"{runs[a]['update_s']:.2f} s ({a.upper()})" for a in ALGOS)
                      + ", and the meta-iteration "
                      + " and ".join(f"{runs[a]['iteration_s']:.1f} s" for a in ALGOS)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,8 +15,9 @@ import pytest
 import torch
 
 from metarl.cli import main as metarl_main
-from metarl.config import load_config, save_config
+from metarl.config import load_config, parse_overrides, save_config
 from metarl.experiments import baselines, sweep
+from metarl.experiments.report import build_report
 from metarl.experiments.report import variant_label as report_variant_label
 from metarl.runs import (
     CHECKPOINT_FILE,
@@ -400,3 +402,28 @@ def test_the_ray_engine_without_ray_is_a_one_line_error_naming_the_extra(tmp_pat
     err = capsys.readouterr().err
     assert err.startswith("metarl: error: --engine ray needs Ray") and 'metarl[ray]' in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_a_run_still_training_is_published_as_it_stands_and_a_later_sweep_finishes_a_copy_of_it(tmp_path, capsys):
+    """`metarl publish --unfinished`: a run stopped before its last iteration goes to DEST as it stands (checkpoint,
+    gzipped metrics); a later sitting copies it to a sweep root and the same sweep command finishes it there, each
+    iteration trained once."""
+    from metarl.runs import create_run, train
+
+    root, dest, later = tmp_path / "grid", tmp_path / "published", tmp_path / "later"
+    cfg = sweep.cell_config("nav2d", "anil", 0, parse_overrides([*TINY[:3], "iterations=3", *TINY[4:]]))
+    run_dir = create_run(cfg, root / "nav2d-anil-seed0")
+    train(run_dir, dataclasses.replace(cfg, iterations=2), bar=False)  # the sitting ends at iteration 2 of 3
+    assert metarl_main(["publish", str(root), str(dest)]) == 0
+    assert not (dest / "nav2d-anil-seed0").exists()  # finished runs only, by default
+    assert metarl_main(["publish", str(root), str(dest), "--unfinished"]) == 0
+    copy = dest / "nav2d-anil-seed0"
+    assert (copy / METRICS_ARCHIVE).is_file() and (copy / CHECKPOINT_FILE).is_file()
+    report = build_report(dest, envs=["nav2d"], algos=["anil"], seeds=[0])
+    assert "nav2d-anil-seed0: interrupted at iteration 2/3" in "\n".join(report["missing"])
+    shutil.copytree(copy, later / copy.name)  # the next sitting, on a machine with git only
+    args = ["sweep", "--root", str(later), "--envs", "nav2d", "--algos", "anil", "--seeds", "0", "--set",
+            *TINY[:3], "iterations=3", *TINY[4:]]
+    assert metarl_main(args) == 0
+    trained = [m["iteration"] for m in read_metrics(later / copy.name) if "returns/post_adaptation" in m]
+    assert trained == [1, 2, 3] and json.loads((later / copy.name / EVAL_FILE).read_text())["iteration"] == 3

@@ -102,8 +102,10 @@ def publish_baselines(root: Path, dest: Path) -> int:
 
 
 def publish(root: str | os.PathLike, dest: str | os.PathLike, command: Sequence[str] | None = None,
-            keep_every: int = PUBLISHED_SNAPSHOT_EVERY) -> Published:
-    """Copy the finished runs of the sweep under ROOT, its baselines and its commands.txt to DEST.
+            keep_every: int = PUBLISHED_SNAPSHOT_EVERY, unfinished: bool = False) -> Published:
+    """Copy the finished runs of the sweep under ROOT (with `unfinished`, also those still training, as they stand:
+    the report lists them as interrupted at iteration N of M, and a sweep resumes a copy of one), its baselines
+    and its commands.txt to DEST.
 
     A run already in DEST with the same final checkpoint is skipped. DEST's commands.txt keeps the commands
     published there from elsewhere first, then ROOT's, ending with this `command` (also recorded in ROOT).
@@ -111,7 +113,7 @@ def publish(root: str | os.PathLike, dest: str | os.PathLike, command: Sequence[
     from metarl.experiments.sweep import record_command
 
     root, dest = Path(root), Path(dest)
-    runs = [r for r in collect_runs(root) if r.finished]
+    runs = [r for r in collect_runs(root) if r.finished or (unfinished and r.iterations_done > 0)]
     dest.mkdir(parents=True, exist_ok=True)
     copied, unchanged = [], []
     for r in runs:

@@ -93,6 +93,7 @@ def test_the_headline_puts_a_variants_row_under_its_algorithm_and_the_status_nam
     from metarl import pages
 
     report = json.loads((pages.REPO / pages.GRID_REPORT).read_text())
+    report["missing"] = []  # the published grid's runs still training are not this test's subject
     paper = report["references"]["anil_paper_table2"]["anil"]["cheetah-dir"][0]
 
     def cell(seeds, value, setup=None):

@@ -1,6 +1,6 @@
 """Task families: distributions of gymnasium tasks for meta-RL, and the registry that names them.
 
-Built in: `cheetah-dir`, `cheetah-vel`, `nav2d`. Users add their own with `register_family(...)`, or, wherever a
+Built in: `cheetah-dir`, `cheetah-vel`, `nav2d`, `ant-vel`, `ant-dir`, `ant-goal`. Users add their own with `register_family(...)`, or, wherever a
 family name is accepted, name a class as `module:Class` or give the gymnasium id of an env that honours the task
 contract. Families know nothing of learning.
 """
@@ -14,15 +14,21 @@ from typing import Callable
 
 import gymnasium
 from gymnasium.vector import AutoresetMode, SyncVectorEnv, VectorEnv
-
+from metarl.envs.ant import AntBatch, AntDirEnv, AntDirTask, AntGoalEnv, AntGoalTask, AntVelEnv, AntVelTask
 from metarl.envs.contract import ContractError, check_family, describe_exception, valid_horizon
-from metarl.envs.half_cheetah import (CheetahDirTask, CheetahVelTask, HalfCheetahBatch, HalfCheetahDirEnv,
-                                      HalfCheetahVelEnv)
+from metarl.envs.half_cheetah import (
+    CheetahDirTask,
+    CheetahVelTask,
+    HalfCheetahBatch,
+    HalfCheetahDirEnv,
+    HalfCheetahVelEnv,
+)
 from metarl.envs.navigation import Nav2DTask, Navigation2DBatch, Navigation2DEnv
 
 __all__ = ["Family", "ContractError", "check_family", "register_family", "families", "get_family",
            "resolve_horizon", "make", "make_batched", "CheetahDirTask", "CheetahVelTask", "Nav2DTask",
-           "HalfCheetahDirEnv", "HalfCheetahVelEnv", "Navigation2DEnv", "HalfCheetahBatch", "Navigation2DBatch"]
+           "HalfCheetahDirEnv", "HalfCheetahVelEnv", "Navigation2DEnv", "HalfCheetahBatch", "Navigation2DBatch",
+           "AntVelTask", "AntDirTask", "AntGoalTask", "AntVelEnv", "AntDirEnv", "AntGoalEnv", "AntBatch"]
 
 
 @dataclass(frozen=True)
@@ -236,16 +242,27 @@ def _constructor_arguments(family: Family, kwargs: dict):
                          f"(given {kwargs}): {exc}") from exc
 
 
-def _cheetah_batch(env_cls):
-    return lambda n, **kw: HalfCheetahBatch(env_cls, n, **kw)
+def _batch_of(batch_cls, env_cls):
+    return lambda n, **kw: batch_cls(env_cls, n, **kw)
 
 
-register_family("cheetah-dir", HalfCheetahDirEnv, gym_id="metarl/HalfCheetahDir-v0", check=False,
-                description="HalfCheetah-Direction: run forwards or backwards (MAML paper); horizon 200",
-                batched=_cheetah_batch(HalfCheetahDirEnv))
-register_family("cheetah-vel", HalfCheetahVelEnv, gym_id="metarl/HalfCheetahVel-v0", check=False,
-                description="HalfCheetah-Velocity: run at a goal velocity in [0, 2] (MAML paper); horizon 200",
-                batched=_cheetah_batch(HalfCheetahVelEnv))
-register_family("nav2d", Navigation2DEnv, gym_id="metarl/Navigation2D-v0", check=False,
-                description="2D-Navigation: reach a goal in [-0.5, 0.5]^2 from the origin (MAML paper); horizon 100",
-                batched=lambda n, **kw: Navigation2DBatch(n, **kw))
+# The built-in families: name, env class, gymnasium id, one-line description, batched form.
+_BUILT_IN = [
+    ("cheetah-dir", HalfCheetahDirEnv, "metarl/HalfCheetahDir-v0",
+     "HalfCheetah-Direction: run forwards or backwards (MAML paper); horizon 200",
+     _batch_of(HalfCheetahBatch, HalfCheetahDirEnv)),
+    ("cheetah-vel", HalfCheetahVelEnv, "metarl/HalfCheetahVel-v0",
+     "HalfCheetah-Velocity: run at a goal velocity in [0, 2] (MAML paper); horizon 200",
+     _batch_of(HalfCheetahBatch, HalfCheetahVelEnv)),
+    ("nav2d", Navigation2DEnv, "metarl/Navigation2D-v0",
+     "2D-Navigation: reach a goal in [-0.5, 0.5]^2 from the origin (MAML paper); horizon 100",
+     lambda n, **kw: Navigation2DBatch(n, **kw)),
+    ("ant-vel", AntVelEnv, "metarl/AntVel-v0",
+     "Ant-Velocity: move at a goal velocity in [0, 3] (MAML code); horizon 200", _batch_of(AntBatch, AntVelEnv)),
+    ("ant-dir", AntDirEnv, "metarl/AntDir-v0",
+     "Ant-Direction: move forwards or backwards (MAML code); horizon 200", _batch_of(AntBatch, AntDirEnv)),
+    ("ant-goal", AntGoalEnv, "metarl/AntGoal-v0",
+     "Ant-Goal: reach a goal position in [-3, 3]^2 (MAML code); horizon 200", _batch_of(AntBatch, AntGoalEnv)),
+]
+for _name, _cls, _gym_id, _description, _batched in _BUILT_IN:
+    register_family(_name, _cls, gym_id=_gym_id, check=False, description=_description, batched=_batched)

@@ -12,7 +12,6 @@ import numpy as np
 from gymnasium.spaces import Box
 from gymnasium.utils import seeding
 from gymnasium.vector.utils import batch_space
-
 from metarl.envs.vector import TaskVectorEnv
 
 HORIZON = 100

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 
 
@@ -34,3 +35,15 @@ class TaskVectorEnv(VectorEnv):
 
     def _tasks_changed(self) -> None:
         raise NotImplementedError
+
+
+def copy_seeds(seed, n: int) -> list:
+    """Per-copy seeds from reset(seed=...): None, an int s (copy i gets s + i) or a list of n ints/None."""
+    if seed is None:
+        return [None] * n
+    if isinstance(seed, (int, np.integer)):
+        return [int(seed) + i for i in range(n)]
+    seeds = list(seed)
+    if len(seeds) != n:
+        raise ValueError(f"reset(seed=...): got {len(seeds)} seeds for {n} copies")
+    return seeds

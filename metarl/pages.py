@@ -33,7 +33,8 @@ SECTION = re.compile(r"(<!-- BEGIN generated: (?P<name>[^>]+?) -->\n)(?P<body>.*
 ALGOS = ("anil", "maml")
 CODE_LANGUAGES = {".py": "python", ".yaml": "yaml", ".sh": "bash"}
 FAMILY_TITLES = {"cheetah-dir": "HalfCheetah-Direction", "cheetah-vel": "HalfCheetah-Velocity",
-                 "nav2d": "2D-Navigation"}
+                 "nav2d": "2D-Navigation", "ant-vel": "Ant-Velocity", "ant-dir": "Ant-Direction",
+                 "ant-goal": "Ant-Goal"}
 
 
 def pages(root: Path = REPO) -> list[Path]:

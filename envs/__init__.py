@@ -1,6 +1,7 @@
 """Task families: distributions of gymnasium tasks for meta-RL, and the registry that names them.
 
-Built in: `cheetah-dir`, `cheetah-vel`, `nav2d`, `ant-vel`, `ant-dir`, `ant-goal`. Users add their own with `register_family(...)`, or, wherever a
+Built in: `cheetah-dir`, `cheetah-vel`, `nav2d`, `ant-vel`, `ant-dir`, `ant-goal`,
+`humanoid-dir`, `hopper-params`, `walker-params`. Users add their own with `register_family(...)`, or, wherever a
 family name is accepted, name a class as `module:Class` or give the gymnasium id of an env that honours the task
 contract. Families know nothing of learning.
 """
@@ -16,6 +17,7 @@ import gymnasium
 from gymnasium.vector import AutoresetMode, SyncVectorEnv, VectorEnv
 from metarl.envs.ant import AntBatch, AntDirEnv, AntDirTask, AntGoalEnv, AntGoalTask, AntVelEnv, AntVelTask
 from metarl.envs.contract import ContractError, check_family, describe_exception, valid_horizon
+from metarl.envs.dynamics import DynamicsBatch, DynamicsTask, HopperParamsEnv, WalkerParamsEnv
 from metarl.envs.half_cheetah import (
     CheetahDirTask,
     CheetahVelTask,
@@ -23,12 +25,15 @@ from metarl.envs.half_cheetah import (
     HalfCheetahDirEnv,
     HalfCheetahVelEnv,
 )
+from metarl.envs.humanoid import HumanoidBatch, HumanoidDirEnv, HumanoidDirTask
 from metarl.envs.navigation import Nav2DTask, Navigation2DBatch, Navigation2DEnv
 
 __all__ = ["Family", "ContractError", "check_family", "register_family", "families", "get_family",
            "resolve_horizon", "make", "make_batched", "CheetahDirTask", "CheetahVelTask", "Nav2DTask",
            "HalfCheetahDirEnv", "HalfCheetahVelEnv", "Navigation2DEnv", "HalfCheetahBatch", "Navigation2DBatch",
-           "AntVelTask", "AntDirTask", "AntGoalTask", "AntVelEnv", "AntDirEnv", "AntGoalEnv", "AntBatch"]
+           "AntVelTask", "AntDirTask", "AntGoalTask", "AntVelEnv", "AntDirEnv", "AntGoalEnv", "AntBatch",
+           "HumanoidDirTask", "HumanoidDirEnv", "HumanoidBatch", "DynamicsTask", "HopperParamsEnv",
+           "WalkerParamsEnv", "DynamicsBatch"]
 
 
 @dataclass(frozen=True)
@@ -263,6 +268,14 @@ _BUILT_IN = [
      "Ant-Direction: move forwards or backwards (MAML code); horizon 200", _batch_of(AntBatch, AntDirEnv)),
     ("ant-goal", AntGoalEnv, "metarl/AntGoal-v0",
      "Ant-Goal: reach a goal position in [-3, 3]^2 (MAML code); horizon 200", _batch_of(AntBatch, AntGoalEnv)),
+    ("humanoid-dir", HumanoidDirEnv, "metarl/HumanoidDir-v0",
+     "Humanoid-Direction: walk forwards or backwards (ProMP); horizon 200", lambda n, **kw: HumanoidBatch(n, **kw)),
+    ("hopper-params", HopperParamsEnv, "metarl/HopperParams-v0",
+     "Hopper-Params: hop forwards under randomised masses, inertias, frictions, damping (ProMP); horizon 200",
+     _batch_of(DynamicsBatch, HopperParamsEnv)),
+    ("walker-params", WalkerParamsEnv, "metarl/WalkerParams-v0",
+     "Walker-Params: walk forwards under randomised masses, inertias, frictions, damping (ProMP); horizon 200",
+     _batch_of(DynamicsBatch, WalkerParamsEnv)),
 ]
 for _name, _cls, _gym_id, _description, _batched in _BUILT_IN:
     register_family(_name, _cls, gym_id=_gym_id, check=False, description=_description, batched=_batched)

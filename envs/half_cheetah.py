@@ -124,17 +124,6 @@ class _TaskCheetah(TaskEnv, HalfCheetahEnv):
         with _model_load_warnings():
             super().__init__(ctrl_cost_weight=ctrl_cost_weight, reset_noise_scale=reset_noise_scale, **kwargs)
 
-    def step(self, action):
-        # Clipped to the action space first, as rllab and the MAML code do: MuJoCo clamps the control for the
-        # physics anyway (ctrllimited), but the control cost would otherwise charge the unclipped action.
-        # A wrongly shaped action goes through unclipped, to gymnasium's own shape error.
-        action = np.asarray(action, dtype=np.float64)
-        if action.shape == self.action_space.shape:
-            action = np.clip(action, self.action_space.low, self.action_space.high)
-        obs, reward, terminated, truncated, info = super().step(action)
-        info["task"] = self.task
-        return obs, reward, terminated, truncated, info
-
     def _get_rew(self, x_velocity: float, action):
         if self.forward_velocity == "com":  # called by HalfCheetahEnv.step after the physics
             x_velocity = com_x_velocity(self.model, self.data)

@@ -48,9 +48,10 @@ class MujocoTaskBatch(TaskVectorEnv):
     family: type = None
     frame_skip: int = 1
     reads_derived = False
-    # "after": the forward pass at the state after the step (rllab's MujocoEnv.forward_dynamics); "last-substep":
-    # at the state before the step's last simulator step (gymnasium's MujocoEnv, whose data after mj_step hold the
-    # derived quantities of that state's forward pass, completed by mj_rnePostConstraint).
+    # "after": a forward pass at the state after the step (rllab's MujocoEnv.forward_dynamics ran one);
+    # "last-substep": what gymnasium's MujocoEnv reads, the data its last mj_step left (the derived quantities of that
+    # simulator step's own passes, RK4 stages included), completed by mj_rnePostConstraint. For the latter, rollout
+    # runs all but the last simulator step and each copy runs its last one with mj_step: the same physics cost.
     derived_at = "after"
 
     def __init__(self, num_envs: int, model: mujoco.MjModel, *, num_threads: int = 1, max_episode_steps: int):
@@ -75,14 +76,14 @@ class MujocoTaskBatch(TaskVectorEnv):
         self._rollout = mujoco.rollout.Rollout(nthread=self.num_threads if self.num_threads > 1 else 0)
         self._thread_datas = [mujoco.MjData(m) for _ in range(self.num_threads)]
         self._pool = ThreadPoolExecutor(self.num_threads) if self.reads_derived and self.num_threads > 1 else None
-        self._forward_datas = [mujoco.MjData(m) for _ in range(self.num_threads if self._pool else 1)]
+        self._per_copy_datas = [mujoco.MjData(m) for _ in range(self.num_threads if self._pool else 1)]
         self._rngs = [None] * self.num_envs
         self._models = [m] * self.num_envs
         self._model_copies: list[mujoco.MjModel] = []  # for tasks that edit the physics, reused across task sets
-        self._tasks = [self.family._default_task] * self.num_envs
+        self._tasks = self._default_tasks()
         self._tasks_changed()
         self._t = 0
-        lo, hi = m.actuator_ctrlrange.T
+        lo, hi = self._action_bounds()
         self.single_action_space = Box(lo.astype(np.float32), hi.astype(np.float32), dtype=np.float32)
         self.single_observation_space = Box(-np.inf, np.inf, (self._observation_size(),), np.float64)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
@@ -94,6 +95,14 @@ class MujocoTaskBatch(TaskVectorEnv):
 
     def _observation_size(self) -> int:
         raise NotImplementedError
+
+    def _action_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """The action space's bounds: the model's control range unless the family rescales actions (`_controls`)."""
+        return tuple(self.model.actuator_ctrlrange.T)
+
+    def _controls(self, actions: np.ndarray) -> np.ndarray:
+        """The simulator's controls for (clipped) actions: the actions themselves unless the family rescales."""
+        return actions
 
     def _initial_state(self, rng: np.random.Generator, data: mujoco.MjData) -> None:
         """Write a copy's initial qpos and qvel into `data` (freshly reset), drawing exactly as the single env."""
@@ -129,8 +138,15 @@ class MujocoTaskBatch(TaskVectorEnv):
     def _check_task(self, task):
         return self.family._check(task)
 
+    def _default_tasks(self) -> list:
+        return [self.family._default_task] * self.num_envs
+
+    def _task_value(self, task):
+        """What the family's vectorised reward reads from a task (stacked over copies into `_task_values`)."""
+        return self.family._value(task)
+
     def _tasks_changed(self) -> None:
-        self._task_values = np.array([self.family._value(t) for t in self._tasks])
+        self._task_values = np.array([self._task_value(t) for t in self._tasks])
         if not self.edits_physics:
             return
         # One model per distinct task, shared by that task's copies; copies of the base model are kept for reuse.
@@ -169,7 +185,7 @@ class MujocoTaskBatch(TaskVectorEnv):
         self._alive[:] = True
         self._t = 0
         if self.reads_derived:
-            self._forward_all(np.arange(self.num_envs), self._state)
+            self._per_copy(np.arange(self.num_envs), self._state)
         return self._observe(), {}
 
     def step(self, actions):
@@ -181,11 +197,15 @@ class MujocoTaskBatch(TaskVectorEnv):
         stepped = np.flatnonzero(self._alive)
         before = self._state.copy()
         if stepped.size:
-            substeps = self._simulate(stepped, before, actions)
-            self._ctrl[stepped] = actions[stepped]
-            if self.reads_derived:
-                at = substeps[:, -1] if self.derived_at == "after" else substeps[:, -2]
-                self._forward_all(stepped, at)
+            controls = self._controls(actions)
+            self._ctrl[stepped] = controls[stepped]
+            if self.reads_derived and self.derived_at == "last-substep":
+                self._simulate(stepped, before, controls, self.frame_skip - 1)
+                self._per_copy(stepped, self._state[stepped], last_step=True)
+            else:
+                self._simulate(stepped, before, controls, self.frame_skip)
+                if self.reads_derived:
+                    self._per_copy(stepped, self._state[stepped])
         self._t += 1
         obs, rewards, terminated, info = self._outcome(actions, before, stepped)
         frozen = ~self._alive
@@ -198,60 +218,65 @@ class MujocoTaskBatch(TaskVectorEnv):
         truncated = np.full(self.num_envs, self._t >= self.max_episode_steps) & ~terminated
         return obs, rewards, terminated, truncated, info
 
-    def _simulate(self, stepped: np.ndarray, before: np.ndarray, actions: np.ndarray) -> np.ndarray:
-        """One env step of the copies in `stepped` from their states in `before`: writes their new states, returns
-        every substep's state (rows: the copies in `stepped`)."""
+    def _simulate(self, stepped: np.ndarray, before: np.ndarray, controls: np.ndarray, nstep: int) -> None:
+        """`nstep` simulator steps of the copies in `stepped` from their states in `before` under `controls` (all
+        copies'), by rollout; writes their new states."""
         n = stepped.size
+        if nstep < 1:
+            return
         everyone = n == self.num_envs  # the common case: no copy frozen, nothing to gather
         initial = before if everyone else before[stepped]
-        controls = actions if everyone else actions[stepped]
-        control = np.repeat(controls[:, None, :], self.frame_skip, axis=1)
-        out = np.empty((n, self.frame_skip, self._state.shape[1]))
+        controls = controls if everyone else controls[stepped]
+        control = np.repeat(controls[:, None, :], nstep, axis=1)
+        out = np.empty((n, nstep, self._state.shape[1]))
         models = self._models if everyone else [self._models[i] for i in stepped]
         try:
-            self._rollout.rollout(models, self._thread_datas, initial, control, nstep=self.frame_skip, state=out,
+            self._rollout.rollout(models, self._thread_datas, initial, control, nstep=nstep, state=out,
                                   skip_checks=True)
         except Exception as exc:  # surface a failing simulator in the caller, never a silent hang
             raise RuntimeError(f"{type(self).__name__}: the simulator failed while stepping {n} copies: "
                                f"{exc!r}") from exc
         self._finish_stopped_copies(models, initial, controls, out)
         self._state[stepped] = out[:, -1]
-        if self.derived_at == "last-substep" and self.frame_skip == 1:
-            out = np.concatenate([initial[:, None], out], axis=1)
-        return out
 
     def _finish_stopped_copies(self, models, initial, controls, out) -> None:
         """Re-step with plain mj_step any copy whose rollout stopped early on a MuJoCo warning (a diverging state,
         which MuJoCo resets): rollout then repeats the last state where a single env goes on stepping."""
-        timestep = self.model.opt.timestep
-        expected = initial[:, 0] + self.frame_skip * timestep
+        timestep, nstep = self.model.opt.timestep, out.shape[1]
+        expected = initial[:, 0] + nstep * timestep
         d = self._scratch
         for j in np.flatnonzero(np.abs(out[:, -1, 0] - expected) > 0.5 * timestep):
             m = models[j]
             mujoco.mj_resetData(m, d)
             mujoco.mj_setState(m, d, initial[j], _STATE)
             d.ctrl[:] = controls[j]
-            for k in range(self.frame_skip):
+            for k in range(nstep):
                 mujoco.mj_step(m, d)
                 mujoco.mj_getState(m, d, out[j, k], _STATE)
 
-    def _forward_all(self, copies: np.ndarray, states: np.ndarray) -> None:
-        """Run `_derive` for each copy in `copies` at the matching row of `states` (with its control
-        held, as after a step), and `_read` the results; in chunks over the threads."""
+    def _per_copy(self, copies: np.ndarray, states: np.ndarray, last_step: bool = False) -> None:
+        """For each copy in `copies`, from the matching row of `states` with its control held: with `last_step`,
+        its last simulator step (mj_step, then mj_rnePostConstraint, as gymnasium's MujocoEnv) and its new state
+        written back; else `_derive` (a forward pass). Then `_read`. In chunks over the threads (the GIL released)."""
         def run(chunk, d):
             for j in chunk:
                 i = copies[j]
                 m = self._models[i]
                 mujoco.mj_setState(m, d, states[j], _STATE)
                 d.ctrl[:] = self._ctrl[i]
-                self._derive(m, d)
+                if last_step:
+                    mujoco.mj_step(m, d)
+                    mujoco.mj_rnePostConstraint(m, d)
+                    mujoco.mj_getState(m, d, self._state[i], _STATE)
+                else:
+                    self._derive(m, d)
                 self._read(d, i)
 
-        chunks = np.array_split(np.arange(len(copies)), len(self._forward_datas))
+        chunks = np.array_split(np.arange(len(copies)), len(self._per_copy_datas))
         if self._pool is None:
-            run(chunks[0], self._forward_datas[0])
+            run(chunks[0], self._per_copy_datas[0])
         else:
-            list(self._pool.map(run, chunks, self._forward_datas))
+            list(self._pool.map(run, chunks, self._per_copy_datas))
 
     def close_extras(self, **kwargs) -> None:
         if self._rollout is not None:

@@ -47,6 +47,17 @@ class TaskEnv:
         info["task"] = self.task
         return obs, info
 
+    def step(self, action):
+        """The wrapped env's step on the action clipped to the action space, as rllab and the MAML code do: MuJoCo
+        clamps the control for the physics anyway (ctrllimited), but the costs would otherwise charge the unclipped
+        action. A wrongly shaped action goes through unclipped, to the env's own shape error."""
+        action = np.asarray(action, dtype=np.float64)
+        if action.shape == self.action_space.shape:
+            action = np.clip(action, self.action_space.low, self.action_space.high)
+        obs, reward, terminated, truncated, info = super().step(action)
+        info["task"] = self.task
+        return obs, reward, terminated, truncated, info
+
 
 def checked_task(task, task_type: type, family: str, field: str, valid, allowed: str):
     """`task` if it is a `task_type` whose `field` passes `valid`, else a ValueError naming the family, the bad

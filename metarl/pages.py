@@ -34,7 +34,8 @@ ALGOS = ("anil", "maml")
 CODE_LANGUAGES = {".py": "python", ".yaml": "yaml", ".sh": "bash"}
 FAMILY_TITLES = {"cheetah-dir": "HalfCheetah-Direction", "cheetah-vel": "HalfCheetah-Velocity",
                  "nav2d": "2D-Navigation", "ant-vel": "Ant-Velocity", "ant-dir": "Ant-Direction",
-                 "ant-goal": "Ant-Goal"}
+                 "ant-goal": "Ant-Goal", "humanoid-dir": "Humanoid-Direction", "hopper-params": "Hopper-Params",
+                 "walker-params": "Walker-Params"}
 
 
 def pages(root: Path = REPO) -> list[Path]:

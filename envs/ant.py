@@ -136,12 +136,21 @@ def _base_model() -> mujoco.MjModel:
     spec.option.integrator = mujoco.mjtIntegrator.mjINT_RK4
     for geom in spec.geoms:
         geom.solimp[:3] = SOLIMP
+    # Two sensors that make every forward pass compute what MuJoCo 1.31's always did and the Ant reads: an
+    # accelerometer needs mj_rnePostConstraint (the external contact forces, cfrc_ext), the subtree's linear
+    # velocity needs mj_subtreeVel. Sensors change no physics (tested: the same trajectory, bit for bit).
+    spec.body("torso").add_site(name="torso_site")
+    spec.add_sensor(name="torso_accelerometer", type=mujoco.mjtSensor.mjSENS_ACCELEROMETER,
+                    objtype=mujoco.mjtObj.mjOBJ_SITE, objname="torso_site")
+    spec.add_sensor(name="ant_com_velocity", type=mujoco.mjtSensor.mjSENS_SUBTREELINVEL,
+                    objtype=mujoco.mjtObj.mjOBJ_BODY, objname="torso")
     return spec.compile()
 
 
 def ant_model() -> mujoco.MjModel:
     """A fresh copy of the reference's Ant model: gymnasium's ant.xml with time step 0.02 (RK4) and solimp
-    (0.8, 0.8, 0.01); the rest of the two files agree (geometry, joints, ranges, armature, damping, friction)."""
+    (0.8, 0.8, 0.01); the rest of the two files agree (geometry, joints, ranges, armature, damping, friction). Its
+    two sensors make a plain forward pass compute the contact forces and centre-of-mass velocity."""
     return copy.copy(_base_model())
 
 
@@ -256,7 +265,8 @@ class AntGoalEnv(_TaskAnt):
 class AntBatch(MujocoTaskBatch):
     """Many copies of an Ant family: the reference's physics stepped by `mujoco.rollout` over all copies, then one
     forward pass per copy at its new state (for the contact forces and centre of mass the observation and reward
-    read). Same task contract, draws and formulas as the single envs (tested step for step)."""
+    read; the model's sensors make mj_forward compute them). Same task contract, draws and formulas as the single
+    envs (tested step for step)."""
 
     reads_derived = True
     derived_at = "after"
@@ -267,10 +277,14 @@ class AntBatch(MujocoTaskBatch):
         super().__init__(num_envs, ant_model(), num_threads=num_threads, max_episode_steps=max_episode_steps)
 
     def _allocate(self, n: int) -> None:
-        self._contact = np.zeros((n, 14, 6))
+        self._raw_contact = np.zeros((n, 14, 6))
         self._xmat = np.zeros((n, 9))
         self._com = np.zeros((n, 3))
         self._com_velocity = np.zeros(n)
+        self._views = {}
+
+    def _derive(self, model, data) -> None:
+        mujoco.mj_forward(model, data)  # the model's sensors add mj_rnePostConstraint and mj_subtreeVel
 
     def _observation_size(self) -> int:
         return OBSERVATION_SIZE
@@ -281,17 +295,24 @@ class AntBatch(MujocoTaskBatch):
         data.qvel[:] = QVEL_NOISE * rng.standard_normal(self.model.nv)
 
     def _read(self, data, i) -> None:
-        np.clip(data.cfrc_ext, -1.0, 1.0, out=self._contact[i])
-        self._xmat[i] = data.xmat[TORSO]
-        self._com[i] = data.subtree_com[TORSO]
-        self._com_velocity[i] = data.subtree_linvel[TORSO, 0]
+        # Views of the scratch data's arrays made once (its buffers never move): four copies per copy and step.
+        views = self._views.get(id(data))
+        if views is None:
+            views = self._views[id(data)] = (data.cfrc_ext, data.xmat[TORSO], data.subtree_com[TORSO],
+                                             data.subtree_linvel[TORSO])
+        self._raw_contact[i] = views[0]
+        self._xmat[i] = views[1]
+        self._com[i] = views[2]
+        self._com_velocity[i] = views[3][0]
 
     def _observe(self) -> np.ndarray:
+        self._contact = np.clip(self._raw_contact, -1.0, 1.0)
         return np.concatenate([self.qpos, self.qvel, self._contact.reshape(self.num_envs, -1), self._xmat,
                                self._com], axis=1)
 
     def _outcome(self, actions, before, stepped):
         values = self._task_values
+        obs = self._observe()
         forward = self.family._forward(values, self._com_velocity, self._com[:, :2])
         ctrl, contact = cost_terms(actions, self._contact)
         survive = np.full(self.num_envs, SURVIVE_REWARD)
@@ -299,4 +320,4 @@ class AntBatch(MujocoTaskBatch):
         terminated = ~healthy(self.qpos, self.qvel)
         info = {"reward_forward": forward, "reward_ctrl": ctrl, "reward_contact": contact, "reward_survive": survive,
                 "com_velocity": self._com_velocity.copy(), "com_position": self._com[:, :2].copy()}
-        return self._observe(), rewards, terminated, info
+        return obs, rewards, terminated, info

@@ -111,9 +111,14 @@ class HumanoidBatch(MujocoTaskBatch):
         super().__init__(num_envs, model, num_threads=num_threads, max_episode_steps=max_episode_steps)
 
     def _allocate(self, n: int) -> None:
-        self._derived = None  # (n, size of the derived part of the observation), sized on the first read
+        m = self.model
+        self._cinert = np.zeros((n, m.nbody, 10))
+        self._cvel = np.zeros((n, m.nbody, 6))
+        self._actuator = np.zeros((n, m.nv))
+        self._contact = np.zeros((n, m.nbody, 6))
+        self._xipos = np.zeros((n, m.nbody, 3))
         self._mass_x = np.zeros(n)
-        self._contact_sq = np.zeros(n)
+        self._views = {}
 
     def _action_bounds(self):
         return -np.ones(self.model.nu), np.ones(self.model.nu)
@@ -137,29 +142,33 @@ class HumanoidBatch(MujocoTaskBatch):
         data.cfrc_ext[:] = 0.0
 
     def _read(self, data, i) -> None:
-        derived = np.concatenate([data.cinert[1:].ravel(), data.cvel[1:].ravel(), data.qfrc_actuator[6:],
-                                  data.cfrc_ext[1:].ravel()])
-        if self._derived is None:
-            self._derived = np.zeros((self.num_envs, derived.size))
-        self._derived[i] = derived
-        self._mass_x[i] = mass_centre_x(self._models[i].body_mass, data.xipos)
-        self._contact_sq[i] = np.sum(np.square(data.cfrc_ext))
+        # Views of the scratch data's arrays made once (its buffers never move); the arithmetic runs vectorised.
+        views = self._views.get(id(data))
+        if views is None:
+            views = self._views[id(data)] = (data.cinert, data.cvel, data.qfrc_actuator, data.cfrc_ext, data.xipos)
+        self._cinert[i], self._cvel[i], self._actuator[i], self._contact[i], self._xipos[i] = views
 
     def _observe(self) -> np.ndarray:
-        return np.concatenate([self.qpos[:, 2:], self.qvel, self._derived], axis=1)
+        n = self.num_envs
+        return np.concatenate([self.qpos[:, 2:], self.qvel, self._cinert[:, 1:].reshape(n, -1),
+                               self._cvel[:, 1:].reshape(n, -1), self._actuator[:, 6:],
+                               self._contact[:, 1:].reshape(n, -1)], axis=1)
 
-    def step(self, actions):
-        self._mass_x_before = self._mass_x.copy()
-        return super().step(actions)
+    def reset(self, *, seed=None, options: dict | None = None):
+        result = super().reset(seed=seed, options=options)
+        self._mass_x = mass_centre_x(self.model.body_mass, self._xipos)
+        return result
 
     def _outcome(self, actions, before, stepped):
-        x_velocity = (self._mass_x - self._mass_x_before) / self.dt
+        mass_x_before, self._mass_x = self._mass_x, mass_centre_x(self.model.body_mass, self._xipos)
+        x_velocity = (self._mass_x - mass_x_before) / self.dt
         z = self.qpos[:, 2]
         healthy = (self._healthy_z[0] < z) & (z < self._healthy_z[1])
         forward = self._task_values * self._forward_weight * x_velocity
         survive = healthy * self._healthy_reward
         ctrl = -self._ctrl_weight * np.sum(np.square(self._controls(actions)), axis=1)
-        contact = -np.minimum(self._contact_weight * self._contact_sq, self._contact_max)
+        contact_sq = np.sum(np.square(self._contact), axis=(1, 2))
+        contact = -np.minimum(self._contact_weight * contact_sq, self._contact_max)
         info = {"reward_forward": forward, "reward_survive": survive, "reward_ctrl": ctrl, "reward_contact": contact,
                 "x_velocity": x_velocity}
         return self._observe(), forward + survive + ctrl + contact, ~healthy, info

@@ -60,9 +60,9 @@ class MujocoTaskBatch(TaskVectorEnv):
         if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)) or num_threads < 1:
             raise ValueError(f"num_threads must be an int >= 1, got {num_threads!r}")
         self.num_envs = int(num_envs)
-        self._allocate(self.num_envs)
         self.max_episode_steps = max_episode_steps
         self.model = model
+        self._allocate(self.num_envs)
         m = model
         self.dt = m.opt.timestep * self.frame_skip
         self._scratch = mujoco.MjData(m)
@@ -70,6 +70,9 @@ class MujocoTaskBatch(TaskVectorEnv):
         self._qpos_at = mujoco.mj_stateSize(m, mujoco.mjtState.mjSTATE_TIME)
         self._qvel_at = self._qpos_at + m.nq
         self._state = np.zeros((self.num_envs, nstate))
+        joint_spec = _STATE | mujoco.mjtState.mjSTATE_CTRL
+        self._state_and_ctrl_spec = joint_spec if (mujoco.mj_stateSize(m, joint_spec) == nstate + m.nu
+                                                   and m.nplugin == 0) else None
         self._ctrl = np.zeros((self.num_envs, m.nu))
         self._alive = np.ones(self.num_envs, dtype=bool)
         self.num_threads = min(int(num_threads), self.num_envs)
@@ -91,7 +94,7 @@ class MujocoTaskBatch(TaskVectorEnv):
 
     # -- what a family defines -------------------------------------------------------------------------------
     def _allocate(self, n: int) -> None:
-        """Allocate the family's per-copy arrays for `n` copies (called first thing in __init__)."""
+        """Allocate the family's per-copy arrays for `n` copies (called in __init__ once `self.model` is set)."""
 
     def _observation_size(self) -> int:
         raise NotImplementedError
@@ -258,12 +261,22 @@ class MujocoTaskBatch(TaskVectorEnv):
         """For each copy in `copies`, from the matching row of `states` with its control held: with `last_step`,
         its last simulator step (mj_step, then mj_rnePostConstraint, as gymnasium's MujocoEnv) and its new state
         written back; else `_derive` (a forward pass). Then `_read`. In chunks over the threads (the GIL released)."""
+        # State and control of each copy in one row, set with one call (the control sits right after the physics
+        # state in MuJoCo's state layout when the model has no plugin state; otherwise two calls).
+        joint = self._state_and_ctrl_spec is not None
+        rows = np.concatenate([states, self._ctrl[copies]], axis=1) if joint else states
+        models = self._models
+
         def run(chunk, d):
+            ctrl = d.ctrl
             for j in chunk:
                 i = copies[j]
-                m = self._models[i]
-                mujoco.mj_setState(m, d, states[j], _STATE)
-                d.ctrl[:] = self._ctrl[i]
+                m = models[i]
+                if joint:
+                    mujoco.mj_setState(m, d, rows[j], self._state_and_ctrl_spec)
+                else:
+                    mujoco.mj_setState(m, d, rows[j], _STATE)
+                    ctrl[:] = self._ctrl[i]
                 if last_step:
                     mujoco.mj_step(m, d)
                     mujoco.mj_rnePostConstraint(m, d)

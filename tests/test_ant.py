@@ -3,6 +3,9 @@ recomputed from raw simulator state, and the batched form against single envs st
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import gymnasium.envs.mujoco
 import metarl.envs as envs
 import mujoco
 import numpy as np
@@ -40,6 +43,33 @@ def test_model_has_the_reference_physics():
     np.testing.assert_allclose(m.actuator_ctrlrange, np.tile([-1.0, 1.0], (8, 1)))
     assert (m.nbody, m.nq, m.nv, m.nu) == (14, 15, 14, 8)
     assert ant_model() is not ant_model()  # each caller gets its own copy to edit
+
+
+def test_the_models_sensors_make_a_plain_forward_pass_compute_contact_forces_and_change_no_physics():
+    with_sensors = ant_model()
+    spec = mujoco.MjSpec.from_file(str(Path(gymnasium.envs.mujoco.__file__).parent / "assets" / "ant.xml"))
+    spec.option.timestep = 0.02
+    for geom in spec.geoms:
+        geom.solimp[:3] = [0.8, 0.8, 0.01]
+    bare = spec.compile()
+    datas = [mujoco.MjData(m) for m in (with_sensors, bare)]
+    rng = np.random.default_rng(0)
+    for d in datas:
+        d.qpos[:] = INIT_QPOS
+    touched = False
+    for _ in range(60):
+        ctrl = rng.uniform(-1, 1, 8)
+        for m, d in zip((with_sensors, bare), datas):
+            d.ctrl[:] = ctrl
+            mujoco.mj_step(m, d)
+            mujoco.mj_forward(m, d)
+        np.testing.assert_array_equal(datas[0].qpos, datas[1].qpos)  # the same trajectory, bit for bit
+        mujoco.mj_rnePostConstraint(bare, datas[1])
+        mujoco.mj_subtreeVel(bare, datas[1])
+        np.testing.assert_array_equal(datas[0].cfrc_ext, datas[1].cfrc_ext)  # computed by mj_forward alone
+        np.testing.assert_array_equal(datas[0].subtree_linvel, datas[1].subtree_linvel)
+        touched |= bool(np.any(datas[0].cfrc_ext[1:] != 0))
+    assert touched
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,6 +40,18 @@ def test_env_throughput_quick_run_writes_positive_rates(tmp_path):
     assert all(ratio > 0 for ratio in report["ratios"].values())
     for name in measured:
         assert name in done.stdout  # the table is printed too
+
+
+def test_family_throughput_quick_run_measures_each_family_against_its_floor(tmp_path):
+    bench = _import_benchmark("family_throughput")
+    report = bench.main(["--quick", "--repeats", "1", "--families", "ant-vel", "hopper-params",
+                         "--out", str(tmp_path / "f")])
+    assert set(report["results"]) == {"ant-vel", "hopper-params"}
+    for r in report["results"].values():
+        assert r["metarl_steps_per_s"] > 0 and r["floor_steps_per_s"] > 0
+        assert r["over_floor"] == pytest.approx(r["floor_steps_per_s"] / r["metarl_steps_per_s"])
+    table = (tmp_path / "f.md").read_text()
+    assert "| `ant-vel` | 1 |" in table and "| `hopper-params` | 4 |" in table and "vector units:" in table
 
 
 def test_performance_benchmark_quick_run_writes_its_table(tmp_path):

@@ -519,3 +519,28 @@ def test_cheetah_dir_candidates_publishes_an_unfinished_run_and_resumes_it_from_
     assert trained == [1, 2, 3, 4]
     assert json.loads((copy / "eval.json").read_text())["iteration"] == 4
     assert " of 4 |" not in (tmp_path / "cand.md").read_text() and "| 4 | " in (tmp_path / "cand.md").read_text()
+
+
+def test_family_learning_checks_each_family_from_its_metrics_and_trains_a_published_run_no_more(tmp_path):
+    study = _import_benchmark("family_learning")
+    args = ["--families", "hopper-params", "--runs", str(tmp_path / "runs"), "--published", str(tmp_path / "pub"),
+            "--out", str(tmp_path / "fl"), "--set", "meta_batch_size=2", "episodes_per_task=2", "iterations=2",
+            "eval_tasks=2", "eval_episodes_per_task=2", "eval_every=2", "horizon=20"]
+    study.main(args)
+    run = tmp_path / "runs" / "hopper-params-anil-reduced-seed0"
+    from metarl.config import load_config
+    from metarl.runs import read_metrics
+    cfg = load_config(run / "config.yaml")
+    assert (cfg.env, cfg.algo, cfg.meta_batch_size, cfg.iterations, cfg.horizon) == ("hopper-params", "anil", 2, 2, 20)
+    metrics = [m for m in read_metrics(run) if "returns/post_adaptation" in m]
+    row = json.loads((tmp_path / "fl.json").read_text())["families"]["hopper-params"]
+    assert row["start"] == pytest.approx(np.mean([m["returns/post_adaptation"] for m in metrics]))
+    assert row["end_pre"] == pytest.approx(np.mean([m["returns/pre_adaptation"] for m in metrics]))
+    assert row["learns"] == (row["end_post"] > row["end_pre"] and row["end_post"] > row["start"])
+    evaluation = json.loads((run / "eval.json").read_text())
+    assert row["held_out"] == [evaluation["returns"][f"return_step_{k}"] for k in range(4)]
+    assert "| `hopper-params` | 2 |" in (tmp_path / "fl.md").read_text()
+    import shutil
+    shutil.rmtree(tmp_path / "runs")  # a later sitting that kept only git: the published run makes the table
+    study.main(args)
+    assert not (tmp_path / "runs").exists()

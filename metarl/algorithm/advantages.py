@@ -66,7 +66,7 @@ def fit_linear_baseline(
     done = torch.zeros(lead, dtype=torch.bool, device=A.device)
     reg_now = torch.full(lead, float(reg), dtype=torch.float64, device=A.device)
     for _ in range(max_tries):
-        w, info = torch.linalg.solve_ex(A + reg_now[..., None, None] * eye, b)
+        w, info = _solve_normal_equations(A + reg_now[..., None, None] * eye, b)
         w = w.squeeze(-1)
         ok = (info == 0) & torch.isfinite(w).all(dim=-1) & ~done
         weights = torch.where(ok.unsqueeze(-1), w, weights)
@@ -76,6 +76,21 @@ def fit_linear_baseline(
         reg_now = torch.where(done, reg_now, reg_now * 10.0)
     # Elements that never gave a finite solve keep w = 0 (a zero baseline), so output stays finite.
     return weights.to(features.dtype)
+
+
+def _solve_normal_equations(A: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """(solution, info) of the batched systems A w = b, info 0 where one solved.
+
+    LU (torch.linalg.solve_ex) first. torch 2.13's batched LU on MKL with two or more threads fails outright on some
+    well-posed systems ("Intel oneMKL ERROR: Parameter 6 was incorrect on entry to DLASWP", then a RuntimeError; met
+    with the Ant's 254 baseline features); those batches are solved by Cholesky, valid here since ridge normal
+    equations are symmetric positive definite (a factorisation that fails reports info > 0, so the caller retries
+    with a larger ridge, as for a failed LU)."""
+    try:
+        return torch.linalg.solve_ex(A, b)
+    except RuntimeError:
+        factor, info = torch.linalg.cholesky_ex(A)
+        return torch.cholesky_solve(b, factor), info
 
 
 def linear_baseline_values(features: Tensor, weights: Tensor) -> Tensor:

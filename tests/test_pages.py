@@ -167,3 +167,23 @@ def test_every_script_a_page_names_exists():
             if not (REPO / script).is_file():
                 missing.setdefault(str(page.relative_to(REPO)), set()).add(script)
     assert not missing
+
+
+def test_ant_cells_are_held_to_the_maml_files_for_both_algorithms_and_counted_apart_from_the_anil_table(tmp_path):
+    from metarl import pages
+
+    report = json.loads((pages.REPO / pages.GRID_REPORT).read_text())
+    report["missing"] = []
+    report["references"]["maml_paper_curves"]["ant-vel"] = [30.6, 96.7, 100.1, 101.4]  # as the report writes them
+    report["envs"] = [*report["envs"], "ant-vel"]
+    report["cells"]["ant-vel"] = {"anil": {"seeds": [0], "mean": {"return_step_1": 97.0}, "std": {"return_step_1": 0}},
+                                  "maml": {"seeds": [0], "mean": {"return_step_1": 90.0}, "std": {"return_step_1": 0}}}
+    (tmp_path / pages.GRID_REPORT).parent.mkdir(parents=True)
+    (tmp_path / pages.GRID_REPORT).write_text(json.dumps(report))
+    rows = [line.split(" | ") for line in pages.headline(tmp_path).splitlines() if line.startswith("| Ant-Velocity")]
+    assert [(r[1], r[3], r[4].split(",")[0], r[5].strip(" |")) for r in rows] == [("ANIL", "-", "yes", "96.7"),
+                                                                      ("MAML", "-", "**no**", "96.7")]
+    status = pages.status(tmp_path)
+    before = pages.status(pages.REPO)
+    assert status.startswith(before.split(";")[0])  # the ANIL table's count is unchanged by the Ant cells
+    assert "1 of 2 cells held to the MAML paper's result files reached; not reached: Ant-Velocity MAML" in status

@@ -130,27 +130,35 @@ def naive_sampler(num_envs: int, horizon: int, episodes: int = 3) -> float:
 def iteration_in_subprocess(algo: str, overrides: list[str], iterations: int, preset: str = "cheetah-dir") -> dict:
     """Median metrics of `iterations` meta-iterations (after a warm-up) of `preset` in a fresh process, with its
     peak RSS."""
+    return iterations_in_subprocess(algo, [overrides], iterations, preset)[0]
+
+
+def iterations_in_subprocess(algo: str, override_sets: list[list[str]], iterations: int,
+                             preset: str = "cheetah-dir") -> list[dict]:
+    """iteration_in_subprocess for several configurations one after another in one fresh process (one start-up for
+    all; each after its own warm-up). The peak RSS is the process's: meaningful for the first configuration only."""
     code = ("import json, statistics, sys;"
             "from metarl.config import load_config, parse_overrides;"
             "from metarl.trainer import Trainer, resolve_device, resolve_fvp_precision;"
             "from metarl.runs import preset_path;"
-            "cfg = load_config(preset_path(sys.argv[1]), parse_overrides(sys.argv[2:]));"
-            "t = Trainer(cfg); t.step();"
-            f"runs = [t.step() for _ in range({iterations})];"
-            "keys = [k for k in runs[0] if k.startswith('time/')];"
-            "out = {k: statistics.median(r[k] for r in runs) for k in keys};"
+            "sets = json.loads(sys.argv[2])\n"
+            "for overrides in sets:\n"
+            " cfg = load_config(preset_path(sys.argv[1]), parse_overrides(overrides));"
+            " t = Trainer(cfg); t.step();"
+            f" runs = [t.step() for _ in range({iterations})];"
+            " keys = [k for k in runs[0] if k.startswith('time/')];"
+            " out = {k: statistics.median(r[k] for r in runs) for k in keys};"
             # VmHWM: this process's own peak (ru_maxrss would include the parent's, kept across fork/exec).
-            "out['peak_rss_mb'] = int(open('/proc/self/status').read().split('VmHWM:')[1].split()[0]) / 1024;"
-            "out['env_steps'] = runs[0]['env_steps'] // 2;"
-            "out['fvp_precision'] = resolve_fvp_precision(cfg.fvp_precision, resolve_device(cfg.device));"
-            "out['outer'] = cfg.outer;"
-            "print('RESULT', json.dumps(out))")
-    proc = subprocess.run([sys.executable, "-c", code, preset, f"algo={algo}", *overrides], capture_output=True,
-                          text=True)
+            " out['peak_rss_mb'] = int(open('/proc/self/status').read().split('VmHWM:')[1].split()[0]) / 1024;"
+            " out['env_steps'] = runs[0]['env_steps'] // 2;"
+            " out['fvp_precision'] = resolve_fvp_precision(cfg.fvp_precision, resolve_device(cfg.device));"
+            " out['outer'] = cfg.outer;"
+            " print('RESULT', json.dumps(out), flush=True)")
+    sets = json.dumps([[f"algo={algo}", *overrides] for overrides in override_sets])
+    proc = subprocess.run([sys.executable, "-c", code, preset, sets], capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"meta-iteration run failed:\n{proc.stderr[-2000:]}")
-    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))
-    return json.loads(line[len("RESULT "):])
+    return [json.loads(ln[len("RESULT "):]) for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
 
 
 def main(argv=None) -> None:
@@ -217,12 +225,13 @@ def main(argv=None) -> None:
     scale_eps, scale_h = ("episodes_per_task=2", [10, 20]) if args.quick else ("episodes_per_task=5", [50, 100, 200, 400])
     scaling = {"meta_batch_size": {}, "horizon": {}}
     quick = quick_sizes if args.quick else []
-    for k in ([2, 4] if args.quick else [10, 20, 40, 80]):
-        m = iteration_in_subprocess("anil", [scale_eps, f"meta_batch_size={k}", "horizon=50", *quick, *args.set], 1)
-        scaling["meta_batch_size"][k] = m["time/iteration_s"]
-    for h in scale_h:
-        m = iteration_in_subprocess("anil", [scale_eps, "meta_batch_size=10", f"horizon={h}", *quick, *args.set], 1)
-        scaling["horizon"][h] = m["time/iteration_s"]
+    # one process for every point (one start-up): the scaling is of time alone
+    sizes_k = [2, 4] if args.quick else [10, 20, 40, 80]
+    points = [[scale_eps, f"meta_batch_size={k}", "horizon=50", *quick, *args.set] for k in sizes_k] + [
+        [scale_eps, "meta_batch_size=10", f"horizon={h}", *quick, *args.set] for h in scale_h]
+    measured = iterations_in_subprocess("anil", points, 1)
+    scaling["meta_batch_size"] = {k: m["time/iteration_s"] for k, m in zip(sizes_k, measured)}
+    scaling["horizon"] = {h: m["time/iteration_s"] for h, m in zip(scale_h, measured[len(sizes_k):])}
     for axis, times in scaling.items():
         first_k, first_t = next(iter(times.items()))
         line = ", ".join(f"{k}: {t:.2f}s ({t / first_t / (k / first_k):.2f})" for k, t in times.items())

@@ -129,10 +129,11 @@ class XPositionHalfCheetahBatch(HalfCheetahBatch):
 
     def __init__(self, num_envs: int, **kwargs):
         super().__init__(HalfCheetahDirEnv, num_envs, **kwargs)
-        self.single_observation_space = Box(-np.inf, np.inf, (self.model.nq + self.model.nv,), np.float64)
-        self.observation_space = batch_space(self.single_observation_space, num_envs)
 
-    def _obs(self) -> np.ndarray:
+    def _observation_size(self) -> int:
+        return self.model.nq + self.model.nv
+
+    def _observe(self) -> np.ndarray:
         return np.concatenate([self.qpos, self.qvel], axis=1)
 
 

@@ -458,7 +458,7 @@ def cmd_envs(args: argparse.Namespace) -> int:
     from metarl import runs as run
     from metarl.config import load_config
     from metarl.envs import families
-    from metarl.experiments.report import VARIANT_LABELS, setup_of, variant_parts
+    from metarl.experiments.report import VARIANT_LABELS, part_label, setup_of, variant_parts
 
     rows = families()
     width = max(len(name) for name in rows)
@@ -471,7 +471,7 @@ def cmd_envs(args: argparse.Namespace) -> int:
     print("\npresets (`metarl train --config NAME`; `--env ENV` takes the one named ENV):")
     for name, cfg in presets.items():
         setup = setup_of(cfg)
-        how = " + ".join(VARIANT_LABELS[part] for part in variant_parts(setup)) if setup else VARIANT_LABELS["paper"]
+        how = " + ".join(part_label(part) for part in variant_parts(setup)) if setup else VARIANT_LABELS["paper"]
         print(f"  {name:<{width}}  {cfg.env}, {cfg.iterations} iterations: {how}")
     return 0
 

@@ -160,6 +160,11 @@ def test_a_variants_runs_get_their_own_directories_and_rows_beside_the_algorithm
         "cheetah-dir-anil-meta-sgd-seed0"
     assert sweep.cell_name("cheetah-dir", "anil", 0, {"outer": "trpo"}) == "cheetah-dir-anil-trpo-seed0"
     assert report_variant_label("anil+promp-meta-sgd") == "ANIL (ours), ProMP outer loop + Meta-SGD inner rule"
+    # ProMP's trust region changes what a run learns: a run with one never shares a directory with one without
+    trust = {"inner_optimizer": "meta-sgd", "promp_max_kl": 0.03}
+    assert sweep.cell_name("cheetah-dir", "anil", 2, trust) == "cheetah-dir-anil-meta-sgd-kl0.03-seed2"
+    assert report_variant_label("anil+meta-sgd-kl0.03") == ("ANIL (ours), Meta-SGD inner rule + ProMP trust region "
+                                                             "(max KL 0.03)")
     assert report_variant_label("maml+paper") == "MAML (ours), the papers' protocol (reinforce + TRPO)"
     root, out, rng = tmp_path / "grid", tmp_path / "out", np.random.default_rng(2)
     evals, _ = fake_grid(root, rng)

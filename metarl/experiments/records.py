@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +49,8 @@ VARIANT_LABELS = {"paper": "the papers' protocol (reinforce + TRPO)", "promp": "
                   "sgd": "SGD inner rule", "com": "centre-of-mass velocity reward",
                   "displacement": "displacement velocity reward"}
 # The papers' setting of each of sweep.VARIANT_KEYS (Finn et al. 2017): a default that departs from it is named
-PAPERS_SETUP = {"outer": "trpo", "estimator": "reinforce", "inner_optimizer": "sgd", "forward_velocity": None}
+PAPERS_SETUP = {"outer": "trpo", "estimator": "reinforce", "inner_optimizer": "sgd", "forward_velocity": None,
+                "promp_max_kl": None}
 
 
 def method_of(algo: str, kind: str) -> str:
@@ -73,10 +75,18 @@ def variant_parts(kind: str) -> list[str]:
     return parts
 
 
+def part_label(part: str) -> str:
+    """The words for one setting of a variant's name ('lvc' -> 'LVC estimator', 'kl0.03' -> 'ProMP trust region
+    (max KL 0.03)'); an unknown setting as it is."""
+    if re.fullmatch(r"kl[0-9.e+-]+", part):
+        return f"ProMP trust region (max KL {part[2:]})"
+    return {"nokl": "no ProMP trust region"}.get(part, VARIANT_LABELS.get(part, part))
+
+
 def variant_label(method: str) -> str:
     """'ANIL (ours), ProMP outer loop + LVC estimator' for 'anil+promp-lvc'."""
     algo, _, kind = method.partition("+")
-    parts = [VARIANT_LABELS.get(part, part) for part in variant_parts(kind)]
+    parts = [part_label(part) for part in variant_parts(kind)]
     return f"{METHOD_LABELS.get(algo, algo)}, {' + '.join(parts)}"
 
 

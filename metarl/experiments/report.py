@@ -51,7 +51,7 @@ from metarl.experiments.records import (ANIL_PAPER_TABLE2, MAML_PAPER_CURVES, ME
                                         ReportError, RunRecord, VARIANT_LABELS, base_algo, collect_baselines,
                                         collect_runs, end_over_peak, env_protocol, method_cells, method_of,
                                         missing_cells, read_run, reference_iterations, run_problem, setup_of,
-                                        summarise, variant_label, variant_parts)  # noqa: F401
+                                        part_label, summarise, variant_label, variant_parts)  # noqa: F401
 from metarl.experiments.tables import (env_table, fmt_cell, format_duration, iterations_text, lowest_end_over_peak,
                                        mean_wall, method_label, method_order, protocol_line, render_markdown,
                                        timing_table)  # noqa: F401

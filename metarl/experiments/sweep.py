@@ -79,7 +79,7 @@ class SweepError(run.RunError):
 # -- names, files, commands, locks --------------------------------------------------------------------------------
 
 # The settings that name a variant's row, in the order a name lists them
-VARIANT_KEYS = ("outer", "estimator", "inner_optimizer", "forward_velocity")
+VARIANT_KEYS = ("outer", "estimator", "inner_optimizer", "forward_velocity", "promp_max_kl")
 PAPER = "paper"
 
 
@@ -101,8 +101,14 @@ def variant(cfg) -> str:
 
 def setting_names(cfg, keys) -> str:
     """The values of `keys` in `cfg` joined as a variant's name ('promp-lvc'); a null forward reward is named
-    'displacement', the families' own."""
-    return "-".join(str(getattr(cfg, key) or "displacement") for key in keys)
+    'displacement', the families' own; ProMP's trust region 'kl0.03' (none: 'nokl')."""
+    return "-".join(_setting_name(key, getattr(cfg, key)) for key in keys)
+
+
+def _setting_name(key: str, value) -> str:
+    if key == "promp_max_kl":
+        return "nokl" if value is None else f"kl{value:g}"
+    return str(value or "displacement")
 
 
 def run_name(env: str, algo: str, seed: int, kind: str = "") -> str:

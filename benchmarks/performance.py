@@ -130,20 +130,18 @@ def naive_sampler(num_envs: int, horizon: int, episodes: int = 3) -> float:
 def iteration_in_subprocess(algo: str, overrides: list[str], iterations: int, preset: str = "cheetah-dir") -> dict:
     """Median metrics of `iterations` meta-iterations (after a warm-up) of `preset` in a fresh process, with its
     peak RSS."""
-    return iterations_in_subprocess(algo, [overrides], iterations, preset)[0]
+    return iterations_in_subprocess([(preset, [f"algo={algo}", *overrides])], iterations)[0]
 
 
-def iterations_in_subprocess(algo: str, override_sets: list[list[str]], iterations: int,
-                             preset: str = "cheetah-dir") -> list[dict]:
-    """iteration_in_subprocess for several configurations one after another in one fresh process (one start-up for
-    all; each after its own warm-up). The peak RSS is the process's: meaningful for the first configuration only."""
+def iterations_in_subprocess(jobs: list[tuple[str, list[str]]], iterations: int) -> list[dict]:
+    """iteration_in_subprocess for several (preset, overrides) one after another in one fresh process (one start-up
+    for all; each after its own warm-up). The peak RSS is the process's: meaningful for the first job only."""
     code = ("import json, statistics, sys;"
             "from metarl.config import load_config, parse_overrides;"
             "from metarl.trainer import Trainer, resolve_device, resolve_fvp_precision;"
-            "from metarl.runs import preset_path;"
-            "sets = json.loads(sys.argv[2])\n"
-            "for overrides in sets:\n"
-            " cfg = load_config(preset_path(sys.argv[1]), parse_overrides(overrides));"
+            "from metarl.runs import preset_path\n"
+            "for preset, overrides in json.loads(sys.argv[1]):\n"
+            " cfg = load_config(preset_path(preset), parse_overrides(overrides));"
             " t = Trainer(cfg); t.step();"
             f" runs = [t.step() for _ in range({iterations})];"
             " keys = [k for k in runs[0] if k.startswith('time/')];"
@@ -154,8 +152,7 @@ def iterations_in_subprocess(algo: str, override_sets: list[list[str]], iteratio
             " out['fvp_precision'] = resolve_fvp_precision(cfg.fvp_precision, resolve_device(cfg.device));"
             " out['outer'] = cfg.outer;"
             " print('RESULT', json.dumps(out), flush=True)")
-    sets = json.dumps([[f"algo={algo}", *overrides] for overrides in override_sets])
-    proc = subprocess.run([sys.executable, "-c", code, preset, sets], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", code, json.dumps(jobs)], capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"meta-iteration run failed:\n{proc.stderr[-2000:]}")
     return [json.loads(ln[len("RESULT "):]) for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
@@ -199,24 +196,30 @@ def main(argv=None) -> None:
 
     print("2. full-protocol meta-iteration ...", flush=True)
     iters, paper = {}, {}
+    jobs = [(algo, preset, into) for algo in ("maml", "anil")
+            for preset, into in (("cheetah-dir", iters), ("cheetah-dir-paper", paper))]
+    if args.quick:  # the smoke test: one process for all four (its peak RSS is then the process's)
+        quick_runs = iter(iterations_in_subprocess(
+            [(preset, [f"algo={algo}", *sizes, *args.set]) for algo, preset, _ in jobs], args.iterations))
+    for algo, preset, into in jobs:
+        # The floor measured right before and after these iterations (a shared machine's speed drifts between
+        # the sections of a run): the ratio compares times taken minutes apart at most.
+        before = raw_rollout(tasks * episodes, horizon, seed=11)
+        m = (next(quick_runs) if args.quick else
+             iteration_in_subprocess(algo, [*sizes, *args.set], args.iterations, preset))
+        adjacent = statistics.mean([before, raw_rollout(tasks * episodes, horizon, seed=12)])
+        # Physics time for the same env steps (the inner and the post-adaptation batch): mj_step called from
+        # Python at the sampler section's rate, and mujoco.rollout's C loop (the issue's floor) at the adjacent
+        # one.
+        physics_s, floor_s = m["env_steps"] / raw, m["env_steps"] / adjacent
+        m["rollout_adjacent_steps_per_s"] = adjacent
+        into[algo] = {**m, "raw_physics_s": physics_s, "over_raw_physics": m["time/iteration_s"] / physics_s,
+                      "rollout_physics_s": floor_s, "over_rollout": m["time/iteration_s"] / floor_s}
+        print(f"   {algo} ({preset}, {m['outer']}): {m['time/iteration_s']:.1f}s (sampling "
+              f"{m['time/sampling_s']:.1f}, inner {m['time/adaptation_s']:.1f}, update {m['time/update_s']:.1f})"
+              f" = {into[algo]['over_raw_physics']:.2f}x raw physics ({physics_s:.1f}s); peak RSS "
+              f"{m['peak_rss_mb']:.0f} MB", flush=True)
     for algo in ("maml", "anil"):
-        for preset, into in (("cheetah-dir", iters), ("cheetah-dir-paper", paper)):
-            # The floor measured right before and after these iterations (a shared machine's speed drifts between
-            # the sections of a run): the ratio compares times taken minutes apart at most.
-            before = raw_rollout(tasks * episodes, horizon, seed=11)
-            m = iteration_in_subprocess(algo, [*sizes, *args.set], args.iterations, preset)
-            adjacent = statistics.mean([before, raw_rollout(tasks * episodes, horizon, seed=12)])
-            # Physics time for the same env steps (the inner and the post-adaptation batch): mj_step called from
-            # Python at the sampler section's rate, and mujoco.rollout's C loop (the issue's floor) at the adjacent
-            # one.
-            physics_s, floor_s = m["env_steps"] / raw, m["env_steps"] / adjacent
-            m["rollout_adjacent_steps_per_s"] = adjacent
-            into[algo] = {**m, "raw_physics_s": physics_s, "over_raw_physics": m["time/iteration_s"] / physics_s,
-                          "rollout_physics_s": floor_s, "over_rollout": m["time/iteration_s"] / floor_s}
-            print(f"   {algo} ({preset}, {m['outer']}): {m['time/iteration_s']:.1f}s (sampling "
-                  f"{m['time/sampling_s']:.1f}, inner {m['time/adaptation_s']:.1f}, update {m['time/update_s']:.1f})"
-                  f" = {into[algo]['over_raw_physics']:.2f}x raw physics ({physics_s:.1f}s); peak RSS "
-                  f"{m['peak_rss_mb']:.0f} MB", flush=True)
         iters[algo]["update_over_paper"] = iters[algo]["time/update_s"] / paper[algo]["time/update_s"]
     iters["maml_over_anil"] = iters["maml"]["time/iteration_s"] / iters["anil"]["time/iteration_s"]
     result["iteration"], result["iteration_paper"] = iters, paper
@@ -229,7 +232,7 @@ def main(argv=None) -> None:
     sizes_k = [2, 4] if args.quick else [10, 20, 40, 80]
     points = [[scale_eps, f"meta_batch_size={k}", "horizon=50", *quick, *args.set] for k in sizes_k] + [
         [scale_eps, "meta_batch_size=10", f"horizon={h}", *quick, *args.set] for h in scale_h]
-    measured = iterations_in_subprocess("anil", points, 1)
+    measured = iterations_in_subprocess([("cheetah-dir", ["algo=anil", *point]) for point in points], 1)
     scaling["meta_batch_size"] = {k: m["time/iteration_s"] for k, m in zip(sizes_k, measured)}
     scaling["horizon"] = {h: m["time/iteration_s"] for h, m in zip(scale_h, measured[len(sizes_k):])}
     for axis, times in scaling.items():

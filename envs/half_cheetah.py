@@ -48,8 +48,8 @@ def direction_reward(direction, x_velocity):
 
 
 def velocity_reward(velocity, x_velocity):
-    """Forward term of HalfCheetah-Velocity: -|v_x - g| (scalars or arrays)."""
-    return -np.abs(x_velocity - velocity)
+    """Forward term of HalfCheetah-Velocity: -|v_x - g| (scalars or arrays: numpy's, or JAX's on MJX)."""
+    return -abs(x_velocity - velocity)
 
 
 def sample_direction_tasks(rng: np.random.Generator, n: int) -> list[CheetahDirTask]:

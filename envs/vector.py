@@ -6,15 +6,15 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 
 
-class TaskVectorEnv(VectorEnv):
-    """A VectorEnv whose copies each hold a task: `set_attr("task", tasks)` checks and sets them, one per copy.
+class TaskSlots:
+    """Copies that each hold a task: `set_attr("task", tasks)` checks and sets them, one per copy (`num_envs`).
 
     Subclasses define `_check_task(task) -> task` (raising ValueError for a bad one) and `_tasks_changed()`,
     called after the tasks change, to refresh whatever arrays the step reads from them.
     """
 
-    metadata = {"autoreset_mode": AutoresetMode.DISABLED}
     _tasks: list
+    num_envs: int
 
     def get_attr(self, name: str) -> tuple:
         if name != "task":
@@ -35,6 +35,12 @@ class TaskVectorEnv(VectorEnv):
 
     def _tasks_changed(self) -> None:
         raise NotImplementedError
+
+
+class TaskVectorEnv(TaskSlots, VectorEnv):
+    """A VectorEnv whose copies each hold a task (TaskSlots): the C simulator's batches."""
+
+    metadata = {"autoreset_mode": AutoresetMode.DISABLED}
 
 
 def copy_seeds(seed, n: int) -> list:

@@ -214,6 +214,11 @@ class Config:
                          "'auto' (cuda when a GPU is available); the simulator always runs on the CPU. On a GPU "
                          "set task_chunk to meta_batch_size (docs/performance.md)",
                          _one_of("cpu", "cuda", "auto"))
+    physics: str = _field("mujoco", "the simulator: 'mujoco' (MuJoCo's C simulator on the CPU, float64) or 'mjx' "
+                          "(MuJoCo on JAX's device, float32: episodes stay on that device; cheetah-dir, cheetah-vel "
+                          "and nav2d; needs the gpu extra; metarl/envs/mjx.py)", _one_of("mujoco", "mjx"))
+    physics_impl: str = _field("jax", "physics: mjx's implementation: 'jax' (MJX) or 'warp' (MuJoCo Warp, where "
+                               "warp-lang is installed)", _one_of("jax", "warp"))
     tune_allocator: bool = _field(True, "keep freed memory in the process (glibc mallopt) instead of returning it "
                                   "to the OS after every product, which made the update page-fault its memory in "
                                   "again (metarl/common/allocator.py)")
@@ -442,10 +447,11 @@ def config_to_dict(cfg: Config) -> dict:
 
 def acting_settings(cfg: Config) -> dict:
     """The settings that decide a run's numbers: every key but those of speed and disk (BOOKKEEPING_KEYS) and those
-    of the outer loop or inner rule the run does not use (TRPO's under ProMP, ProMP's under TRPO, kfo_psd unless
-    kfo). Two configs with equal acting settings train the same run."""
+    of the outer loop, inner rule or simulator the run does not use (TRPO's under ProMP, ProMP's under TRPO,
+    kfo_psd unless kfo, physics_impl unless mjx). Two configs with equal acting settings train the same run."""
     unused = {*BOOKKEEPING_KEYS, *(PROMP_KEYS if cfg.outer == "trpo" else TRPO_KEYS),
-              *(() if cfg.inner_optimizer == "kfo" else ("kfo_psd",))}
+              *(() if cfg.inner_optimizer == "kfo" else ("kfo_psd",)),
+              *(() if cfg.physics == "mjx" else ("physics_impl",))}
     return {k: v for k, v in config_to_dict(cfg).items() if k not in unused}
 
 

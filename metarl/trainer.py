@@ -155,6 +155,11 @@ class Trainer:
         self.horizon = resolve_horizon(family, cfg.horizon)
         self.env_kwargs = env_kwargs(cfg)
         self._samplers: dict[tuple[int, int], Sampler] = {}
+        self.device = resolve_device(cfg.device)
+        if cfg.physics == "mjx":
+            from metarl.envs.mjx import problem as physics_problem
+            if physics_problem(cfg.env, cfg.physics_impl, cfg.forward_velocity, self.device.type):
+                raise ValueError(physics_problem(cfg.env, cfg.physics_impl, cfg.forward_velocity, self.device.type))
         self.dtype = getattr(torch, cfg.dtype)  # of the policy, the episodes and the update
         # the training batches' sampler: this rank's tasks
         self.sampler = self._sampler(self.local.stop - self.local.start, cfg.episodes_per_task)
@@ -164,7 +169,6 @@ class Trainer:
         self.rng = np.random.default_rng(tasks_seq)
         self.noise = torch.Generator().manual_seed(int(noise_seq.generate_state(1)[0]))
         init = torch.Generator().manual_seed(int(init_seq.generate_state(1)[0]))
-        self.device = resolve_device(cfg.device)
         # Initialised on the CPU from its own stream (the same policy on every device), then moved.
         self.policy = GaussianMLP(self.sampler.obs_dim, self.sampler.act_dim, cfg.hidden_sizes, cfg.init_log_std,
                                   generator=init).to(self.device, self.dtype)
@@ -206,8 +210,8 @@ class Trainer:
         # (more would oversubscribe a 2-core machine and slow small ops 10-20x); the update gets `update_threads`.
         torch.set_num_threads(self.cfg.torch_threads)
         try:
-            return sampler.sample(self._actor(params, self.noise if noise is None else noise, rows), tasks, seed,
-                                  self.world.max if together else None)
+            act = self._actor(params, self.noise if noise is None else noise, rows, sampler.device)
+            return sampler.sample(act, tasks, seed, self.world.max if together else None)
         finally:
             torch.set_num_threads(self._threads)
 
@@ -232,14 +236,21 @@ class Trainer:
         key = (num_tasks, episodes_per_task)
         if key not in self._samplers:
             self._samplers[key] = Sampler(self.cfg.env, num_tasks, episodes_per_task, self.horizon,
-                                          self.cfg.sampler_threads, self.env_kwargs, self.dtype)
+                                          self.cfg.sampler_threads, self.env_kwargs, self.dtype,
+                                          physics=self.cfg.physics, physics_impl=self.cfg.physics_impl,
+                                          device=self.device)
         return self._samplers[key]
 
-    def _actor(self, params: Params, generator: torch.Generator, rows: tuple[slice, int] | None = None):
+    def _actor(self, params: Params, generator: torch.Generator, rows: tuple[slice, int] | None = None,
+               where: torch.device = torch.device("cpu")):
         def act(obs: torch.Tensor) -> torch.Tensor:
-            # One transfer each way per env step; the noise is drawn on the CPU, so every device acts alike.
+            # The noise is drawn on the CPU, so every device acts alike. With the C simulator the actions are
+            # formed on the CPU (one transfer each way per env step, none on a CPU); with a device simulator
+            # (physics: mjx) on the policy's device, the noise its only transfer.
             mean, log_std = forward(self.policy, params, obs.to(self.device))
-            return sample_actions(mean.cpu(), log_std.cpu(), generator, rows)
+            if where.type == "cpu":
+                mean, log_std = mean.cpu(), log_std.cpu()
+            return sample_actions(mean, log_std, generator, rows)
         return act
 
     # -- one meta-iteration ----------------------------------------------------------------------------------

@@ -125,8 +125,9 @@ def sample_actions(mean: torch.Tensor, log_std: torch.Tensor, generator: torch.G
     """Draw actions from the Gaussian with an explicit generator (no global RNG). With `rows` = (tasks, total),
     `mean` holds the tasks `tasks` of `total`: the noise of all of them is drawn and these rows kept, so the actions
     do not depend on how tasks are split over ranks (metarl.distributed)."""
+    # the noise is drawn on the generator's device (the CPU's), then moved to the mean's: every device acts alike
     if rows is None:
         noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
     else:
         noise = torch.randn((rows[1], *mean.shape[1:]), generator=generator, dtype=mean.dtype)[rows[0]]
-    return mean + torch.exp(log_std) * noise
+    return mean + torch.exp(log_std) * noise.to(mean.device)

@@ -88,6 +88,12 @@ def resolve_config(env: str | None, config_file: str | None, overrides: dict, fl
             resolve_device(cfg.device)
         except ValueError as exc:
             raise RunError(str(exc)) from None
+    if cfg.physics == "mjx":  # a family, implementation or device the device physics cannot run: said here too
+        from metarl.envs.mjx import problem
+        from metarl.trainer import resolve_device
+
+        if problem(cfg.env, cfg.physics_impl, cfg.forward_velocity, resolve_device(cfg.device).type):
+            raise RunError(problem(cfg.env, cfg.physics_impl, cfg.forward_velocity, resolve_device(cfg.device).type))
     kwargs = env_kwargs(cfg)
     if kwargs:  # settings the family may not take (frame_skip): also checked before creating anything
         try:

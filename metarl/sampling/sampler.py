@@ -14,6 +14,8 @@ import torch
 
 from metarl.envs import make_batched, resolve_horizon
 
+PHYSICS = ("mujoco", "mjx")
+
 
 @dataclass
 class Episodes:
@@ -43,20 +45,39 @@ class Episodes:
 
 
 class Sampler:
-    """Collects `episodes_per_task` episodes of `horizon` steps for each task of a batch, all side by side."""
+    """Collects `episodes_per_task` episodes of `horizon` steps for each task of a batch, all side by side.
+
+    `physics`: 'mujoco' steps the C simulator on the CPU (the episodes are CPU tensors); 'mjx' steps a batch that
+    lives on an accelerator (metarl.envs.mjx, `physics_impl` 'jax' or 'warp'; nav2d on torch's `device`), and the
+    episodes stay on its device.
+    """
 
     def __init__(self, env: str, num_tasks: int, episodes_per_task: int, horizon: int | None = None,
-                 num_threads: int = 1, env_kwargs: dict | None = None, dtype: torch.dtype = torch.float32):
+                 num_threads: int = 1, env_kwargs: dict | None = None, dtype: torch.dtype = torch.float32,
+                 physics: str = "mujoco", physics_impl: str = "jax", device: torch.device | str = "cpu"):
+        if physics not in PHYSICS:
+            raise ValueError(f"physics {physics!r} is not one of {', '.join(PHYSICS)}")
         self.num_tasks, self.episodes_per_task = num_tasks, episodes_per_task
         self.dtype = dtype  # of the episode tensors (the simulator's are float64)
-        self.env = make_batched(env, num_tasks * episodes_per_task, num_threads=num_threads,
-                                max_episode_steps=horizon, **(env_kwargs or {}))
+        if physics == "mjx":
+            from metarl.envs.mjx import make_device_batched
+            self.env = make_device_batched(env, num_tasks * episodes_per_task, impl=physics_impl,
+                                           num_threads=num_threads, max_episode_steps=horizon, device=device,
+                                           **(env_kwargs or {}))
+        else:
+            self.env = make_batched(env, num_tasks * episodes_per_task, num_threads=num_threads,
+                                    max_episode_steps=horizon, **(env_kwargs or {}))
+        # a device batch takes and gives torch tensors on its device; the C simulator numpy arrays on the CPU
+        self.device = torch.device(getattr(self.env, "device", "cpu"))
+        self._tensors = physics == "mjx"
         self.horizon = resolve_horizon(env, horizon)
         space = self.env.single_action_space
         self.obs_dim = int(np.prod(self.env.single_observation_space.shape))
         self.act_dim = int(np.prod(space.shape))
-        self._low = torch.as_tensor(space.low, dtype=dtype)
-        self._high = torch.as_tensor(space.high, dtype=dtype)
+        self._low = torch.as_tensor(space.low, dtype=dtype, device=self.device)
+        self._high = torch.as_tensor(space.high, dtype=dtype, device=self.device)
+        # whether an episode can end before the horizon (else the loop never reads `alive` on the host)
+        self._terminates = getattr(self.env, "can_terminate", True)
 
     def sample(self, act, tasks: list, seed: int, steps_of_all=None) -> tuple[Episodes, dict]:
         """Run one batch: `act(obs (K, N, obs_dim)) -> actions (K, N, act_dim)`; returns episodes and timings.
@@ -71,33 +92,33 @@ class Sampler:
             raise ValueError(f"sampler was built for {K} tasks, got {len(tasks)}")
         self.env.set_attr("task", [task for task in tasks for _ in range(N)])
         obs_np, _ = self.env.reset(seed=seed)
-        dtype = self.dtype
-        observations = torch.zeros(K, T, N, self.obs_dim, dtype=dtype)
-        actions = torch.zeros(K, T, N, self.act_dim, dtype=dtype)
-        rewards = torch.zeros(K, T, N, dtype=dtype)
-        mask = torch.zeros(K, T, N, dtype=dtype)
-        alive = torch.ones(K, N, dtype=dtype)
+        dtype, device = self.dtype, self.device
+        observations = torch.zeros(K, T, N, self.obs_dim, dtype=dtype, device=device)
+        actions = torch.zeros(K, T, N, self.act_dim, dtype=dtype, device=device)
+        rewards = torch.zeros(K, T, N, dtype=dtype, device=device)
+        mask = torch.zeros(K, T, N, dtype=dtype, device=device)
+        alive = torch.ones(K, N, dtype=dtype, device=device)
         policy_s = env_s = 0.0
         ran = 0
         for t in range(T):
             ran = t + 1
-            obs = torch.as_tensor(obs_np, dtype=dtype).view(K, N, self.obs_dim)
+            obs = torch.as_tensor(obs_np).to(device, dtype).view(K, N, self.obs_dim)
             start = time.perf_counter()
             with torch.no_grad():
-                action = act(obs)
+                action = act(obs).to(device)
             policy_s += time.perf_counter() - start
             observations[:, t], actions[:, t], mask[:, t] = obs, action, alive
-            clipped = torch.maximum(torch.minimum(action, self._high), self._low)
+            clipped = torch.maximum(torch.minimum(action, self._high), self._low).view(K * N, self.act_dim)
             start = time.perf_counter()
-            obs_np, reward, terminated, _, _ = self.env.step(clipped.view(K * N, self.act_dim).numpy())
+            obs_np, reward, terminated, _, _ = self.env.step(clipped if self._tensors else clipped.numpy())
             env_s += time.perf_counter() - start
-            rewards[:, t] = torch.as_tensor(reward, dtype=dtype).view(K, N) * alive
+            rewards[:, t] = torch.as_tensor(reward).to(device, dtype).view(K, N) * alive
             # Steps after an episode terminates are padding: masked out of every loss, fit and return.
-            alive = alive * (1.0 - torch.as_tensor(terminated, dtype=dtype).view(K, N))
-            if not alive.any():
+            alive = alive * (1.0 - torch.as_tensor(terminated).to(device, dtype).view(K, N))
+            if self._terminates and not alive.any():
                 break
         if steps_of_all is not None:
-            idle = torch.zeros(K, N, self.obs_dim, dtype=dtype)
+            idle = torch.zeros(K, N, self.obs_dim, dtype=dtype, device=device)
             with torch.no_grad():
                 for _ in range(ran, steps_of_all(ran)):
                     act(idle)  # the steps another sampler of the batch still ran

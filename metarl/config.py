@@ -179,7 +179,8 @@ class Config:
                                     _one_of("constant", "linear"))
     promp_max_kl: float | None = _field(None, "ProMP: a trust region on the outer steps: once the mean KL between "
                                         "the sampling post-adaptation policy and the current one exceeds this, the "
-                                        "iteration takes no further step (PPO's early stopping on a KL target); "
+                                        "step that crossed it is halved until inside and the iteration takes no "
+                                        "further step (PPO's early stopping on a KL target, TRPO's backtracking); "
                                         "null = none (the ProMP code's)", _positive())
     eval_every: int = _field(25, "held-out evaluation every N iterations "
                              "(0 = only at the end)", _at_least(0))

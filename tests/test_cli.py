@@ -7,6 +7,8 @@ errors for bad input.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -21,6 +23,8 @@ import numpy as np
 import pytest
 import torch
 
+from metarl.cli import main as metarl_main
+
 TINY = ["meta_batch_size=4", "episodes_per_task=4", "horizon=20", "eval_every=2", "eval_tasks=3",
         "eval_episodes_per_task=3", "eval_steps=1", "hidden_sizes=[16,16]", "checkpoint_every=1",
         "sampler_threads=1", "update_threads=1"]
@@ -30,10 +34,25 @@ TB_TAGS = ["returns/pre_adaptation", "returns/post_adaptation", "trpo/kl", "trpo
            "eval/return_step_0", "eval/return_step_1"]
 
 
-def metarl(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    """Run `python -m metarl.cli ARGS` and return the finished process (output captured as text)."""
-    proc = subprocess.run([sys.executable, "-m", "metarl.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=120)
+def metarl(*args: str, cwd: Path, check: bool = True, fresh_process: bool = False) -> subprocess.CompletedProcess:
+    """Run `metarl ARGS` in `cwd` and return its exit code and output (text) as a finished process would: in this
+    process (`metarl.cli.main`, with stdout and stderr captured; no interpreter start-up, which was most of these
+    tests' time), or with `fresh_process` as `python -m metarl.cli ARGS`."""
+    if fresh_process:
+        proc = subprocess.run([sys.executable, "-m", "metarl.cli", *args], cwd=cwd, capture_output=True, text=True,
+                              timeout=120)
+    else:
+        out, err, here = io.StringIO(), io.StringIO(), os.getcwd()
+        os.chdir(cwd)
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                try:
+                    code = metarl_main(list(args))
+                except SystemExit as stop:  # argparse's errors and --help
+                    code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 2)
+        finally:
+            os.chdir(here)
+        proc = subprocess.CompletedProcess(["metarl", *args], code, out.getvalue(), err.getvalue())
     if check:
         assert proc.returncode == 0, proc.stderr
     return proc

@@ -148,13 +148,12 @@ def test_head_log_std_variant_adapts_the_head_and_the_log_std_and_nothing_else()
         trainer.close()
 
 
-def test_cheetah_protocols_runs_each_variant_at_its_frame_skip_and_resumes(tmp_path):
+def test_cheetah_protocols_runs_each_variant_at_its_frame_skip_and_resumes(tmp_path, capsys):
     out = tmp_path / "protocols"
-    cmd = [sys.executable, str(STUDIES / "cheetah_protocols.py"), "--variants", "ours", "frame-skip-1",
-           "stale-baseline", "--iterations", "1", "--tasks", "1", "--episodes", "1", "--eval-tasks", "1",
-           "--out", str(out)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    args = ["--variants", "ours", "frame-skip-1", "stale-baseline", "--iterations", "1", "--tasks", "1",
+            "--episodes", "1", "--eval-tasks", "1", "--out", str(out)]
+    cp = _import_benchmark("cheetah_protocols")
+    cp.main(args)  # in this process: the script's own entry point
     runs = json.loads(out.with_suffix(".json").read_text())["runs"]
     assert runs["anil/ours"]["overrides"]["frame_skip"] == 5
     assert runs["anil/frame-skip-1"]["overrides"]["frame_skip"] == 1
@@ -162,8 +161,9 @@ def test_cheetah_protocols_runs_each_variant_at_its_frame_skip_and_resumes(tmp_p
     assert len(runs["anil/frame-skip-1"]["post_adaptation"]) == 1
     table = out.with_suffix(".md").read_text()
     assert "| anil | ours | 5 |" in table and "| anil | frame-skip-1 | 1 |" in table
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)  # again: all kept, none retrained
-    assert proc.returncode == 0 and proc.stdout.count("done (kept from") == 3, proc.stdout[-2000:]
+    capsys.readouterr()
+    cp.main(args)  # again: all kept, none retrained
+    assert capsys.readouterr().out.count("done (kept from") == 3
 
 
 def test_inner_step_size_reports_kl_and_shift_for_a_published_run(tmp_path):

@@ -170,3 +170,20 @@ def test_the_gpu_benchmark_times_both_physics_and_writes_its_table(capsys):
               "machine": {"cpu_count": 2, "torch": "t", "jax": "j", "python": "p"}}
     table = bench.markdown(result)
     assert "| ANIL | mujoco |" in table and "| ANIL | mjx |" in table and "(1.20x)" in table
+
+
+def test_on_a_gpu_the_episodes_and_the_policy_never_leave_it():
+    """Where JAX has a CUDA backend (a lent GPU machine): the cheetah batch's tensors, the sampled episodes and a
+    training iteration's batch live on the GPU."""
+    import jax
+
+    if jax.default_backend() != "gpu" or not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU seen by JAX and torch")
+    sampler = Sampler("cheetah-dir", 2, 2, horizon=5, env_kwargs={"frame_skip": FRAME_SKIP}, physics="mjx")
+    assert sampler.device.type == "cuda"
+    episodes, _ = sampler.sample(lambda obs: torch.zeros(*obs.shape[:2], 6, device=obs.device),
+                                 TASKS["cheetah-dir"][:2], seed=SEED)
+    assert all(x.device.type == "cuda" for x in (episodes.observations, episodes.rewards, episodes.mask))
+    metrics = _train("cheetah-dir", "mjx", 1, meta_batch_size=2, episodes_per_task=2, horizon=5, device="cuda",
+                     task_chunk=2, frame_skip=FRAME_SKIP)[0]
+    assert np.isfinite(metrics["returns/post_adaptation"])

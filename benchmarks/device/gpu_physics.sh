@@ -20,4 +20,5 @@ fi
 python -m pip install --quiet --no-index --no-deps "$WHEELS"/*.whl
 python -m pip install --quiet --no-deps --no-build-isolation -e .
 python -c "import jax, torch; print('jax', jax.__version__, jax.devices(), '| torch', torch.__version__, torch.cuda.get_device_name())"
+python -m pytest -q -p no:xdist -o addopts="" tests/test_mjx.py -k on_a_gpu   # the episodes stay on the GPU
 python benchmarks/gpu_physics.py --out "${OUT:-benchmarks/results/speed}/gpu_physics"

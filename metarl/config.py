@@ -177,11 +177,11 @@ class Config:
                                     "iterations at the last (Stable-Baselines3's linear schedule for PPO), for "
                                     "calmer late updates (metarl/algorithm/promp.py: scheduled_lr)",
                                     _one_of("constant", "linear"))
-    promp_max_kl: float | None = _field(None, "ProMP: a trust region on the outer steps: once the mean KL between "
-                                        "the sampling post-adaptation policy and the current one exceeds this, the "
-                                        "step that crossed it is halved until inside and the iteration takes no "
-                                        "further step (PPO's early stopping on a KL target, TRPO's backtracking); "
-                                        "null = none (the ProMP code's)", _positive())
+    promp_max_kl: float | None = _field(None, "ProMP: a trust region on the iteration's update: where the mean KL "
+                                        "between the sampling post-adaptation policy and the updated one exceeds "
+                                        "this, the update is halved until inside (TRPO's backtracking line search "
+                                        "on ProMP's promp_steps steps); null = none (the ProMP code's)",
+                                        _positive())
     eval_every: int = _field(25, "held-out evaluation every N iterations "
                              "(0 = only at the end)", _at_least(0))
     eval_tasks: int = _field(40, "number of held-out test tasks", _at_least(1))

@@ -52,8 +52,8 @@ METRICS = {
     "promp/inner_kl": "mean KL between each inner batch's sampling policy and the updated one (what is penalised)",
     "promp/clip_fraction": "fraction of post-adaptation steps whose likelihood ratio left [1 - clip, 1 + clip] "
                            "after the last step",
-    "promp/steps": "optimiser steps taken this iteration (promp_steps, fewer where promp_max_kl stopped them)",
-    "promp/last_step_kept": "the fraction of the last step kept (1 unless it crossed promp_max_kl and was shrunk)",
+    "promp/update_kept": "the fraction of the iteration's update kept (1 unless it crossed promp_max_kl and was "
+                         "shrunk)",
     "promp/lr": "the optimiser's step size this iteration (promp_lr, scheduled by promp_lr_schedule)",
     "promp/grad_norm": "norm of the objective's gradient at the last optimiser step",
     "meta-sgd/PARAM/step_size_mean": "`inner_optimizer: meta-sgd`: mean of the adapted parameter PARAM's learned step "

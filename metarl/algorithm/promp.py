@@ -24,7 +24,7 @@ from metarl.algorithm.policy import GaussianMLP, Params, forward, kl_divergence,
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
 SCHEDULES = ("constant", "linear")
-# the trust region's halvings of a step that crossed it before the step is undone
+# the trust region's halvings of an update that crossed it before the update is undone
 BACKTRACK_STEPS = 10
 
 
@@ -102,12 +102,11 @@ def promp_step(policy: GaussianMLP, meta: MetaBatch, keys: list[str], lrs: list[
 
     Each step sums the objective's gradient chunk by chunk of `task_chunk` tasks (the loss is a mean over tasks),
     so memory is one chunk's graph. The metrics of the state after the last step come from one more pass.
-    With `max_kl`, a trust region on the outer steps: once the mean KL between the sampling post-adaptation policy
-    and the current one exceeds it, the step that crossed it is shrunk back toward where it started (halved, up to
-    BACKTRACK_STEPS times, else undone) until the KL is inside, and no further step is taken this iteration (PPO's
-    early stopping on a KL target, Schulman et al. 2017, with TRPO's backtracking: Adam's first step of an
-    iteration alone can cross the region, and early stopping would keep it). The optimiser's moments keep the
-    crossing step's update.
+    With `max_kl`, a trust region on the iteration's update: when the mean KL between the sampling post-adaptation
+    policy and the one after the `steps` steps exceeds it, the update is shrunk back toward where the iteration
+    started (halved, up to BACKTRACK_STEPS times, else undone) until the KL is inside: TRPO's backtracking line search
+    (Schulman et al. 2015) on ProMP's whole update. An iteration inside the region is ProMP's own; the optimiser's
+    moments keep the full update.
     `reduce` turns a mean over `meta`'s tasks into the whole meta-batch's when the tasks are split over ranks
     (metarl.distributed: World.mean): applied to each step's gradient and to the metrics.
     """
@@ -137,51 +136,34 @@ def promp_step(policy: GaussianMLP, meta: MetaBatch, keys: list[str], lrs: list[
                     (loss * share).backward()
             for name, value in zip(totals, (loss, surrogate, inner_kl.mean(), outer_kl, clip_fraction)):
                 totals[name] += float(value.detach()) * share
+        # reduced: every rank reads the same KL, so the ranks shrink an update together
         summed = dict(zip(totals, reduce(torch.tensor(list(totals.values()), dtype=torch.float64)).tolist()))
-        # every rank decides on the same reduced KL, so the ranks step together
-        summed["stepped"] = update and (max_kl is None or summed["outer_kl"] <= max_kl)
         if update:
             _reduce_grads(policy, reduce)
-            if summed["stepped"]:
-                optimizer.step()
+            optimizer.step()
         return summed
 
     plist = list(policy.parameters())
-
-    def snapshot() -> list[torch.Tensor] | None:
-        return [p.detach().clone() for p in plist] if max_kl is not None else None
-
-    def backtrack(before: list[torch.Tensor]) -> tuple[dict, float]:
-        """Shrink the last step (from `before` to here) until the KL is inside max_kl: (metrics, fraction kept)."""
-        after = [p.detach().clone() for p in plist]
-        fraction = 1.0
-        for _ in range(BACKTRACK_STEPS):
-            fraction *= 0.5
-            _blend(plist, before, after, fraction)
-            now = run(update=False)
-            if now["outer_kl"] <= max_kl:
-                return now, fraction
-        _blend(plist, before, after, 0.0)
-        return run(update=False), 0.0
-
-    before = snapshot()
+    start = [p.detach().clone() for p in plist] if max_kl is not None else None
     first = run(update=True)
-    taken, last, kept = 1, None, 1.0
     for _ in range(steps - 1):
-        previous, before = before, snapshot()
-        now = run(update=True)
-        if not now["stepped"]:  # the previous step crossed the trust region: shrink it, and stop
-            last, kept = backtrack(previous)
-            break
-        taken += 1
-    if last is None:
-        last = run(update=False)
-        if max_kl is not None and last["outer_kl"] > max_kl:  # the last step crossed it
-            last, kept = backtrack(before)
+        run(update=True)
+    last, kept = run(update=False), 1.0
+    if max_kl is not None and last["outer_kl"] > max_kl:  # over the trust region: shrink the update until inside
+        end = [p.detach().clone() for p in plist]
+        for _ in range(BACKTRACK_STEPS):
+            kept *= 0.5
+            _blend(plist, start, end, kept)
+            last = run(update=False)
+            if last["outer_kl"] <= max_kl:
+                break
+        else:
+            kept = 0.0
+            _blend(plist, start, end, kept)
+            last = run(update=False)
     return {"surrogate_before": first["surrogate"], "surrogate_after": last["surrogate"],
             "loss_before": first["loss"], "loss_after": last["loss"], "kl": last["outer_kl"],
-            "inner_kl": last["inner_kl"], "clip_fraction": last["clip_fraction"], "steps": taken,
-            "last_step_kept": kept,
+            "inner_kl": last["inner_kl"], "clip_fraction": last["clip_fraction"], "update_kept": kept,
             "grad_norm": float(torch.cat([p.grad.reshape(-1) for p in policy.parameters()
                                           if p.grad is not None]).norm())}
 

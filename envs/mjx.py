@@ -64,7 +64,8 @@ def _to_torch(array) -> torch.Tensor:
 
 
 class MJXCheetahBatch(TaskSlots):
-    """`num_envs` HalfCheetah copies of a cheetah family on MJX, on JAX's default device (or `jax_device`).
+    """`num_envs` HalfCheetah copies of a cheetah family on MJX, on JAX's default device (`num_threads` is taken for
+    the batches' common interface; XLA threads its own work).
 
     The same model, reset draws, action clipping, forward reward (displacement over the env step) and control cost
     as HalfCheetahBatch; tasks set with set_attr("task", ...). `step(actions)` takes a torch tensor (copies, 6) on
@@ -110,7 +111,7 @@ class MJXCheetahBatch(TaskSlots):
         self.obs_dim, self.act_dim = self.model.nq - 1 + self.model.nv, self.model.nu
         self.single_action_space = Box(low.astype(np.float32), high.astype(np.float32), dtype=np.float32)
         self.single_observation_space = Box(-np.inf, np.inf, (self.obs_dim,), np.float32)
-        # compiled once per family, frame skip and batch size, shared by every batch of this process
+        # the physics compiled once per frame skip and batch size, the reward once per family: shared by every batch
         self._physics = _compiled_physics(self.frame_skip)
         self._reward = _compiled_reward(family, float(self.dt), float(self._ctrl_weight))
         self._start = _compiled_start()

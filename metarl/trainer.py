@@ -159,8 +159,9 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         if cfg.physics == "mjx":
             from metarl.envs.mjx import problem as physics_problem
-            if physics_problem(cfg.env, cfg.physics_impl, cfg.forward_velocity, self.device.type):
-                raise ValueError(physics_problem(cfg.env, cfg.physics_impl, cfg.forward_velocity, self.device.type))
+            reason = physics_problem(cfg.env, cfg.physics_impl, cfg.forward_velocity, self.device.type)
+            if reason:
+                raise ValueError(reason)
         self.dtype = getattr(torch, cfg.dtype)  # of the policy, the episodes and the update
         # the training batches' sampler: this rank's tasks
         self.sampler = self._sampler(self.local.stop - self.local.start, cfg.episodes_per_task)

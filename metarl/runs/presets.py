@@ -92,8 +92,9 @@ def resolve_config(env: str | None, config_file: str | None, overrides: dict, fl
         from metarl.envs.mjx import problem
         from metarl.trainer import resolve_device
 
-        if problem(cfg.env, cfg.physics_impl, cfg.forward_velocity, resolve_device(cfg.device).type):
-            raise RunError(problem(cfg.env, cfg.physics_impl, cfg.forward_velocity, resolve_device(cfg.device).type))
+        reason = problem(cfg.env, cfg.physics_impl, cfg.forward_velocity, resolve_device(cfg.device).type)
+        if reason:
+            raise RunError(reason)
     kwargs = env_kwargs(cfg)
     if kwargs:  # settings the family may not take (frame_skip): also checked before creating anything
         try:

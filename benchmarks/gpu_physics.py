@@ -162,8 +162,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{r['adaptation_s']:.2f}, update {r['update_s']:.2f}); first {r['warm_up_s']:.1f} s", flush=True)
     print("throughput ...", flush=True)
     speed = _run(["--throughput-child", *(["--quick"] if args.quick else [])])
-    kept = [a for i, a in enumerate(sys.argv[1:] if argv is None else argv)
-            if a != "--out" and (i == 0 or (sys.argv[1:] if argv is None else argv)[i - 1] != "--out")]
+    given = sys.argv[1:] if argv is None else argv
+    kept = [a for i, a in enumerate(given) if a != "--out" and (i == 0 or given[i - 1] != "--out")]
     result = {"runs": runs, "throughput": speed, "iterations": args.iterations,
               "protocol": ("tiny (--quick)" if args.quick else "cheetah-dir preset, 40 tasks x 20 episodes x 200 "
                            "steps, frame skip 1, float32") + f", policy on {args.device}, task_chunk = meta-batch",

@@ -1,0 +1,209 @@
+"""The Meta-World families (metarl.envs.metaworld): the task contract, the benchmark's train/test split, success read
+from Meta-World's info, the batched form against the package's own envs, and a training step that reports success.
+
+They need the `metaworld` extra, which pins mujoco==3.3.0 and so lives in an environment of its own (.ci/run makes
+one); elsewhere only the one-line refusal is tested."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from metarl.config import Config
+
+try:
+    import metaworld
+except ImportError:
+    metaworld = None
+
+needs_metaworld = pytest.mark.skipif(
+    metaworld is None, reason='the metaworld extra is not installed here (pip install -e ".[metaworld]" in an '
+    "environment of its own: it pins mujoco==3.3.0); .ci/run tests it in one")
+# Building a benchmark resets its envs hundreds of times: one worker builds each, once.
+pytestmark = pytest.mark.xdist_group("metaworld")
+
+
+@pytest.mark.skipif(metaworld is not None, reason="metaworld is installed here")
+def test_without_the_extra_a_metaworld_family_is_refused_in_one_line_saying_how_to_install():
+    from metarl.envs import families_on_first_use, get_family
+
+    assert {"metaworld-ml1:<task>", "metaworld-ml10"} <= set(families_on_first_use())
+    with pytest.raises(ValueError, match=r"metaworld package .*pip install -e \"\.\[metaworld\]\"") as info:
+        get_family("metaworld-ml1:reach")
+    assert "\n" not in str(info.value)
+
+
+@needs_metaworld
+@pytest.mark.parametrize("name", ["metaworld-ml1:reach", "metaworld-ml10"])
+def test_the_families_honour_the_task_contract(name):
+    from metarl.envs import check_family, get_family, resolve_horizon
+
+    family = get_family(name)
+    check_family(family.env_cls, family.name)
+    assert resolve_horizon(family) == 500
+    assert resolve_horizon(family, 150) == 150
+    with pytest.raises(ValueError, match="horizon 501 is out of range .* allowed: 1 to 500"):
+        resolve_horizon(family, 501)
+
+
+@needs_metaworld
+def test_names_are_checked_in_one_line():
+    from metarl.envs import get_family
+
+    assert get_family("metaworld-ml1:reach-v3") is get_family("metaworld-ml1:reach")
+    with pytest.raises(ValueError, match="unknown ML1 task 'reachh'; allowed: .*pick-place"):
+        get_family("metaworld-ml1:reachh")
+    with pytest.raises(ValueError, match="takes no task name"):
+        get_family("metaworld-ml10:reach")
+
+
+@needs_metaworld
+@pytest.mark.parametrize("task", ["reach", "push", "pick-place"])
+def test_ml1_training_and_held_out_goals_never_meet(task):
+    """The trap of the package's head (its pull request 573): ML1-train serving the test goals. Here the training
+    list's goals and the test list's are disjoint, and sampling keeps to each."""
+    from metarl.envs.metaworld import MetaWorldTask, benchmark, sample_split
+
+    bench = benchmark("ml1", f"{task}-v3")
+    goals = {split: {tuple(np.round(_rand_vec(t), 9)) for t in bench.goals[(split, f"{task}-v3")]}
+             for split in ("train", "test")}
+    assert len(goals["train"]) == len(goals["test"]) == 50
+    assert not goals["train"] & goals["test"]
+    rng = np.random.default_rng(0)
+    drawn = sample_split(bench, "train", rng, 120)
+    assert {t.split for t in drawn} == {"train"}
+    assert len({t.goal for t in drawn[:50]}) == 50  # without replacement until the list is used up
+    assert {t.split for t in sample_split(bench, "test", rng, 40)} == {"test"}
+    assert drawn == sample_split(bench, "train", np.random.default_rng(0), 120)
+    assert isinstance(drawn[0], MetaWorldTask)
+
+
+@needs_metaworld
+def test_ml10_training_never_sees_a_held_out_type_and_evaluation_uses_only_them():
+    from metarl.envs import make
+    from metarl.trainer import Trainer
+
+    env = make("metaworld-ml10").unwrapped
+    train_types, test_types = set(env.bench.types["train"]), set(env.bench.types["test"])
+    assert len(train_types) == 10 and len(test_types) == 5 and not train_types & test_types
+    tasks = env.sample_tasks(np.random.default_rng(1), 40)
+    assert {t.env_name for t in tasks} == train_types  # every type, 4 times each
+    assert all(sum(t.env_name == name for t in tasks) == 4 for name in train_types)
+    assert {t.env_name for t in env.sample_test_tasks(np.random.default_rng(1), 10)} == test_types
+    with pytest.raises(ValueError, match="task type 'drawer-open-v3' in split 'train' is not in the benchmark"):
+        env.reset(options={"task": type(tasks[0])("drawer-open-v3", "train", 0)})
+    env.close()
+    trainer = Trainer(Config(env="metaworld-ml10", meta_batch_size=2, episodes_per_task=1, horizon=5,
+                             hidden_sizes=[8], eval_tasks=5, eval_episodes_per_task=1, eval_steps=0))
+    try:
+        held_out = [step.tasks for step in trainer.adaptation_trace()][0]
+        training = [step.tasks for step in trainer.adaptation_trace(split="train")][0]
+    finally:
+        trainer.close()
+    assert {t.env_name for t in held_out} == test_types and {t.split for t in held_out} == {"test"}
+    assert {t.env_name for t in training} <= train_types
+
+
+def _rand_vec(task) -> np.ndarray:
+    import pickle
+
+    return pickle.loads(task.data)["rand_vec"]
+
+
+@needs_metaworld
+def test_the_batch_steps_exactly_as_the_packages_own_envs_for_every_ml10_type():
+    """Every ML10 type, two goals each, interleaved in one batch (so a state shared between copies would show),
+    against envs built by Meta-World's constructor: observations, rewards and success equal; then the tasks are
+    shuffled over the copies (envs and models reused) and the comparison repeated."""
+    from metarl.envs import make_batched
+    from metarl.envs.metaworld import MetaWorldTask, benchmark
+
+    bench = benchmark("ml10")
+    tasks = [MetaWorldTask(name, split, goal) for split in ("train", "test") for name in bench.types[split]
+             for goal in (3, 17)]
+    batch = make_batched("metaworld-ml10", len(tasks), max_episode_steps=30)
+    rng = np.random.default_rng(0)
+    for order in (np.arange(len(tasks)), rng.permutation(len(tasks))):
+        ordered = [tasks[i] for i in order]
+        reference = []
+        for task in ordered:
+            env = bench.classes[task.env_name]()
+            env.set_task(bench.task_data(task))
+            reference.append(env)
+        batch.set_attr("task", ordered)
+        obs, _ = batch.reset(seed=0)
+        np.testing.assert_array_equal(obs, np.stack([env.reset()[0] for env in reference]))
+        for _ in range(30):
+            actions = rng.uniform(-1, 1, (len(tasks), 4)).astype(np.float32)
+            obs, reward, terminated, truncated, info = batch.step(actions)
+            for i, env in enumerate(reference):
+                o, r, _, _, inf = env.step(actions[i])
+                np.testing.assert_array_equal(obs[i], o)
+                assert reward[i] == r and info["success"][i] == float(inf["success"])
+            assert not terminated.any()
+        assert truncated.all()
+        for env in reference:
+            env.close()
+    batch.close()
+
+
+@needs_metaworld
+def test_the_sampler_records_success_at_any_step_as_the_env_reports_it():
+    """Reach: one task's episodes steered to the goal, the other's held still. The sampler's success per episode is
+    what a single env's info says when the episode's actions are replayed, and the steered one succeeded."""
+    from metarl.envs import make
+    from metarl.sampling.sampler import Sampler
+
+    sampler = Sampler("metaworld-ml1:reach", 2, 2, horizon=60)
+    env = make("metaworld-ml1:reach").unwrapped
+    tasks = env.sample_tasks(np.random.default_rng(3), 2)
+
+    def act(obs):
+        goals = torch.as_tensor(np.stack([e._target_pos for e in sampler.env._envs]), dtype=obs.dtype).view(2, 2, 3)
+        steer = torch.clamp(10.0 * (goals - obs[..., :3]), -1, 1)
+        actions = torch.zeros(2, 2, 4, dtype=obs.dtype)
+        actions[0, :, :3] = steer[0]
+        return actions
+
+    episodes, _ = sampler.sample(act, tasks, seed=0)
+    assert episodes.successes.tolist() == [[1.0, 1.0], [0.0, 0.0]]
+    for k, task in enumerate(tasks):
+        env.reset(options={"task": task})
+        replayed = max(env.step(episodes.actions[k, t, 0].numpy())[4]["success"] for t in range(60))
+        assert replayed == episodes.successes[k, 0].item()
+    sampler.close()
+    env.close()
+
+
+@needs_metaworld
+def test_training_and_evaluation_report_success_as_documented():
+    import re
+
+    from metarl.trainer import METRICS, Trainer, evaluation_metrics, logged_metrics
+
+    trainer = Trainer(Config(env="metaworld-ml1:reach", meta_batch_size=2, episodes_per_task=2, horizon=10,
+                             hidden_sizes=[8], eval_tasks=2, eval_episodes_per_task=2, eval_steps=1))
+    try:
+        metrics = trainer.step()
+        result = trainer.evaluate(per_task=True)
+    finally:
+        trainer.close()
+    logged = {k for k in metrics if "/" in k}
+    assert logged == set(logged_metrics(trainer.cfg)) and logged < set(METRICS)
+    assert {"success/pre_adaptation", "success/post_adaptation"} <= logged
+    assert 0.0 <= metrics["success/post_adaptation"] <= 1.0
+    evaluated = {re.sub(r"_\d+", "_K", f"eval/{k}") for k in result if k != "per_task"}
+    assert evaluated == set(evaluation_metrics(trainer.cfg)) and "eval/success_step_K" in evaluated
+    assert result["success_step_1"] == pytest.approx(np.mean([t["success"][1] for t in result["per_task"]]))
+    assert {t["task"]["split"] for t in result["per_task"]} == {"test"}
+
+
+def test_report_cells_put_the_success_rate_beside_the_return_where_runs_report_it():
+    from metarl.experiments.records import summarise
+    from metarl.experiments.tables import fmt_cell
+
+    cell = summarise({0: {"return_step_1": 400.0, "success_step_1": 0.5},
+                      1: {"return_step_1": 420.0, "success_step_1": 0.7}})
+    assert fmt_cell(cell, 1) == "410.0 ± 10.0; success 60% ± 10%"
+    assert fmt_cell(summarise({0: {"return_step_1": 400.0}}), 1) == "400.0 ± 0.0"

@@ -1,7 +1,8 @@
 """Task families: distributions of gymnasium tasks for meta-RL, and the registry that names them.
 
 Built in: `cheetah-dir`, `cheetah-vel`, `nav2d`, `ant-vel`, `ant-dir`, `ant-goal`,
-`humanoid-dir`, `hopper-params`, `walker-params`. Users add their own with `register_family(...)`, or, wherever a
+`humanoid-dir`, `hopper-params`, `walker-params`; with the `metaworld` extra, `metaworld-ml1:<task>` and
+`metaworld-ml10` (built on first use: `metarl.envs.metaworld`). Users add their own with `register_family(...)`, or, wherever a
 family name is accepted, name a class as `module:Class` or give the gymnasium id of an env that honours the task
 contract. Families know nothing of learning.
 """
@@ -28,7 +29,8 @@ from metarl.envs.half_cheetah import (
 from metarl.envs.humanoid import HumanoidBatch, HumanoidDirEnv, HumanoidDirTask
 from metarl.envs.navigation import Nav2DTask, Navigation2DBatch, Navigation2DEnv
 
-__all__ = ["Family", "ContractError", "check_family", "register_family", "families", "get_family",
+__all__ = ["Family", "ContractError", "check_family", "register_family", "families", "families_on_first_use", "is_built_in",
+           "get_family",
            "resolve_horizon", "make", "make_batched", "CheetahDirTask", "CheetahVelTask", "Nav2DTask",
            "HalfCheetahDirEnv", "HalfCheetahVelEnv", "Navigation2DEnv", "HalfCheetahBatch", "Navigation2DBatch",
            "AntVelTask", "AntDirTask", "AntGoalTask", "AntVelEnv", "AntDirEnv", "AntGoalEnv", "AntBatch",
@@ -97,6 +99,10 @@ def resolve_horizon(family: Family | str, configured: int | None = None) -> int:
     if configured is not None:
         if not valid_horizon(configured):
             raise ValueError(f"horizon must be an int >= 1 (steps per episode), got {configured!r}")
+        most = getattr(family.env_cls, "max_horizon", None)
+        if most is not None and configured > most:
+            raise ValueError(f"horizon {configured} is out of range for task family {family.name!r}; allowed: "
+                             f"1 to {most} (the family's longest episode)")
         return configured
     if family.horizon is not None:
         return family.horizon
@@ -108,6 +114,51 @@ def resolve_horizon(family: Family | str, configured: int | None = None) -> int:
 def families() -> dict[str, str]:
     """Registered family names with a one-line description each."""
     return {name: family.description for name, family in _REGISTRY.items()}
+
+
+def is_built_in(name: str) -> bool:
+    """Whether `name` is a family metarl ships (the built-in families, the Meta-World ones), not a user's."""
+    prefix = name.partition(":")[0]
+    return name in _BUILT_IN_NAMES or any(p.partition(":")[0] == prefix for p in _ON_FIRST_USE)
+
+
+def families_on_first_use() -> dict[str, str]:
+    """The families built on first use (they need an optional package), by name pattern, with a one-line
+    description each: `metaworld-ml1:<task>`, `metaworld-ml10`."""
+    return {pattern: description for pattern, (description, _) in _ON_FIRST_USE.items()}
+
+
+def _metaworld_family(name: str, prefix: str, arg: str) -> Family:
+    """The Meta-World family `name` (`metaworld-ml1:<task>` or `metaworld-ml10`), registered on first use."""
+    from metarl.envs import metaworld as mw
+
+    if prefix == "metaworld-ml10":
+        if arg:
+            raise ValueError(f"task family {name!r}: metaworld-ml10 takes no task name (it is ML10's 15 types)")
+        env_cls, short = mw.family_class("ml10"), "ML10"
+    else:
+        allowed = mw.ml1_task_names()
+        if arg.removesuffix("-v3") not in allowed:
+            raise ValueError(f"task family {name!r}: unknown ML1 task {arg!r}; allowed: metaworld-ml1:<task> with "
+                             f"<task> one of {', '.join(allowed)}")
+        arg = arg.removesuffix("-v3")
+        name = f"metaworld-ml1:{arg}"
+        if name in _REGISTRY:
+            return _REGISTRY[name]
+        env_cls, short = mw.family_class("ml1", f"{arg}-v3"), f"ML1-{arg}"
+    return register_family(name, env_cls, gym_id=f"metarl/MetaWorld{short}-v0", check=False,
+                           batched=lambda n, **kw: mw.MetaWorldBatch(env_cls, n, **kw))
+
+
+# Families built on first use, by the part of the name before ':' (a task name after it, where they take one):
+# pattern -> (description, build(name, prefix, argument) -> Family). They need an optional package.
+_ON_FIRST_USE = {
+    "metaworld-ml1:<task>": ("Meta-World ML1: one manipulation task type (reach, push, pick-place, ...), 50 training "
+                             "and 50 held-out goals (Yu et al., CoRL 2019); horizon 500; the metaworld extra",
+                             _metaworld_family),
+    "metaworld-ml10": ("Meta-World ML10: 10 training task types, 5 held-out types, 50 goals each (Yu et al., "
+                       "CoRL 2019); horizon 500; the metaworld extra", _metaworld_family),
+}
 
 
 def get_family(name: str) -> Family:
@@ -123,6 +174,10 @@ def get_family(name: str) -> Family:
     for family in _REGISTRY.values():
         if name in (family.gym_id, family.gym_id.removeprefix("metarl/"), f"metarl:{family.gym_id}"):
             return family
+    prefix, _, arg = name.partition(":")
+    for pattern, (_, build) in _ON_FIRST_USE.items():
+        if pattern.partition(":")[0] == prefix:
+            return build(name, prefix, arg)
     module_name, _, rest = name.partition(":") if ":" in name else ("", "", name)
     if module_name and rest.isidentifier():
         return register_family(name, _import_class(name), check=True)
@@ -277,5 +332,6 @@ _BUILT_IN = [
      "Walker-Params: walk forwards under randomised masses, inertias, frictions, damping (ProMP); horizon 200",
      _batch_of(DynamicsBatch, WalkerParamsEnv)),
 ]
+_BUILT_IN_NAMES = frozenset(entry[0] for entry in _BUILT_IN)
 for _name, _cls, _gym_id, _description, _batched in _BUILT_IN:
     register_family(_name, _cls, gym_id=_gym_id, check=False, description=_description, batched=_batched)

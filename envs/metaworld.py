@@ -265,10 +265,139 @@ class MetaWorldEnv(gymnasium.Env):
         return obs, reward, terminated, False, info
 
 
+class _Copies:
+    """Meta-World envs for a run of copies, stepped one by one in this process."""
+
+    def __init__(self, bench: Benchmark):
+        self._pool = _Pool(bench)
+        self._envs: list = []
+
+    def set_tasks(self, tasks: list) -> None:
+        self._envs = self._pool.assign(self._envs or [None] * len(tasks), tasks)
+
+    def reset(self) -> np.ndarray:
+        return np.stack([env.reset()[0] for env in self._envs])
+
+    def step(self, actions: np.ndarray):
+        """Observations, rewards, terminated flags and success flags of every copy after one step."""
+        out = [_step_info(env, action) for env, action in zip(self._envs, actions)]
+        obs, rewards, terminated, success = zip(*out)
+        return np.stack(obs), np.array(rewards), np.array(terminated, dtype=bool), np.array(success)
+
+    def close(self) -> None:
+        for env in self._pool.templates.values():
+            env.close()
+
+
+def _serve(conn, bench: Benchmark) -> None:
+    """A worker process of MetaWorldBatch: its share of the copies (_Copies) of the parent's benchmark (sent, not
+    rebuilt: building ML10's goal lists takes seconds), driven by (command, argument) messages; every answer is
+    ("ok", result) or ("error", one line)."""
+    from metarl.envs.contract import describe_exception
+
+    try:
+        copies = _Copies(bench)
+    except Exception as exc:  # e.g. the benchmark cannot be built: said in the parent, in one line
+        conn.send(("error", describe_exception(exc)))
+        return
+    conn.send(("ok", None))
+    while True:
+        try:
+            command, argument = conn.recv()
+        except (EOFError, KeyboardInterrupt):  # the parent has gone (or Ctrl-C reached the whole group)
+            return
+        try:
+            if command == "close":
+                copies.close()
+                conn.send(("ok", None))
+                return
+            result = {"tasks": copies.set_tasks, "reset": lambda _: copies.reset(),
+                      "step": copies.step}[command](argument)
+            conn.send(("ok", result))
+        except Exception as exc:
+            conn.send(("error", describe_exception(exc)))
+
+
+class _Workers:
+    """The copies split over worker processes (spawned: nothing of the parent's torch state is inherited), each
+    stepping its share one by one; Meta-World's Python per copy then runs on several cores. Same interface as
+    _Copies, same numbers (each copy is independent and deterministic)."""
+
+    def __init__(self, bench: Benchmark, num_envs: int, processes: int):
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        self._shares = np.array_split(np.arange(num_envs), processes)
+        self._conns, self._procs = [], []
+        for _ in self._shares:
+            parent, child = context.Pipe()
+            proc = context.Process(target=_serve, args=(child, bench), daemon=True)
+            proc.start()
+            child.close()
+            self._conns.append(parent)
+            self._procs.append(proc)
+        self._gather()
+
+    def _call(self, command: str, arguments: list) -> list:
+        if not self._conns:
+            raise RuntimeError("MetaWorldBatch: the batch is closed")
+        sent = []
+        for conn, argument in zip(self._conns, arguments):
+            try:
+                conn.send((command, argument))
+                sent.append(True)
+            except OSError:  # a worker that died: its pipe is broken
+                sent.append(False)
+        return self._gather(sent)
+
+    def _gather(self, sent: list | None = None) -> list:
+        results, errors = [], []
+        for i, conn in enumerate(self._conns):
+            try:
+                if sent is not None and not sent[i]:
+                    raise EOFError
+                status, value = conn.recv()
+            except (EOFError, OSError):
+                self._procs[i].join(timeout=1)
+                status, value = "error", f"worker process {i} died (exit code {self._procs[i].exitcode})"
+            results.append(value)
+            if status != "ok":
+                errors.append(value)
+        if errors:
+            self.close(wait=False)
+            raise RuntimeError(f"MetaWorldBatch: a worker process failed: {errors[0]}")
+        return results
+
+    def set_tasks(self, tasks: list) -> None:
+        self._call("tasks", [[tasks[i] for i in share] for share in self._shares])
+
+    def reset(self) -> np.ndarray:
+        return np.concatenate(self._call("reset", [None] * len(self._conns)))
+
+    def step(self, actions: np.ndarray):
+        parts = self._call("step", [actions[share] for share in self._shares])
+        return tuple(np.concatenate(column) for column in zip(*parts))
+
+    def close(self, wait: bool = True) -> None:
+        for conn in self._conns:
+            try:
+                conn.send(("close", None))
+                if wait:
+                    conn.recv()
+            except (OSError, EOFError):
+                pass
+        for proc in self._procs:
+            proc.join(timeout=10 if wait else 0.1)
+            if proc.is_alive():
+                proc.terminate()
+        self._conns, self._procs = [], []
+
+
 class MetaWorldBatch(TaskVectorEnv):
-    """`num_envs` copies of a Meta-World family stepped in this process. Meta-World's step is Python (each task
-    type's own reward and observation code) around 5 simulator steps, so the copies are stepped one by one; what
-    the batch saves is the package's constructor per copy (one built env per task type, cloned). Meta-World's
+    """`num_envs` copies of a Meta-World family. Meta-World's step is Python (each task type's own reward and
+    observation code) around 5 simulator steps, so each copy is stepped on its own: in this process with
+    `num_threads` 1, else split over `num_threads` worker processes (Python per copy runs on one core per process).
+    What the batch saves is the package's constructor per copy (one built env per task type, cloned). Meta-World's
     episodes never terminate early; `truncated` turns True at the horizon; `info` holds each copy's `success` and
     the reward term `reward_metaworld`."""
 
@@ -277,6 +406,8 @@ class MetaWorldBatch(TaskVectorEnv):
     def __init__(self, family: type, num_envs: int, *, num_threads: int = 1, max_episode_steps: int = MAX_HORIZON):
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs must be an int >= 1, got {num_envs!r}")
+        if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)) or num_threads < 1:
+            raise ValueError(f"num_threads must be an int >= 1, got {num_threads!r}")
         if not 1 <= max_episode_steps <= MAX_HORIZON:
             raise ValueError(f"{family.__name__}: horizon {max_episode_steps!r} is out of range; allowed: 1 to "
                              f"{MAX_HORIZON} (Meta-World's episode length)")
@@ -284,13 +415,14 @@ class MetaWorldBatch(TaskVectorEnv):
         self.bench = benchmark(family.kind, family.env_name)
         self.num_envs = int(num_envs)
         self.max_episode_steps = max_episode_steps
-        self._pool = _Pool(self.bench)
-        first = self._pool.template(self.bench.types["train"][0])
+        first = self.bench.classes[self.bench.types["train"][0]]()  # for the spaces
         self.single_action_space = Box(first.action_space.low, first.action_space.high, dtype=np.float32)
         self.single_observation_space = Box(-np.inf, np.inf, first.observation_space.shape, np.float64)
+        first.close()
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
-        self._envs = [None] * self.num_envs
+        processes = min(int(num_threads), self.num_envs)
+        self._copies = _Copies(self.bench) if processes == 1 else _Workers(self.bench, self.num_envs, processes)
         self._t = 0
         self.set_attr("task", MetaWorldTask(self.bench.types["train"][0], "train", 0))
 
@@ -301,15 +433,13 @@ class MetaWorldBatch(TaskVectorEnv):
         return check_task(self.bench, task)
 
     def _tasks_changed(self) -> None:
-        self._envs = self._pool.assign(self._envs, self._tasks)
+        self._copies.set_tasks(self._tasks)
 
     def reset(self, *, seed=None, options: dict | None = None):
         if options and "task" in options:
             self.set_attr("task", options["task"])
         self._t = 0
-        obs = np.stack([env.reset()[0] for env in self._envs])
-        self._obs = obs
-        return obs, {}
+        return self._copies.reset(), {}
 
     def step(self, actions):
         actions = np.asarray(actions, dtype=np.float32)
@@ -317,16 +447,13 @@ class MetaWorldBatch(TaskVectorEnv):
             raise ValueError(f"actions must have shape {(self.num_envs,) + self.single_action_space.shape}, "
                              f"got {actions.shape}")
         actions = np.clip(actions, self.single_action_space.low, self.single_action_space.high)
-        obs = np.empty_like(self._obs)
-        rewards = np.zeros(self.num_envs)
-        success = np.zeros(self.num_envs)
-        terminated = np.zeros(self.num_envs, dtype=bool)
-        for i, env in enumerate(self._envs):
-            obs[i], rewards[i], terminated[i], success[i] = _step_info(env, actions[i])
+        obs, rewards, terminated, success = self._copies.step(actions)
         self._t += 1
-        self._obs = obs
         truncated = np.full(self.num_envs, self._t >= self.max_episode_steps)
         return obs, rewards, terminated, truncated, {"success": success, "reward_metaworld": rewards.copy()}
+
+    def close_extras(self, **kwargs) -> None:
+        self._copies.close()
 
 
 def family_class(kind: str, env_name: str | None = None) -> type:

@@ -140,6 +140,9 @@ def _add_eval(commands) -> None:
                    help="adaptation steps; returns after 0..K are reported (default: the run's eval_steps)")
     p.add_argument("--episodes", type=_positive_int, metavar="N",
                    help="episodes per task per adaptation step (default: the run's eval_episodes_per_task)")
+    p.add_argument("--split", choices=("test", "train"), default="test",
+                   help="test (default): the family's held-out tasks; train: its training tasks, for families with "
+                   "a split of their own (Meta-World's meta-train success; written to RUN_DIR/eval-train.json)")
     p.add_argument("--out", type=Path, metavar="FILE",
                    help="where to write the JSON report (default: RUN_DIR/eval.json); use it to re-check a "
                    "published run without touching its files")
@@ -446,9 +449,9 @@ def _train_run(args: argparse.Namespace, world, run, announce) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from metarl import runs as run
 
-    out = args.out or run.default_eval_path(Path(args.run_dir), args.checkpoint)
+    out = args.out or run.default_eval_path(Path(args.run_dir), args.checkpoint, args.split)
     report = run.evaluate_run(args.run_dir, args.tasks, args.steps, args.episodes, out=out,
-                              checkpoint=args.checkpoint, speed=parse_overrides(args.overrides))
+                              checkpoint=args.checkpoint, speed=parse_overrides(args.overrides), split=args.split)
     print(report.table())
     print(f"\nwrote {out}")
     return 0
@@ -457,10 +460,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_envs(args: argparse.Namespace) -> int:
     from metarl import runs as run
     from metarl.config import load_config
-    from metarl.envs import families
+    from metarl.envs import families, families_on_first_use
     from metarl.experiments.report import VARIANT_LABELS, part_label, setup_of, variant_parts
 
-    rows = families()
+    rows = {**families(), **families_on_first_use()}
     width = max(len(name) for name in rows)
     for name, description in rows.items():
         print(f"{name:<{width}}  {description}")

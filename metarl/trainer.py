@@ -35,6 +35,9 @@ METRICS = {
     "returns/pre_adaptation": "mean episode return of the meta-batch's tasks with the meta-parameters (before the "
                               "inner step)",
     "returns/post_adaptation": "the same after `inner_steps` inner steps: what meta-training maximises",
+    "success/pre_adaptation": "families that report success (Meta-World): the fraction of the meta-batch's episodes "
+                              "that succeeded at any step, before the inner step",
+    "success/post_adaptation": "the same after `inner_steps` inner steps",
     "trpo/surrogate_before": "TRPO surrogate loss (minus importance-weighted advantage) before the update",
     "trpo/surrogate_after": "the surrogate loss after the update (of the accepted step, else the same as before)",
     "trpo/kl": "mean KL between the post-adaptation policies before and after the update (bounded by `max_kl`)",
@@ -86,6 +89,8 @@ def logged_metrics(cfg: Config) -> dict:
     one, and its learned inner rule's, one per adapted parameter (PARAM); several ranks add the dist/ keys."""
     other = "promp/" if cfg.outer == "trpo" else "trpo/"
     keep = {k: v for k, v in METRICS.items() if not k.startswith(other)}
+    if not reports_success(cfg.env):
+        keep = {k: v for k, v in keep.items() if not k.startswith("success/")}
     if cfg.estimator == "reinforce" or cfg.first_order:
         keep.pop("trpo/estimator_term_share", None)
     keep = {k: v for k, v in keep.items() if "/PARAM/" not in k and not k.startswith("dist/")}
@@ -99,7 +104,19 @@ EVAL_METRICS = {
     "eval/return_step_K": "mean return on held-out tasks after K adaptation steps (every `eval_every` iterations); "
                           "K = 0 is the no-inner-loop return (the RL analogue of the ANIL paper's NIL)",
     "eval/return_step_K_std": "its standard deviation over the held-out tasks",
+    "eval/success_step_K": "families that report success (Meta-World): the fraction of held-out episodes that "
+                           "succeeded at any step, after K adaptation steps (mean over tasks of each task's rate)",
 }
+
+
+def reports_success(env: str) -> bool:
+    """Whether the task family `env` reports success in its step's info (Meta-World: `info["success"]`)."""
+    return bool(getattr(get_family(env).env_cls, "reports_success", False))
+
+
+def evaluation_metrics(cfg: Config) -> dict:
+    """The EVAL_METRICS an evaluation of a run with `cfg` writes (the success rate only for families reporting it)."""
+    return {k: v for k, v in EVAL_METRICS.items() if reports_success(cfg.env) or "success" not in k}
 
 
 @dataclasses.dataclass
@@ -193,8 +210,14 @@ class Trainer:
         """The policy's current meta-parameters as a detached parameter dict (the inner loop's starting point)."""
         return {k: v.detach() for k, v in meta_params(self.policy).items()}
 
-    def sample_tasks(self, n: int, rng: np.random.Generator) -> list:
-        """`n` tasks of the run's family drawn with `rng` alone (the family's own distribution)."""
+    def sample_tasks(self, n: int, rng: np.random.Generator, split: str = "train") -> list:
+        """`n` tasks of the run's family drawn with `rng` alone. `split` 'test': the family's held-out tasks where it
+        has a split of its own (`sample_test_tasks`: Meta-World's test goals and types), else its one distribution
+        (held out by drawing from `eval_seed`, a stream training never uses)."""
+        if split not in ("train", "test"):
+            raise ValueError(f"split {split!r} is not one of train, test")
+        if split == "test" and callable(getattr(self._task_env, "sample_test_tasks", None)):
+            return self._task_env.sample_test_tasks(rng, n)
         return self._task_env.sample_tasks(rng, n)
 
     def collect(self, params: Params, tasks: list, seed: int, noise: torch.Generator | None = None,
@@ -269,11 +292,15 @@ class Trainer:
         # every rank's env steps (a sum: share 1 each)
         self.env_steps += int(self.world.mean(torch.tensor(float(timing["env_steps"]), dtype=torch.float64), 1.0))
         total = time.perf_counter() - start
+        pre, post = meta.inner[0].episodes, meta.post.episodes
         return {
             "iteration": self.iteration,
             "env_steps": self.env_steps,
-            "returns/pre_adaptation": float(self._mean(meta.inner[0].episodes.episode_returns().mean())),
-            "returns/post_adaptation": float(self._mean(meta.post.episodes.episode_returns().mean())),
+            "returns/pre_adaptation": float(self._mean(pre.episode_returns().mean())),
+            "returns/post_adaptation": float(self._mean(post.episode_returns().mean())),
+            **({"success/pre_adaptation": float(self._mean(pre.successes.mean())),
+                "success/post_adaptation": float(self._mean(post.successes.mean()))}
+               if post.successes is not None else {}),
             **{f"{self.cfg.outer}/{k}": v for k, v in update.items()},
             **rule_metrics(self.policy, self.cfg.inner_lr),
             "time/sampling_s": timing["sampling_s"],
@@ -354,13 +381,14 @@ class Trainer:
     # -- held-out evaluation ---------------------------------------------------------------------------------
     def adaptation_trace(self, num_tasks: int | None = None, steps: int | None = None,
                          episodes_per_task: int | None = None, keys: list[str] | None = None,
-                         lrs: list[float] | None = None) -> Iterator[AdaptedStep]:
+                         lrs: list[float] | None = None, split: str = "test") -> Iterator[AdaptedStep]:
         """The held-out evaluation step by step: for step 0..steps, the per-task parameters and the episodes they
         acted, then one adaptation step on those episodes (what `evaluate` averages and `metarl analyze` inspects).
 
         Test tasks, env seeds and action noise come from `eval_seed` alone, so the trace is the same for every
         checkpoint and never disturbs the training streams. Step sizes: `lrs[i]` for step i, by default
         eval_first_lr then eval_later_lr (MAML); `keys`: the adapted parameters, by default the algorithm's.
+        `split`: 'test', the family's held-out tasks; 'train', its training tasks (Meta-World's meta-train success).
         """
         cfg = self.cfg
         num_tasks = num_tasks or cfg.eval_tasks
@@ -371,7 +399,7 @@ class Trainer:
         if len(lrs) < steps:
             raise ValueError(f"evaluate: {steps} adaptation steps need {steps} step sizes, got lrs={lrs!r}")
         rng = np.random.default_rng(cfg.eval_seed)
-        tasks = self.sample_tasks(num_tasks, rng)
+        tasks = self.sample_tasks(num_tasks, rng, split)
         noise = torch.Generator().manual_seed(cfg.eval_seed)
         num_envs = self._sampler(num_tasks, episodes_per_task).env.num_envs
         params = self.meta_parameters()
@@ -384,27 +412,34 @@ class Trainer:
 
     def evaluate(self, num_tasks: int | None = None, steps: int | None = None,
                  episodes_per_task: int | None = None, per_task: bool = False, keys: list[str] | None = None,
-                 lrs: list[float] | None = None, progress: Callable[[int, float], None] | None = None) -> dict:
-        """Return after 0..steps adaptation steps on held-out tasks, mean and std over tasks.
+                 lrs: list[float] | None = None, progress: Callable[[int, float], None] | None = None,
+                 split: str = "test") -> dict:
+        """Return after 0..steps adaptation steps on held-out tasks, mean and std over tasks; for a family that
+        reports success (Meta-World), also `success_step_K`: the mean over tasks of each task's success rate.
 
         The protocol is `adaptation_trace`'s (its arguments have the same meaning): a MAML-trained policy evaluated
         ANIL-style passes the head's `keys`. The 0-step return is the no-inner-loop analogue of the ANIL paper's
         NIL. With `per_task`, the result also holds "per_task": each task's fields and its mean return after each
         step (a mean hides which tasks fail). `progress(step, mean return)` is called as each step's episodes are
-        in (a long evaluation shows where it is).
+        in (a long evaluation shows where it is). `split`: as `adaptation_trace`'s.
         """
-        result, by_step, tasks = {}, [], []
-        for item in self.adaptation_trace(num_tasks, steps, episodes_per_task, keys, lrs):
+        result, by_step, success_by_step, tasks = {}, [], [], []
+        for item in self.adaptation_trace(num_tasks, steps, episodes_per_task, keys, lrs, split):
             returns = item.episodes.episode_returns().mean(1)  # [tasks]
             by_step.append(returns.tolist())
             result[f"return_step_{item.step}"] = float(returns.mean())
             result[f"return_step_{item.step}_std"] = float(returns.std(unbiased=False))
+            if item.episodes.successes is not None:
+                rates = item.episodes.successes.mean(1)  # [tasks]
+                success_by_step.append(rates.tolist())
+                result[f"success_step_{item.step}"] = float(rates.mean())
             tasks = item.tasks
             if progress is not None:
                 progress(item.step, result[f"return_step_{item.step}"])
         if per_task:
             result["per_task"] = [{"task": _jsonable(dataclasses.asdict(task)),
-                                   "returns": [step_returns[i] for step_returns in by_step]}
+                                   "returns": [step_returns[i] for step_returns in by_step],
+                                   **({"success": [rates[i] for rates in success_by_step]} if success_by_step else {})}
                                   for i, task in enumerate(tasks)]
         return result
 

@@ -149,6 +149,36 @@ def test_the_batch_steps_exactly_as_the_packages_own_envs_for_every_ml10_type():
 
 
 @needs_metaworld
+def test_worker_processes_step_exactly_as_one_process_and_a_dead_worker_is_said_in_one_line():
+    import os
+    import signal
+
+    from metarl.envs import make_batched
+    from metarl.envs.metaworld import MetaWorldTask
+
+    tasks = [MetaWorldTask(name, "train", goal) for name in ("reach-v3", "push-v3", "door-open-v3")
+             for goal in (0, 9)] + [MetaWorldTask("lever-pull-v3", "test", 4)]
+    one = make_batched("metaworld-ml10", len(tasks), num_threads=1, max_episode_steps=20)
+    two = make_batched("metaworld-ml10", len(tasks), num_threads=2, max_episode_steps=20)
+    rng = np.random.default_rng(1)
+    for batch in (one, two):
+        batch.set_attr("task", tasks)
+    np.testing.assert_array_equal(one.reset()[0], two.reset()[0])
+    for _ in range(20):
+        actions = rng.uniform(-1, 1, (len(tasks), 4))
+        a, b = one.step(actions), two.step(actions)
+        for x, y in zip(a[:4], b[:4]):
+            np.testing.assert_array_equal(x, y)
+        np.testing.assert_array_equal(a[4]["success"], b[4]["success"])
+    os.kill(two._copies._procs[1].pid, signal.SIGKILL)
+    with pytest.raises(RuntimeError, match="worker process 1 died") as info:
+        two.step(rng.uniform(-1, 1, (len(tasks), 4)))
+    assert "\n" not in str(info.value)
+    one.close()
+    two.close()
+
+
+@needs_metaworld
 def test_the_sampler_records_success_at_any_step_as_the_env_reports_it():
     """Reach: one task's episodes steered to the goal, the other's held still. The sampler's success per episode is
     what a single env's info says when the episode's actions are replayed, and the steered one succeeded."""
@@ -160,7 +190,7 @@ def test_the_sampler_records_success_at_any_step_as_the_env_reports_it():
     tasks = env.sample_tasks(np.random.default_rng(3), 2)
 
     def act(obs):
-        goals = torch.as_tensor(np.stack([e._target_pos for e in sampler.env._envs]), dtype=obs.dtype).view(2, 2, 3)
+        goals = torch.as_tensor(np.stack([e._target_pos for e in sampler.env._copies._envs]), dtype=obs.dtype).view(2, 2, 3)
         steer = torch.clamp(10.0 * (goals - obs[..., :3]), -1, 1)
         actions = torch.zeros(2, 2, 4, dtype=obs.dtype)
         actions[0, :, :3] = steer[0]

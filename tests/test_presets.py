@@ -104,3 +104,17 @@ def test_every_published_run_is_named_by_its_variant_and_the_papers_protocol_has
     # fvp_precision aside: the rows were trained in float32 before the preset's `auto` (bfloat16 products where the
     # hardware has them, validated in benchmarks/results/studies/fisher_precision.md; float32 elsewhere)
     assert {**acting_settings(paper), "fvp_precision": None} == {**acting_settings(preset), "fvp_precision": None}
+
+
+@pytest.mark.parametrize("env", ["ant-vel", "ant-dir", "ant-goal", "humanoid-dir", "hopper-params", "walker-params"])
+def test_train_with_env_takes_the_installed_preset_named_after_the_family(env):
+    """`metarl train --env ant-vel` (and a sweep's cell) trains the family's own preset, not Config's defaults (the
+    presets of the issue-54 families were installed but never picked up by --env)."""
+    from metarl.config import load_config
+
+    assert run.default_config_file(env) == run.presets_dir() / f"{env}.yaml"
+    resolved = run.resolve_config(env, None, {}, {})
+    preset = load_config(run.presets_dir() / f"{env}.yaml")
+    assert (resolved.iterations, resolved.meta_batch_size, resolved.horizon) == \
+        (preset.iterations, preset.meta_batch_size, preset.horizon)
+    assert run.default_config_file("metarl/Navigation2D-v0") == run.presets_dir() / "nav2d.yaml"

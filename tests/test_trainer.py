@@ -79,7 +79,7 @@ def test_frame_skip_on_a_family_without_one_is_a_clear_error():
 @pytest.mark.parametrize("extra", [{}, {"estimator": "lvc"}, {"outer": "promp", "estimator": "dice"},
                                    {"inner_optimizer": "meta-sgd"}, {"inner_optimizer": "kfo", "algo": "maml"}])
 def test_the_documented_metrics_are_exactly_what_a_step_and_an_evaluation_log(extra):
-    from metarl.trainer import EVAL_METRICS, METRICS, logged_metrics
+    from metarl.trainer import METRICS, evaluation_metrics, logged_metrics
 
     trainer = Trainer(Config(**{**SMALL, "meta_batch_size": 2, "episodes_per_task": 2, "eval_tasks": 2,
                                 "eval_episodes_per_task": 2, "hidden_sizes": [8], **extra}))
@@ -90,7 +90,7 @@ def test_the_documented_metrics_are_exactly_what_a_step_and_an_evaluation_log(ex
         trainer.close()
     assert logged == set(logged_metrics(trainer.cfg))
     assert {re.sub(r"^(meta-sgd|kfo)/[^/]+/", r"\1/PARAM/", k) for k in logged} < set(METRICS)
-    assert evaluated == set(EVAL_METRICS)
+    assert evaluated == set(evaluation_metrics(trainer.cfg))
 
 
 def test_evaluate_with_chosen_keys_and_step_sizes():

@@ -175,15 +175,16 @@ def reference_iterations(env: str) -> int | None:
 # -- the figures of the tables ------------------------------------------------------------------------------------
 
 def summarise(values_by_seed: dict[int, dict]) -> dict:
-    """Mean and std over seeds (population std, ddof=0) of each return_step_k, from per-seed eval returns."""
+    """Mean and std over seeds (population std, ddof=0) of each return_step_k (and success_step_k, for families that
+    report success), from per-seed eval returns."""
     seeds = sorted(values_by_seed)
     out = {"seeds": seeds, "mean": {}, "std": {}}
     for step in range(EVAL_STEPS + 1):
-        key = f"return_step_{step}"
-        values = [number(values_by_seed[s][key]) for s in seeds if key in values_by_seed[s]]
-        if values:
-            out["mean"][key] = float(np.mean(values))
-            out["std"][key] = float(np.std(values))
+        for key in (f"return_step_{step}", f"success_step_{step}"):  # success: families that report it
+            values = [number(values_by_seed[s][key]) for s in seeds if key in values_by_seed[s]]
+            if values:
+                out["mean"][key] = float(np.mean(values))
+                out["std"][key] = float(np.std(values))
     return out
 
 

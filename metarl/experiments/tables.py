@@ -39,10 +39,13 @@ def format_duration(seconds: float | None) -> str:
 
 
 def fmt_cell(cell: dict | None, step: int) -> str:
-    key = f"return_step_{step}"
+    key, success = f"return_step_{step}", f"success_step_{step}"
     if not cell or key not in cell["mean"]:
         return "-"
-    return f"{cell['mean'][key]:.1f} ± {cell['std'][key]:.1f}"
+    text = f"{cell['mean'][key]:.1f} ± {cell['std'][key]:.1f}"
+    if success in cell["mean"]:  # families that report success (Meta-World): the rate beside the return
+        text += f"; success {cell['mean'][success]:.0%} ± {cell['std'][success]:.0%}"
+    return text
 
 
 def iterations_text(cell: dict) -> str:
@@ -172,7 +175,13 @@ def render_markdown(report: dict) -> str:
              "run that ends at its best, the lowest seed is shown (\"-\" where the peak is not positive).",
              "- iterations: meta-iterations completed (one number if all seeds agree, else min–max); wall-clock: "
              f"seconds across sittings from `{TIMING_FILE}` (training, periodic and final evaluations), PPO training "
-             "plus evaluation for the baselines.", ""]
+             "plus evaluation for the baselines."]
+    if any(f"success_step_{k}" in cell["mean"] for cells in report["cells"].values() for cell in cells.values()
+           for k in range(EVAL_STEPS + 1)):
+        lines.append("- success (families that report it, Meta-World): the fraction of held-out episodes that "
+                     "succeeded at any step (`info[\"success\"]`), per seed the mean over tasks; mean ± std over "
+                     "seeds, beside the return.")
+    lines.append("")
     for env in report["envs"]:
         lines += [f"## {env}", "", f"Protocol: {protocol_line(report['protocol'][env])}.", "",
                   *env_table(env, report["cells"].get(env, {})), ""]

@@ -27,20 +27,25 @@ class EvalReport:
 
     def table(self) -> str:
         d, returns = self.data, self.data["returns"]
+        success = "success_step_0" in returns  # families that report success (Meta-World)
+        which = "training" if d.get("split") == "train" else "held-out"
         lines = [f"{d['env']} / {d['algo']} / seed {d['seed']}: checkpoint at iteration {d['iteration']} "
                  f"({d['env_steps']:,} env steps)",
-                 f"{d['tasks']} held-out tasks x {d['episodes']} episodes, horizon {d['horizon']}",
-                 "", f"{'steps':>5}  {'mean return':>12}  {'std over tasks':>14}"]
+                 f"{d['tasks']} {which} tasks x {d['episodes']} episodes, horizon {d['horizon']}",
+                 "", f"{'steps':>5}  {'mean return':>12}  {'std over tasks':>14}" + ("  success" * success)]
         for step in range(d["steps"] + 1):
             lines.append(f"{step:>5}  {returns[f'return_step_{step}']:>12.2f}  "
-                         f"{returns[f'return_step_{step}_std']:>14.2f}")
+                         f"{returns[f'return_step_{step}_std']:>14.2f}"
+                         + (f"  {returns[f'success_step_{step}']:>7.1%}" if success else ""))
         return "\n".join(lines)
 
 
-def default_eval_path(run_dir: Path, checkpoint: str | os.PathLike | None = None) -> Path:
+def default_eval_path(run_dir: Path, checkpoint: str | os.PathLike | None = None, split: str = "test") -> Path:
     """Where `metarl eval` writes by default: RUN_DIR/eval.json, or CHECKPOINT.eval.json for a kept snapshot (so
-    evaluating a snapshot never replaces the run's own report)."""
-    return run_dir / EVAL_FILE if checkpoint is None else Path(checkpoint).with_suffix(".eval.json")
+    evaluating a snapshot never replaces the run's own report); eval-train.json (.eval-train.json) for the
+    training tasks."""
+    name = EVAL_FILE if split == "test" else EVAL_FILE.replace(".json", "-train.json")
+    return run_dir / name if checkpoint is None else Path(checkpoint).with_suffix("." + name)
 
 
 # What one evaluation may ask: far beyond any protocol (3 steps, 40 tasks x 20 episodes), below hours of work
@@ -73,13 +78,18 @@ def check_evaluation_size(cfg: Config, tasks: int, steps: int, episodes: int) ->
 
 def evaluate_run(run_dir: str | os.PathLike, tasks: int | None = None, steps: int | None = None,
                  episodes: int | None = None, out: str | os.PathLike | None = None,
-                 checkpoint: str | os.PathLike | None = None, speed: dict | None = None) -> EvalReport:
+                 checkpoint: str | os.PathLike | None = None, speed: dict | None = None,
+                 split: str = "test") -> EvalReport:
     """Evaluate a run's latest checkpoint (or `checkpoint`, a kept snapshot) on held-out tasks and write the report
     to `out` (default: RUN_DIR/eval.json, or beside `checkpoint` as its name with .eval.json). `speed`: settings of
-    speed and disk use for this process (e.g. {"device": "cpu"} for a run trained on a GPU); config.yaml is unchanged."""
+    speed and disk use for this process (e.g. {"device": "cpu"} for a run trained on a GPU); config.yaml is unchanged.
+    `split` 'train' evaluates on the family's training tasks instead (Meta-World's meta-train success; written to
+    eval-train.json by default)."""
+    if split not in ("train", "test"):
+        raise RunError(f"--split {split!r} is not one of train, test")
     speed = speed_settings(speed, "for an evaluation")
     path, cfg, _ = load_run(run_dir, checkpoint)  # checked before anything is created
-    out = Path(out) if out is not None else default_eval_path(path, checkpoint)
+    out = Path(out) if out is not None else default_eval_path(path, checkpoint, split)
     # before evaluating, so a bad --out or a read-only run directory fails at once
     writable_dir(out.parent, "the evaluation report")
     tasks = tasks or cfg.eval_tasks
@@ -102,13 +112,14 @@ def evaluate_run(run_dir: str | os.PathLike, tasks: int | None = None, steps: in
 
     try:
         returns = trainer.evaluate(num_tasks=tasks, steps=steps, episodes_per_task=episodes, per_task=True,
-                                   progress=progress)
+                                   progress=progress, split=split)
         per_task = returns.pop("per_task")
     finally:
         trainer.close()
     report = EvalReport({"env": cfg.env, "algo": cfg.algo, "seed": cfg.seed, "iteration": trainer.iteration,
                          "env_steps": trainer.env_steps, "horizon": trainer.horizon, "tasks": tasks,
-                         "steps": steps, "episodes": episodes, "eval_seed": cfg.eval_seed, "returns": returns,
+                         "steps": steps, "episodes": episodes, "eval_seed": cfg.eval_seed, "split": split,
+                         "returns": returns,
                          "per_task": per_task, "setup": here})
     try:
         write_json(out, report.data)

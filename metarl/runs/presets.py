@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from metarl.config import Config, env_kwargs, load_config
-from metarl.envs import ContractError, get_family, make, resolve_horizon
+from metarl.envs import ContractError, get_family, is_built_in, make, resolve_horizon
 from metarl.runs.layout import PRESET_FAMILIES, RunError
 
 # -- configuration --------------------------------------------------------------------------------------------
@@ -36,10 +36,16 @@ def preset_path(name: str) -> Path:
 
 
 def default_config_file(env: str) -> Path | None:
-    """The protocol preset of a built-in family (never silently skipped); None for a user's family (Config
-    defaults apply, with --set on top)."""
+    """The protocol preset of a built-in family (never silently skipped): the installed preset named after it
+    (`ant-vel.yaml`; for a family named with a task, `metaworld-ml1:reach`, the one named before the ':'); None for a
+    user's family or a built-in one without a preset (Config defaults apply, with --set on top)."""
     name = check_env(env)
-    return preset_path(name) if name in PRESET_FAMILIES else None
+    if name in PRESET_FAMILIES:
+        return preset_path(name)
+    if not is_built_in(name):
+        return None
+    path = presets_dir() / f"{name.partition(':')[0]}.yaml"
+    return path if path.is_file() else None
 
 
 def paper_config_file(env: str) -> Path | None:

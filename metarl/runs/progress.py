@@ -13,14 +13,19 @@ def progress_line(metrics: dict, total: int) -> str:
     """One plain, fixed-width summary line of an iteration (for logs that are not a terminal)."""
     return (f"iter {metrics['iteration']:>{len(str(total))}}/{total}  env steps {metrics['env_steps']:>11,}  "
             f"return pre {metrics['returns/pre_adaptation']:9.2f} post {metrics['returns/post_adaptation']:9.2f}  "
-            f"kl {metrics.get('trpo/kl', metrics.get('promp/kl', float('nan'))):.4f}  {metrics['time/iteration_s']:6.2f} s/it  "
+            + (f"success pre {metrics['success/pre_adaptation']:.2f} post {metrics['success/post_adaptation']:.2f}  "
+               if "success/post_adaptation" in metrics else "")
+            + f"kl {metrics.get('trpo/kl', metrics.get('promp/kl', float('nan'))):.4f}  {metrics['time/iteration_s']:6.2f} s/it  "
             f"{metrics['time/env_steps_per_s']:>9,.0f} steps/s")
 
 
 def eval_line(iteration: int, result: dict) -> str:
-    steps = sorted(int(k.rsplit("_", 1)[1]) for k in result if not k.endswith("_std"))
+    steps = sorted(int(k.rsplit("_", 1)[1]) for k in result if k.startswith("return_step_") and not k.endswith("_std"))
     returns = "  ".join(f"{s}: {result[f'return_step_{s}']:.2f}" for s in steps)
-    return f"eval at iter {iteration}: held-out return by adaptation steps  {returns}"
+    line = f"eval at iter {iteration}: held-out return by adaptation steps  {returns}"
+    if "success_step_0" in result:
+        line += "; success  " + "  ".join(f"{s}: {result[f'success_step_{s}']:.0%}" for s in steps)
+    return line
 
 
 class Progress:

@@ -22,13 +22,15 @@ class Episodes:
     """A batch of fixed-horizon episodes, time-major with a leading task axis.
 
     observations (K, T, N, obs_dim), actions (K, T, N, act_dim) as sampled (before clipping to the action space),
-    rewards (K, T, N), mask (K, T, N): 1.0 for real steps, 0.0 after an episode terminated.
+    rewards (K, T, N), mask (K, T, N): 1.0 for real steps, 0.0 after an episode terminated. successes (K, N): for
+    families whose step reports `info["success"]` (Meta-World), 1.0 where the episode succeeded at any step; else None.
     """
 
     observations: torch.Tensor
     actions: torch.Tensor
     rewards: torch.Tensor
     mask: torch.Tensor
+    successes: torch.Tensor | None = None
 
     @property
     def num_steps(self) -> int:
@@ -37,7 +39,8 @@ class Episodes:
 
     def to(self, device: torch.device | str) -> "Episodes":
         """The same episodes on `device` (the policy's; the simulator's are on the CPU)."""
-        return Episodes(*(x.to(device) for x in (self.observations, self.actions, self.rewards, self.mask)))
+        return Episodes(*(x.to(device) for x in (self.observations, self.actions, self.rewards, self.mask)),
+                        None if self.successes is None else self.successes.to(device))
 
     def episode_returns(self) -> torch.Tensor:
         """Undiscounted return of each episode, (K, N)."""
@@ -98,6 +101,7 @@ class Sampler:
         rewards = torch.zeros(K, T, N, dtype=dtype, device=device)
         mask = torch.zeros(K, T, N, dtype=dtype, device=device)
         alive = torch.ones(K, N, dtype=dtype, device=device)
+        successes = None  # set once the env reports success
         policy_s = env_s = 0.0
         ran = 0
         for t in range(T):
@@ -110,9 +114,13 @@ class Sampler:
             observations[:, t], actions[:, t], mask[:, t] = obs, action, alive
             clipped = torch.maximum(torch.minimum(action, self._high), self._low).view(K * N, self.act_dim)
             start = time.perf_counter()
-            obs_np, reward, terminated, _, _ = self.env.step(clipped if self._tensors else clipped.numpy())
+            obs_np, reward, terminated, _, info = self.env.step(clipped if self._tensors else clipped.numpy())
             env_s += time.perf_counter() - start
             rewards[:, t] = torch.as_tensor(reward).to(device, dtype).view(K, N) * alive
+            if "success" in info:  # success at any (real) step of an episode counts (Meta-World's definition)
+                succeeded = (torch.as_tensor(np.asarray(info["success"], dtype=np.float64)).to(device, dtype)
+                             .view(K, N) > 0).to(dtype) * alive
+                successes = succeeded if successes is None else torch.maximum(successes, succeeded)
             # Steps after an episode terminates are padding: masked out of every loss, fit and return.
             alive = alive * (1.0 - torch.as_tensor(terminated).to(device, dtype).view(K, N))
             if self._terminates and not alive.any():
@@ -122,7 +130,7 @@ class Sampler:
             with torch.no_grad():
                 for _ in range(ran, steps_of_all(ran)):
                     act(idle)  # the steps another sampler of the batch still ran
-        episodes = Episodes(observations, actions, rewards, mask)
+        episodes = Episodes(observations, actions, rewards, mask, successes)
         return episodes, {"policy_s": policy_s, "env_s": env_s, "env_steps": episodes.num_steps}
 
     def close(self) -> None:

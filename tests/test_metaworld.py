@@ -237,3 +237,14 @@ def test_report_cells_put_the_success_rate_beside_the_return_where_runs_report_i
                       1: {"return_step_1": 420.0, "success_step_1": 0.7}})
     assert fmt_cell(cell, 1) == "410.0 ± 10.0; success 60% ± 10%"
     assert fmt_cell(summarise({0: {"return_step_1": 400.0}}), 1) == "400.0 ± 0.0"
+
+
+def test_the_ml10_table_cites_the_meta_world_papers_success_rates_and_figures_have_plain_file_names():
+    from metarl.experiments.figures import file_part
+    from metarl.experiments.tables import env_table
+
+    rows = "\n".join(env_table("metaworld-ml10", {}))
+    assert "| MAML, Yu et al. 2019" in rows and "success 31.6% (meta-test; meta-train 44.4%)" in rows
+    assert "RL2" in rows and "PEARL" in rows
+    assert all(row.count("|") == rows.splitlines()[0].count("|") for row in rows.splitlines())
+    assert file_part("metaworld-ml1:reach") == "metaworld-ml1-reach"

@@ -39,6 +39,11 @@ MAML_PAPER_CURVES = {
     "ant-vel": (30.6, 96.7, 100.1, 101.4),
     "ant-dir": (8.7, 499.2, 500.7, 499.1),
 }
+# Yu et al., "Meta-World", CoRL 2019, v2 arXiv text, Table 1: average maximum success rate (%) over 10 seeds,
+# (meta-train, meta-test). ML1's results are plots only.
+METAWORLD_PAPER_TABLE1 = {
+    "metaworld-ml10": {"MAML": (44.4, 31.6), "RL2": (86.9, 35.8), "PEARL": (23.2, 13.0)},
+}
 METHOD_LABELS = {"anil": "ANIL (ours)", "maml": "MAML (ours)", "random-init": "random init + adaptation",
                  "pretrained": "PPO pre-trained on the task mixture + adaptation"}
 

@@ -12,6 +12,7 @@ from metarl.experiments.baselines import BASELINE_KINDS
 from metarl.experiments.records import (
     ANIL_PAPER_TABLE2,
     MAML_PAPER_CURVES,
+    METAWORLD_PAPER_TABLE1,
     METHOD_LABELS,
     RunRecord,
     base_algo,
@@ -114,6 +115,9 @@ def env_table(env: str, cells: dict) -> list[str]:
     if curve:
         rows.append("| MAML, Finn et al. 2017 (reference result files) | - | - | "
                     + " | ".join(f"{v:.1f}" for v in curve) + " | | | |")
+    for method, (train, test) in METAWORLD_PAPER_TABLE1.get(env, {}).items():
+        rows.append(f"| {method}, Yu et al. 2019 (Meta-World, Table 1: average maximum success over 10 seeds) | 10 | "
+                    f"- | | success {test:g}% (meta-test; meta-train {train:g}%) | | | | | |")
     return head + rows
 
 

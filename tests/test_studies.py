@@ -394,7 +394,8 @@ def test_depth_study_trains_each_variant_evaluates_it_once_and_resumes(tmp_path)
     result = json.loads((tmp_path / "depth.json").read_text())
     assert result["envs"]["nav2d"]["depth1-kfo"]["mean"] == [evaluation["returns"][f"return_step_{k}"]
                                                              for k in range(4)]
-    assert "| nav2d | depth4 | 1 |" in (tmp_path / "depth.md").read_text()
+    table = (tmp_path / "depth.md").read_text()
+    assert "| nav2d | depth4 | 1 |" in table and "(1 seed)" in table and "± 0.0" not in table
     published = tmp_path / "published" / kfo.name
     assert sorted(p.name for p in published.iterdir()) == sorted(["checkpoint.pt", "config.yaml", "metrics.jsonl.gz",
                                                                   "eval.json", "setup.json"])

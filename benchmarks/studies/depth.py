@@ -55,7 +55,9 @@ def markdown(result: dict) -> str:
              "| --- | --- | --- | " + "--- | " * (EVAL_STEPS + 1) + "--- | --- |"]
     for env, rows in result["envs"].items():
         for name, row in rows.items():
-            cells = [f"{m:.1f} ± {s:.1f}" for m, s in zip(row["mean"], row["std"])]
+            # one seed has no spread: the cell says so rather than show a std of 0
+            cells = [f"{m:.1f} ± {s:.1f}" if row["seeds"] > 1 else f"{m:.1f} (1 seed)"
+                     for m, s in zip(row["mean"], row["std"])]
             speed = f"{row['iteration_s']:.2f}" if row["iteration_s"] else "-"
             lines.append(f"| {env} | {name} | {row['seeds']} | " + " | ".join(cells)
                          + f" | {row['mean'][1] - row['mean'][0]:.1f} | {speed} |")

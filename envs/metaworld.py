@@ -399,7 +399,8 @@ class MetaWorldBatch(TaskVectorEnv):
     `num_threads` 1, else split over `num_threads` worker processes (Python per copy runs on one core per process).
     What the batch saves is the package's constructor per copy (one built env per task type, cloned). Meta-World's
     episodes never terminate early; `truncated` turns True at the horizon; `info` holds each copy's `success` and
-    the reward term `reward_metaworld`."""
+    the reward term `reward_metaworld`. `reset(seed=...)` changes nothing: a Meta-World reset is a function of the
+    task alone (the goal and object positions are the task's), so the episodes differ only by the actions."""
 
     can_terminate = False
 

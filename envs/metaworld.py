@@ -202,6 +202,13 @@ class _Pool:
         return out
 
 
+def spaces(env) -> tuple[Box, Box]:
+    """A family's action and observation spaces from one of its Meta-World envs (every type has the same shapes):
+    the env's action box, and its observation's shape unbounded (the sampler reads nothing else)."""
+    return (Box(env.action_space.low, env.action_space.high, dtype=np.float32),
+            Box(-np.inf, np.inf, env.observation_space.shape, np.float64))
+
+
 def _step_info(env, action: np.ndarray):
     """One Meta-World step: observation, reward, terminated and the success flag (Meta-World's own truncation at
     its 500 steps never comes first: horizons are at most MAX_HORIZON)."""
@@ -226,9 +233,7 @@ class MetaWorldEnv(gymnasium.Env):
         self._pool = _Pool(self.bench)
         self._task = None
         self._env = None
-        first = self._pool.template(self.bench.types["train"][0])
-        self.action_space = Box(first.action_space.low, first.action_space.high, dtype=np.float32)
-        self.observation_space = Box(-np.inf, np.inf, first.observation_space.shape, np.float64)
+        self.action_space, self.observation_space = spaces(self._pool.template(self.bench.types["train"][0]))
 
     def sample_tasks(self, rng: np.random.Generator, n: int) -> list[MetaWorldTask]:
         """`n` training tasks (the benchmark's train list) drawn with `rng` alone."""
@@ -416,9 +421,8 @@ class MetaWorldBatch(TaskVectorEnv):
         self.bench = benchmark(family.kind, family.env_name)
         self.num_envs = int(num_envs)
         self.max_episode_steps = max_episode_steps
-        first = self.bench.classes[self.bench.types["train"][0]]()  # for the spaces
-        self.single_action_space = Box(first.action_space.low, first.action_space.high, dtype=np.float32)
-        self.single_observation_space = Box(-np.inf, np.inf, first.observation_space.shape, np.float64)
+        first = self.bench.classes[self.bench.types["train"][0]]()
+        self.single_action_space, self.single_observation_space = spaces(first)
         first.close()
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)

@@ -104,7 +104,8 @@ def bench_family(name: str, sizes: dict, repeats: int, processes: int) -> dict:
             env.close()
     med = statistics.median
     return {"metarl_steps_per_s": med(ours), "workers_steps_per_s": med(workers),
-            "workers_speedup": med(workers) / med(ours), "package_steps_per_s": med(package), "physics_steps_per_s": med(physics),
+            "workers_speedup": med(workers) / med(ours), "package_steps_per_s": med(package),
+            "physics_steps_per_s": med(physics),
             "physics_share": med(ours) / med(physics), "clone_s_per_copy": med(clone_s),
             "constructor_s_per_copy": med(build_s), "all_metarl": ours, "all_workers": workers, "all_package": package,
             "all_physics": physics}
@@ -133,7 +134,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=3, help="runs of each measurement; the median is reported")
     parser.add_argument("--processes", type=int, default=2, help="worker processes of the second batch (default 2)")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "speed" / "metaworld_throughput",
+    parser.add_argument("--out", type=Path,
+                        default=Path(__file__).parent / "results" / "speed" / "metaworld_throughput",
                         help="writes OUT.json and OUT.md")
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.processes < 2:

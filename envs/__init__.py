@@ -2,9 +2,9 @@
 
 Built in: `cheetah-dir`, `cheetah-vel`, `nav2d`, `ant-vel`, `ant-dir`, `ant-goal`,
 `humanoid-dir`, `hopper-params`, `walker-params`; with the `metaworld` extra, `metaworld-ml1:<task>` and
-`metaworld-ml10` (built on first use: `metarl.envs.metaworld`). Users add their own with `register_family(...)`, or, wherever a
-family name is accepted, name a class as `module:Class` or give the gymnasium id of an env that honours the task
-contract. Families know nothing of learning.
+`metaworld-ml10` (built on first use: `metarl.envs.metaworld`). Users add their own with `register_family(...)`,
+or, wherever a family name is accepted, name a class as `module:Class` or give the gymnasium id of an env that
+honours the task contract. Families know nothing of learning.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ from metarl.envs.half_cheetah import (
 from metarl.envs.humanoid import HumanoidBatch, HumanoidDirEnv, HumanoidDirTask
 from metarl.envs.navigation import Nav2DTask, Navigation2DBatch, Navigation2DEnv
 
-__all__ = ["Family", "ContractError", "check_family", "register_family", "families", "families_on_first_use", "is_built_in",
-           "get_family",
-           "resolve_horizon", "make", "make_batched", "CheetahDirTask", "CheetahVelTask", "Nav2DTask",
+__all__ = ["Family", "ContractError", "check_family", "register_family", "families", "families_on_first_use",
+           "is_built_in", "get_family", "resolve_horizon", "make", "make_batched", "CheetahDirTask", "CheetahVelTask",
+           "Nav2DTask",
            "HalfCheetahDirEnv", "HalfCheetahVelEnv", "Navigation2DEnv", "HalfCheetahBatch", "Navigation2DBatch",
            "AntVelTask", "AntDirTask", "AntGoalTask", "AntVelEnv", "AntDirEnv", "AntGoalEnv", "AntBatch",
            "HumanoidDirTask", "HumanoidDirEnv", "HumanoidBatch", "DynamicsTask", "HopperParamsEnv",

@@ -190,7 +190,8 @@ def test_the_sampler_records_success_at_any_step_as_the_env_reports_it():
     tasks = env.sample_tasks(np.random.default_rng(3), 2)
 
     def act(obs):
-        goals = torch.as_tensor(np.stack([e._target_pos for e in sampler.env._copies._envs]), dtype=obs.dtype).view(2, 2, 3)
+        goals = np.stack([e._target_pos for e in sampler.env._copies._envs])  # the batch's envs: the test's peek
+        goals = torch.as_tensor(goals, dtype=obs.dtype).view(2, 2, 3)
         steer = torch.clamp(10.0 * (goals - obs[..., :3]), -1, 1)
         actions = torch.zeros(2, 2, 4, dtype=obs.dtype)
         actions[0, :, :3] = steer[0]
@@ -240,11 +241,13 @@ def test_report_cells_put_the_success_rate_beside_the_return_where_runs_report_i
 
 
 def test_the_ml10_table_cites_the_meta_world_papers_success_rates_and_figures_have_plain_file_names():
-    from metarl.experiments.figures import file_part
+    from metarl.experiments.sweep import run_name
     from metarl.experiments.tables import env_table
+    from metarl.runs import file_safe
 
     rows = "\n".join(env_table("metaworld-ml10", {}))
     assert "| MAML, Yu et al. 2019" in rows and "success 31.6% (meta-test; meta-train 44.4%)" in rows
     assert "RL2" in rows and "PEARL" in rows
     assert all(row.count("|") == rows.splitlines()[0].count("|") for row in rows.splitlines())
-    assert file_part("metaworld-ml1:reach") == "metaworld-ml1-reach"
+    assert file_safe("metaworld-ml1:reach") == "metaworld-ml1-reach"
+    assert run_name("metaworld-ml1:reach", "maml", 0) == "metaworld-ml1-reach-maml-seed0"

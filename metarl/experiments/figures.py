@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from metarl import runs as run
 from metarl.common.files import number
 from metarl.experiments.records import ANIL_PAPER_TABLE2, MAML_PAPER_CURVES, ReportError, RunRecord, variant_label
 from metarl.experiments.sweep import (
@@ -15,11 +16,6 @@ from metarl.experiments.sweep import (
 from metarl.experiments.tables import method_label, method_order
 
 # -- figures ------------------------------------------------------------------------------------------------------
-
-
-def file_part(env: str) -> str:
-    """A family's name as part of a file name: a ':' (metaworld-ml1:reach) would read as a link's scheme, so '-'."""
-    return env.replace(":", "-")
 
 def pyplot():
     """matplotlib.pyplot on the file-only Agg backend, or a one-line ReportError saying how to install it."""
@@ -90,7 +86,7 @@ def plot_methods(env: str, runs: list[RunRecord], out: Path, name: str, series, 
 
 def plot_curves(env: str, runs: list[RunRecord], out: Path) -> str | None:
     """Meta-training curves: post-adaptation return against env steps, mean and min-max over seeds, per method."""
-    return plot_methods(env, runs, out, f"curves_{file_part(env)}.png", aligned_curve, lambda r: r.curve,
+    return plot_methods(env, runs, out, f"curves_{run.file_safe(env)}.png", aligned_curve, lambda r: r.curve,
                         ("environment steps (mean over seeds)", "post-adaptation return (meta-batch mean)",
                          f"{env}: meta-training (band: min-max over seeds)"))
 
@@ -98,7 +94,7 @@ def plot_curves(env: str, runs: list[RunRecord], out: Path) -> str | None:
 def plot_held_out(env: str, runs: list[RunRecord], out: Path) -> str | None:
     """Held-out return after one step at each evaluation during training (every eval_every iterations, the same
     tasks) against the iteration: mean and min-max over seeds, per method. A run that falls from a peak shows here."""
-    return plot_methods(env, runs, out, f"heldout_{file_part(env)}.png", held_out_series, lambda r: r.held_out,
+    return plot_methods(env, runs, out, f"heldout_{run.file_safe(env)}.png", held_out_series, lambda r: r.held_out,
                         ("meta-iteration", "held-out return after one step",
                          f"{env}: held-out during training (band: min-max over seeds)"))
 
@@ -129,7 +125,7 @@ def plot_adaptation(env: str, cells: dict, out: Path) -> str | None:
     ax.set_title(f"{env}: adaptation on held-out tasks (mean ± std over seeds)")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
-    name = f"adaptation_{file_part(env)}.png"
+    name = f"adaptation_{run.file_safe(env)}.png"
     fig.tight_layout()
     fig.savefig(out / name, dpi=120)
     plt.close(fig)

@@ -112,9 +112,9 @@ def _setting_name(key: str, value) -> str:
 
 
 def run_name(env: str, algo: str, seed: int, kind: str = "") -> str:
-    """Stable run directory name of a grid cell (no timestamp, so a re-run finds it); `kind` is its variant(). A ':'
-    in a family's name (metaworld-ml1:reach) becomes '-'."""
-    env = env.replace(":", "-")
+    """Stable run directory name of a grid cell (no timestamp, so a re-run finds it); `kind` is its variant(); the
+    family's name made safe for a folder (metaworld-ml1:reach: metaworld-ml1-reach)."""
+    env = run.file_safe(env)
     return f"{env}-{algo}-{kind}-seed{seed}" if kind else f"{env}-{algo}-seed{seed}"
 
 

@@ -32,7 +32,7 @@ from metarl.runs.checkpoints import (checkpoint_iteration, compact_snapshot, eva
                                      is_policy_snapshot, keep_checkpoint, kept_checkpoints, load_checkpoint,
                                      load_run, load_trainer, prepare_resume, restore, save_checkpoint,
                                      speed_settings)  # noqa: F401
-from metarl.runs.directory import (create_run, default_run_dir, new_run_path, require_run_dir, run_lock,
+from metarl.runs.directory import (create_run, default_run_dir, file_safe, new_run_path, require_run_dir, run_lock,
                                    writable_dir)  # noqa: F401
 from metarl.runs.divergence import (MAX_SANE_LOG_STD, WATCHED, Diverged, DivergenceWatch,
                                     likely_cause)  # noqa: F401

@@ -17,9 +17,15 @@ from metarl.runs.layout import CHECKPOINT_FILE, CONFIG_FILE, METRICS_ARCHIVE, ME
 
 # -- run directories ------------------------------------------------------------------------------------------
 
+def file_safe(name: str) -> str:
+    """A family's name as part of a file or folder name: characters unsafe there (a module path's ':', a gymnasium
+    id's '/', Meta-World's metaworld-ml1:reach) become '-'."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "env"
+
+
 def default_run_dir(cfg: Config, root: str | os.PathLike = "runs") -> Path:
     """runs/<env>-<algo>-seed<N>-<YYYYmmdd-HHMMSS>, with characters unsafe in folder names replaced."""
-    env = re.sub(r"[^A-Za-z0-9._-]+", "-", cfg.env).strip("-.") or "env"
+    env = file_safe(cfg.env)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     return Path(root) / f"{env}-{cfg.algo}-seed{cfg.seed}-{stamp}"
 

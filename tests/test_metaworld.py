@@ -251,3 +251,24 @@ def test_the_ml10_table_cites_the_meta_world_papers_success_rates_and_figures_ha
     assert all(row.count("|") == rows.splitlines()[0].count("|") for row in rows.splitlines())
     assert file_safe("metaworld-ml1:reach") == "metaworld-ml1-reach"
     assert run_name("metaworld-ml1:reach", "maml", 0) == "metaworld-ml1-reach-maml-seed0"
+
+
+def test_the_report_shows_meta_train_success_from_eval_train_json_of_the_same_checkpoint():
+    from metarl.experiments.records import EVAL_TRAIN_FILE, PUBLISHED_FILES, RunRecord, method_cells
+    from metarl.experiments.tables import training_tasks_lines
+
+    def record(seed, train_iteration):
+        returns = {f"return_step_{k}": 100.0 + k for k in range(4)}
+        train = {"iteration": train_iteration, "returns": {**returns, **{f"success_step_{k}": 0.25 * k
+                                                                       for k in range(4)}}}
+        cfg = Config(env="nav2d", algo="maml", seed=seed, iterations=10)
+        return RunRecord(name=f"r{seed}", path=None, env="nav2d", algo="maml", seed=seed, cfg=cfg,
+                         iterations_done=10, curve=[], held_out={}, timing=None, iteration_time_s=1.0,
+                         eval={"iteration": 10, "steps": 3, "returns": returns}, method="maml", eval_train=train)
+
+    assert EVAL_TRAIN_FILE == "eval-train.json" and EVAL_TRAIN_FILE in PUBLISHED_FILES
+    cells = method_cells([record(0, 10), record(1, 9)], [])  # seed 1's is of an older checkpoint: left out
+    assert cells["nav2d"]["maml"]["train"]["seeds"] == [0]
+    (line,) = [line for line in training_tasks_lines(cells["nav2d"]) if line]
+    assert "(1 seed): 0: 0%, 1: 25%, 2: 50%, 3: 75%" in line
+    assert training_tasks_lines(method_cells([record(0, 9)], [])["nav2d"]) == []

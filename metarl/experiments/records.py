@@ -19,7 +19,9 @@ from metarl.experiments.sweep import (BASELINES_DIR, EVAL_STEPS, EVAL_TASKS, PPO
 REPORT_MD = "report.md"
 REPORT_JSON = "report.json"
 # What a published run keeps as it is; its metrics go gzipped and its kept snapshots policy-only (publish_files)
-PUBLISHED_FILES = (run.CHECKPOINT_FILE, run.CONFIG_FILE, run.EVAL_FILE, TIMING_FILE, run.SETUP_FILE)
+# eval-train.json: a run evaluated on its family's training tasks too (metarl eval --split train; Meta-World)
+EVAL_TRAIN_FILE = run.default_eval_path(Path("."), split="train").name
+PUBLISHED_FILES = (run.CHECKPOINT_FILE, run.CONFIG_FILE, run.EVAL_FILE, EVAL_TRAIN_FILE, TIMING_FILE, run.SETUP_FILE)
 PUBLISHED_SNAPSHOT_EVERY = 100  # the kept snapshots a published run keeps: every 100 iterations (the studies' use)
 
 # -- the papers' numbers (cited, never computed) ----------------------------------------------------------------
@@ -124,6 +126,7 @@ class RunRecord:
     timing: dict | None    # timing.json
     iteration_time_s: float
     method: str = ""       # the algorithm, with its variant: `anil`, `anil+promp-lvc` (method_of)
+    eval_train: dict | None = None  # eval-train.json: `metarl eval --split train` (Meta-World's meta-train success)
 
     @property
     def finished(self) -> bool:
@@ -151,7 +154,8 @@ def read_run(path: Path) -> RunRecord:
                      iterations_done=max(by_iteration, default=0), curve=curve, held_out=held_out,
                      eval=read_json(path / run.EVAL_FILE), timing=read_json(path / TIMING_FILE),
                      iteration_time_s=sum(r.get("time/iteration_s", 0.0) for r in by_iteration.values()),
-                     method=method_of(cfg.algo, variant(cfg)))
+                     method=method_of(cfg.algo, variant(cfg)),
+                     eval_train=read_json(path / EVAL_TRAIN_FILE))
 
 
 def collect_runs(root: Path) -> list[RunRecord]:
@@ -213,6 +217,8 @@ def method_cells(runs: list[RunRecord], baselines: list[dict]) -> dict:
                                         "env_steps": r.eval.get("env_steps"), "wall_s": r.wall_s,
                                         "timing_source": TIMING_FILE if r.timing else "sum of time/iteration_s",
                                         "run_dir": r.name, "end_over_peak": end_over_peak(r)}
+            if r.eval_train and r.eval_train.get("iteration") == r.iterations_done:  # of the same checkpoint
+                cell["per_seed"][r.seed]["train_returns"] = r.eval_train["returns"]
     for b in baselines:
         cell = cells.setdefault(b["env"], {}).setdefault(b["kind"], {"per_seed": {}})
         cell["per_seed"][b["seed"]] = {"returns": b["returns"], "wall_s": b.get("wall_s"),
@@ -220,6 +226,9 @@ def method_cells(runs: list[RunRecord], baselines: list[dict]) -> dict:
     for env_cells in cells.values():
         for cell in env_cells.values():
             cell.update(summarise({s: v["returns"] for s, v in cell["per_seed"].items()}))
+            on_training = {s: v["train_returns"] for s, v in cell["per_seed"].items() if "train_returns" in v}
+            if on_training:  # the same measures on the family's training tasks (metarl eval --split train)
+                cell["train"] = summarise(on_training)
             if "setups" in cell:  # what the row's runs departed from the papers with ('' for none), one name
                 cell["setup"] = " / ".join(sorted(cell.pop("setups")))
     return cells

@@ -121,6 +121,21 @@ def env_table(env: str, cells: dict) -> list[str]:
     return head + rows
 
 
+def training_tasks_lines(cells: dict) -> list[str]:
+    """For rows evaluated on the family's training tasks too (`metarl eval RUN --split train`, eval-train.json):
+    their success after 0..3 steps there (Meta-World's meta-train success), one line each; [] where none was."""
+    lines = []
+    for method in method_order(cells):
+        train = cells[method].get("train")
+        if train and "success_step_1" in train["mean"]:
+            seeds = len(train["seeds"])
+            steps = ", ".join(f"{k}: {train['mean'][f'success_step_{k}']:.0%}" for k in range(EVAL_STEPS + 1)
+                              if f"success_step_{k}" in train["mean"])
+            lines.append(f"- {method_label(method, cells[method])} on the training tasks (meta-train), success "
+                         f"after k steps ({seeds} seed{'s' * (seeds != 1)}): {steps}.")
+    return lines + [""] if lines else []
+
+
 def protocol_line(p: dict) -> str:
     ppo = ", ".join(f"{s:,}" for s in p["ppo_steps"]) or "not run yet"
     # frame skip: only for families that take it (cheetah); null is the family's own
@@ -187,8 +202,9 @@ def render_markdown(report: dict) -> str:
                      "seeds, beside the return.")
     lines.append("")
     for env in report["envs"]:
+        cells = report["cells"].get(env, {})
         lines += [f"## {env}", "", f"Protocol: {protocol_line(report['protocol'][env])}.", "",
-                  *env_table(env, report["cells"].get(env, {})), ""]
+                  *env_table(env, cells), "", *training_tasks_lines(cells)]
         for kind in ("adaptation", "curves", "held_out"):
             name = report["plots"].get(env, {}).get(kind)
             if name:

@@ -30,7 +30,7 @@ from metarl.envs.humanoid import HumanoidBatch, HumanoidDirEnv, HumanoidDirTask
 from metarl.envs.navigation import Nav2DTask, Navigation2DBatch, Navigation2DEnv
 
 __all__ = ["Family", "ContractError", "check_family", "register_family", "families", "families_on_first_use",
-           "is_built_in", "get_family", "resolve_horizon", "make", "make_batched", "CheetahDirTask", "CheetahVelTask",
+           "has_test_split", "is_built_in", "get_family", "resolve_horizon", "make", "make_batched", "CheetahDirTask", "CheetahVelTask",
            "Nav2DTask",
            "HalfCheetahDirEnv", "HalfCheetahVelEnv", "Navigation2DEnv", "HalfCheetahBatch", "Navigation2DBatch",
            "AntVelTask", "AntDirTask", "AntGoalTask", "AntVelEnv", "AntDirEnv", "AntGoalEnv", "AntBatch",
@@ -120,6 +120,12 @@ def is_built_in(name: str) -> bool:
     """Whether `name` is a family metarl ships (the built-in families, the Meta-World ones), not a user's."""
     prefix = name.partition(":")[0]
     return name in _BUILT_IN_NAMES or any(p.partition(":")[0] == prefix for p in _ON_FIRST_USE)
+
+
+def has_test_split(name: str) -> bool:
+    """Whether the family `name` has held-out tasks of its own (`sample_test_tasks`: Meta-World's test goals and
+    types), rather than held-out draws from its one distribution."""
+    return callable(getattr(get_family(name).env_cls, "sample_test_tasks", None))
 
 
 def families_on_first_use() -> dict[str, str]:

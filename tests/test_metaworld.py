@@ -82,6 +82,7 @@ def test_ml1_training_and_held_out_goals_never_meet(task):
 @needs_metaworld
 def test_ml10_training_never_sees_a_held_out_type_and_evaluation_uses_only_them():
     from metarl.envs import make
+
     from metarl.trainer import Trainer
 
     env = make("metaworld-ml10").unwrapped
@@ -183,6 +184,7 @@ def test_the_sampler_records_success_at_any_step_as_the_env_reports_it():
     """Reach: one task's episodes steered to the goal, the other's held still. The sampler's success per episode is
     what a single env's info says when the episode's actions are replayed, and the steered one succeeded."""
     from metarl.envs import make
+
     from metarl.sampling.sampler import Sampler
 
     sampler = Sampler("metaworld-ml1:reach", 2, 2, horizon=60)
@@ -272,3 +274,30 @@ def test_the_report_shows_meta_train_success_from_eval_train_json_of_the_same_ch
     (line,) = [line for line in training_tasks_lines(cells["nav2d"]) if line]
     assert "(1 seed): 0: 0%, 1: 25%, 2: 50%, 3: 75%" in line
     assert training_tasks_lines(method_cells([record(0, 9)], [])["nav2d"]) == []
+
+
+@needs_metaworld
+def test_a_sweep_evaluates_a_family_with_its_own_split_on_both_and_the_report_shows_both(tmp_path):
+    """The grid's final evaluation of a Meta-World cell: the held-out tasks (eval.json) and the training tasks
+    (eval-train.json), so ML10's meta-train and meta-test success come out of `metarl sweep` + `metarl report`."""
+    import json
+
+    from metarl.experiments import report as report_mod
+    from metarl.experiments.sweep import train_cell
+
+    overrides = {"iterations": 1, "meta_batch_size": 2, "episodes_per_task": 1, "horizon": 5, "hidden_sizes": [8],
+                 "eval_episodes_per_task": 1, "sampler_threads": 1}
+    status = train_cell(tmp_path, "metaworld-ml1:reach", "maml", 0, overrides, jobs=1, eval_tasks=2)
+    assert status.endswith("evaluated (and on its training tasks)")
+    run_dir = tmp_path / "metaworld-ml1-reach-maml-seed0"
+    held_out, training = (json.loads((run_dir / name).read_text()) for name in ("eval.json", "eval-train.json"))
+    assert {t["task"]["split"] for t in held_out["per_task"]} == {"test"}
+    assert {t["task"]["split"] for t in training["per_task"]} == {"train"}
+    assert train_cell(tmp_path, "metaworld-ml1:reach", "maml", 0, overrides, jobs=1, eval_tasks=2).endswith(
+        "already trained (1/1 iterations) and evaluated")  # both evaluations current: nothing redone
+    (run_dir / "eval-train.json").unlink()
+    assert train_cell(tmp_path, "metaworld-ml1:reach", "maml", 0, overrides, jobs=1, eval_tasks=2).endswith(
+        "(and on its training tasks)")  # the missing one only
+    report = report_mod.build_report(tmp_path, envs=["metaworld-ml1:reach"], algos=["maml"], seeds=[0])
+    markdown = report_mod.render_markdown({**report, "plots": {}})
+    assert "on the training tasks (meta-train), success after k steps (1 seed)" in markdown

@@ -47,6 +47,7 @@ from metarl.config import (
     load_config,
     parse_overrides,
 )
+from metarl.envs import has_test_split
 from metarl.experiments import baselines
 from metarl.experiments.baselines import BASELINE_KINDS, PPO_ENVS
 
@@ -243,9 +244,10 @@ def has_started(run_dir: Path) -> bool:
     return (run_dir / run.CHECKPOINT_FILE).is_file()
 
 
-def final_eval_needed(run_dir: Path, cfg, iteration: int, tasks: int) -> bool:
-    """True unless eval.json already holds the final evaluation of this checkpoint with the report's protocol."""
-    data = read_json(run_dir / run.EVAL_FILE)
+def final_eval_needed(run_dir: Path, cfg, iteration: int, tasks: int, split: str = "test") -> bool:
+    """True unless eval.json (eval-train.json for the training tasks) already holds the final evaluation of this
+    checkpoint with the report's protocol."""
+    data = read_json(run.default_eval_path(run_dir, split=split))
     return not (data and data.get("iteration") == iteration and data.get("tasks") == tasks
                 and data.get("steps") == EVAL_STEPS and data.get("episodes") == cfg.eval_episodes_per_task)
 
@@ -333,7 +335,9 @@ def train_cell(root: Path, env: str, algo: str, seed: int, overrides: dict, jobs
             run.create_run(cfg, run_dir)
         done = 0 if ckpt is None else run.checkpoint_iteration(ckpt)
         must_train = ckpt is None or not run.is_complete(cfg, ckpt)
-        if not must_train and not final_eval_needed(run_dir, cfg, done, eval_tasks):
+        # families with held-out tasks of their own (Meta-World) are evaluated on their training tasks too
+        splits = ("test", "train") if has_test_split(env) else ("test",)
+        if not must_train and not any(final_eval_needed(run_dir, cfg, done, eval_tasks, s) for s in splits):
             return f"{name}: already trained ({done}/{cfg.iterations} iterations) and evaluated"
         status = f"{name}: already trained ({done}/{cfg.iterations} iterations)"
         with Sitting(run_dir, jobs, done) as sitting:
@@ -344,12 +348,14 @@ def train_cell(root: Path, env: str, algo: str, seed: int, overrides: dict, jobs
                     run.train(run_dir, cfg, ckpt)
                 status = f"{name}: trained to {cfg.iterations} iterations"
             iteration = run.checkpoint_iteration(run.load_run(run_dir)[2])
-            if final_eval_needed(run_dir, cfg, iteration, eval_tasks):
-                print(f"== {name}: final evaluation ({eval_tasks} held-out tasks, {EVAL_STEPS} steps)", flush=True)
-                with sitting.phase("eval_s"):
-                    run.evaluate_run(run_dir, tasks=eval_tasks, steps=EVAL_STEPS, episodes=cfg.eval_episodes_per_task,
-                                     speed=speed_of(cfg))
-                status += ", evaluated"
+            for split in splits:
+                if final_eval_needed(run_dir, cfg, iteration, eval_tasks, split):
+                    which = "held-out" if split == "test" else "training"
+                    print(f"== {name}: final evaluation ({eval_tasks} {which} tasks, {EVAL_STEPS} steps)", flush=True)
+                    with sitting.phase("eval_s"):
+                        run.evaluate_run(run_dir, tasks=eval_tasks, steps=EVAL_STEPS,
+                                         episodes=cfg.eval_episodes_per_task, speed=speed_of(cfg), split=split)
+                    status += ", evaluated" if split == "test" else " (and on its training tasks)"
     return status
 
 

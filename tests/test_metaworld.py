@@ -20,8 +20,6 @@ except ImportError:
 needs_metaworld = pytest.mark.skipif(
     metaworld is None, reason='the metaworld extra is not installed here (pip install -e ".[metaworld]" in an '
     "environment of its own: it pins mujoco==3.3.0); .ci/run tests it in one")
-# Building a benchmark resets its envs hundreds of times: one worker builds each, once.
-pytestmark = pytest.mark.xdist_group("metaworld")
 
 
 @pytest.mark.skipif(metaworld is not None, reason="metaworld is installed here")

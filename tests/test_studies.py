@@ -396,6 +396,8 @@ def test_depth_study_trains_each_variant_evaluates_it_once_and_resumes(tmp_path)
                                                              for k in range(4)]
     table = (tmp_path / "depth.md").read_text()
     assert "| nav2d | depth4 | 1 |" in table and "(1 seed)" in table and "± 0.0" not in table
+    # the generated answers: one seed per row, so nothing is judged yet, and the sentence says so
+    assert "the one-layer policy's learned inner rule: depth1-kfo" in table and "not judged (one seed)" in table
     published = tmp_path / "published" / kfo.name
     assert sorted(p.name for p in published.iterdir()) == sorted(["checkpoint.pt", "config.yaml", "metrics.jsonl.gz",
                                                                   "eval.json", "setup.json"])

@@ -33,6 +33,7 @@ from metarl.common.files import read_json, write_report
 from metarl.runs import EVAL_FILE, read_metrics
 
 REPO = Path(__file__).resolve().parents[2]
+ENVS = ["nav2d", "cheetah-vel", "cheetah-dir"]
 VARIANTS = {"depth1": {"hidden_sizes": [100]}, "depth2": {"hidden_sizes": [100, 100]},
             "depth4": {"hidden_sizes": [100, 100, 100, 100]},
             "depth1-meta-sgd": {"hidden_sizes": [100], "inner_optimizer": "meta-sgd"},
@@ -66,8 +67,61 @@ def markdown(result: dict) -> str:
               "seeds of each seed's task mean; s / iteration: the median over the runs' iterations, each run timed "
               "with the code it was trained with and beside whatever else ran then (the like-for-like cost of each "
               "variant: `python benchmarks/inner_optimizer_time.py`, docs/inner-optimizers.md). "
-              f"Command: `{result['command']}`, {result['date']}."]
+              f"Command: `{result['command']}`, {result['date']}.", "",
+              "What the table says, family by family (generated: a difference after one step counts where it "
+              "exceeds twice the two rows' spread over seeds combined):", "", *answers(result)]
     return "\n".join(lines) + "\n"
+
+
+def answers(result: dict) -> list[str]:
+    """The study's two answers per family, one sentence each, from the table: does depth help MAML adapt (after one
+    step, two and four hidden layers against one), and does a learned inner rule give the one-layer policy what depth
+    gives. A difference counts where it exceeds twice the spread over seeds of the two rows compared (their stds
+    combined); with one seed a row cannot be judged, and the sentence says so."""
+    lines = []
+    for env, rows in result["envs"].items():
+        def share(diff: float) -> str:
+            """The difference as a share of depth1's gain from its first adaptation step (how large it is)."""
+            gain = rows["depth1"]["mean"][1] - rows["depth1"]["mean"][0] if "depth1" in rows else 0.0
+            return f" ({diff / gain:+.0%} of depth1's first-step gain)" if gain > 0 else ""
+
+        def compare(a: str, b: str) -> tuple[float, str] | None:
+            """(mean difference b - a after one step, verdict) of two rows, None where either is missing."""
+            if a not in rows or b not in rows:
+                return None
+            diff = rows[b]["mean"][1] - rows[a]["mean"][1]
+            if min(rows[a]["seeds"], rows[b]["seeds"]) < 2:
+                return diff, "not judged (one seed)"
+            spread = 2 * (rows[a]["std"][1] ** 2 + rows[b]["std"][1] ** 2) ** 0.5
+            return diff, ("better" if diff > spread else "worse" if diff < -spread else "within the seeds' spread")
+
+        depth = [(name, compare("depth1", name)) for name in ("depth2", "depth4")]
+        depth = [(name, c) for name, c in depth if c]
+        if depth:
+            said = "; ".join(f"{name} {c[0]:+.1f} against depth1{share(c[0])}, {c[1]}" for name, c in depth)
+            helps = any(c[1] == "better" for _, c in depth)
+            judged = all(c[1] != "not judged (one seed)" for _, c in depth)
+            verdict = ("depth helps MAML adapt, as in the paper's vision results" if helps
+                       else "depth does not help MAML adapt, unlike the paper's vision results" if judged
+                       else "whether depth helps MAML adapt is not judged yet")
+            lines.append(f"- **{env}**: {verdict} (held-out return after one step: {said}).")
+        deepest = max((name for name in ("depth2", "depth4") if name in rows), key=lambda n: rows[n]["mean"][1],
+                      default=None)
+        for rule in ("depth1-meta-sgd", "depth1-kfo"):
+            said = []
+            own = compare("depth1", rule)
+            if own:
+                said.append(f"{own[0]:+.1f} against depth1{share(own[0])} ({own[1]})")
+            against = compare(deepest, rule) if deepest else None
+            if against:
+                said.append(f"{against[0]:+.1f} against {deepest}, the best deeper policy ({against[1]})")
+            if said and rule == "depth1-kfo" and against and against[1] != "not judged (one seed)":
+                # the paper's second finding: KFO gives the shallow model the deeper one's fast adaptation
+                said.append("as the paper finds for KFO" if against[1] != "worse"
+                            else "unlike the paper, where KFO gives the shallow model what depth gives")
+            if said:
+                lines.append(f"- **{env}**, the one-layer policy's learned inner rule: {rule} {', '.join(said)}.")
+    return lines
 
 
 def figure(result: dict, path: Path) -> None:
@@ -92,7 +146,7 @@ def figure(result: dict, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--envs", nargs="+", default=["nav2d"], choices=["nav2d", "cheetah-vel", "cheetah-dir"])
+    parser.add_argument("--envs", nargs="+", default=["nav2d"], choices=ENVS)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--iterations", type=int, help="meta-iterations (default: the preset's, 500)")
@@ -113,21 +167,24 @@ def main(argv: list[str] | None = None) -> int:
     result = {"command": " ".join(["python", "benchmarks/studies/depth.py", *(sys.argv[1:] if argv is None
                                                                              else argv)]), "envs": {}}
     for env in args.envs:
-        rows = {}
         for name in args.variants:
-            finished = []
             for seed in args.seeds:
                 run_dir = args.runs / f"{env}-maml-{name}-seed{seed}"
-                done = args.published / run_dir.name
-                if not (done / EVAL_FILE).is_file() and not args.no_train:
+                if not (args.published / run_dir.name / EVAL_FILE).is_file() and not args.no_train:
                     print(f"== {run_dir.name}", flush=True)
                     run_variant(run_dir, env, {"algo": "maml", "seed": seed, **VARIANTS[name], **small})
                     publish(run_dir, args.published)
-                if (done / EVAL_FILE).is_file():
-                    finished.append(done)
+    # The table: every published run of every family and variant, whatever this invocation trained, so a sitting
+    # on one family never drops another's rows.
+    for env in ENVS:
+        rows = {}
+        for name in VARIANTS:
+            finished = sorted(p for p in args.published.glob(f"{env}-maml-{name}-seed*")
+                              if p.name.removeprefix(f"{env}-maml-{name}-seed").isdigit() and (p / EVAL_FILE).is_file())
             if finished:
                 rows[name] = summary(finished)
-        result["envs"][env] = rows
+        if rows:
+            result["envs"][env] = rows
     result["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     text = markdown(result)
     write_report(args.out, result, text)

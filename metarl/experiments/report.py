@@ -97,7 +97,10 @@ def build_report(root: Path, envs: Sequence[str] = ENVS, algos: Sequence[str] = 
         "runs": [{"name": r.name, "env": r.env, "algo": r.algo, "method": r.method, "seed": r.seed,
                   "finished": r.finished,
                   "iterations_done": r.iterations_done, "iterations": r.cfg.iterations, "wall_s": r.wall_s,
-                  "iteration_time_s": r.iteration_time_s, "timing": r.timing, "eval": r.eval} for r in runs],
+                  "iteration_time_s": r.iteration_time_s, "timing": r.timing,
+                  # each task's returns stay in the run's own eval.json (the report would only repeat them)
+                  "eval": None if r.eval is None else {k: v for k, v in r.eval.items() if k != "per_task"}}
+                 for r in runs],
         "baselines": baselines,
         "missing": missing_cells(runs, baselines, envs, algos, seeds, kinds),
         "_runs": runs,

@@ -43,6 +43,10 @@ def test_the_families_honour_the_task_contract(name):
     assert resolve_horizon(family, 150) == 150
     with pytest.raises(ValueError, match="horizon 501 is out of range .* allowed: 1 to 500"):
         resolve_horizon(family, 501)
+    from metarl.runs import RunError, resolve_config
+
+    with pytest.raises(RunError, match="horizon 600 is out of range"):  # the command line's one line, no traceback
+        resolve_config(name, None, {"horizon": 600}, {})
 
 
 @needs_metaworld

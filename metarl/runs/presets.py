@@ -83,9 +83,10 @@ def resolve_config(env: str | None, config_file: str | None, overrides: dict, fl
         config_file = config_file_path(str(config_file))
     cfg = load_config(config_file, {**overrides, **given})
     check_env(cfg.env)  # a config file may name the env: check it before creating anything
-    try:  # a family without a horizon of its own needs --set horizon=N: said before creating anything too
+    try:  # a family without a horizon of its own needs --set horizon=N, and one past the family's longest episode
+        # (Meta-World's 500) is refused: both said before creating anything too
         resolve_horizon(cfg.env, cfg.horizon)
-    except ContractError as exc:
+    except (ContractError, ValueError) as exc:
         raise RunError(str(exc)) from None
     if cfg.device != "cpu":  # a GPU that is not there: said before creating anything (torch only imported then)
         from metarl.trainer import resolve_device

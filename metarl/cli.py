@@ -248,7 +248,8 @@ def _add_publish(commands) -> None:
                         "later sitting resumes a copy of one: stop its training first")
     p.add_argument("--compact", action="store_true",
                    help="bring the run directories already published under ROOT to the compact form in place "
-                        "(metrics gzipped, kept snapshots every N iterations and policy-only); no DEST")
+                        "(metrics gzipped, kept snapshots every N iterations and policy-only, PPO baselines as "
+                        "their actor); no DEST")
 
 
 def _add_analyze(commands) -> None:
@@ -542,7 +543,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
         if args.dest is not None:
             raise run.RunError(f"--compact works in place on ROOT; drop DEST ({args.dest!r})")
         changed = report.compact_published(args.root, keep)
-        print(f"compacted {len(changed)} run director{'y' if len(changed) == 1 else 'ies'} under {args.root}")
+        print(f"compacted {len(changed)} director{'y' if len(changed) == 1 else 'ies'} under {args.root}")
         return 0
     if args.dest is None:
         raise run.RunError("publish needs ROOT and DEST (or --compact ROOT)")

@@ -1,5 +1,6 @@
-"""Published runs in their compact form (metarl.experiments.report.publish_files): gzipped metrics and policy-only snapshots that
-evaluation, analysis and the report read as they read a live run, and a tracked tree that stays within its budget."""
+"""Published runs in their compact form (metarl.experiments.report.publish_files): gzipped metrics and policy-only
+snapshots that evaluation, analysis and the report read as they read a live run, PPO baselines kept as their actor, and
+a tracked tree that stays within its budget."""
 
 from __future__ import annotations
 
@@ -59,6 +60,43 @@ def test_a_published_copy_continues_training_with_its_gzipped_metrics(tmp_path):
     train(*run.prepare_resume(copy, 3), bar=False)
     assert not (copy / run.METRICS_ARCHIVE).exists()  # unpacked to be appended to
     assert [m["iteration"] for m in run.read_metrics(copy) if "returns/post_adaptation" in m] == [1, 2, 3]
+
+
+def test_a_published_ppo_baseline_is_its_actor_alone_and_is_reused_as_the_model_was(tmp_path, monkeypatch):
+    from metarl.experiments import baselines, sweep
+
+    cfg = load_config(preset_path("nav2d"), {"hidden_sizes": [8, 8]})
+    root, dest = tmp_path / "root", tmp_path / "dest"
+    (root / sweep.BASELINES_DIR).mkdir(parents=True)
+    state, facts = sweep.pretrained_state(cfg, root, 0, 64, 1)  # trains PPO: the model, its actor, its facts kept
+    kept = root / sweep.BASELINES_DIR / "nav2d-pretrained-seed0"
+    model = kept.with_name(kept.name + sweep.PPO_MODEL_SUFFIX)
+    actor = kept.with_name(kept.name + sweep.PPO_ACTOR_SUFFIX)
+    assert model.is_file() and actor.is_file()
+    from_model = baselines.ppo_policy_state(baselines.load_ppo(model), cfg)
+    assert set(from_model) == set(state) == {"body.0.weight", "body.0.bias", "body.2.weight", "body.2.bias",
+                                             "head.weight", "head.bias", "log_std"}
+    assert all(torch.equal(from_model[k], state[k]) and torch.equal(baselines.load_actor(actor)[k], state[k])
+               for k in state)
+
+    dest.mkdir()
+    report.publish_baselines(root, dest)
+    published = sorted(p.name for p in (dest / sweep.BASELINES_DIR).iterdir())
+    assert published == ["nav2d-pretrained-seed0.actor.pt", "nav2d-pretrained-seed0.ppo.json"]
+    monkeypatch.setattr(baselines, "train_ppo", lambda *a, **k: pytest.fail("PPO retrained"))
+    again, facts_again = sweep.pretrained_state(cfg, dest, 0, 64, 1)
+    assert facts_again == facts and all(torch.equal(again[k], state[k]) for k in state)
+    with pytest.raises(pytest.fail.Exception):  # another budget is another baseline: trained anew
+        sweep.pretrained_state(cfg, dest, 0, 128, 1)
+
+    actor.unlink()  # a model published before actors were kept: compacted in place to its actor
+    old = tmp_path / "old" / sweep.BASELINES_DIR
+    shutil.copytree(root / sweep.BASELINES_DIR, old)
+    assert report.compact_published(tmp_path / "old") == [old]
+    assert sorted(p.name for p in old.iterdir() if "ppo" in p.name or "actor" in p.name) == [
+        "nav2d-pretrained-seed0.actor.pt", "nav2d-pretrained-seed0.ppo.json"]
+    compacted = baselines.load_actor(old / "nav2d-pretrained-seed0.actor.pt")
+    assert all(torch.equal(compacted[k], state[k]) for k in state)
 
 
 def test_every_published_run_in_the_repository_is_in_the_compact_form():

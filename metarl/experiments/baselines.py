@@ -10,6 +10,7 @@ This module computes; metarl.experiments.sweep decides what to compute and where
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -186,6 +187,24 @@ def ppo_policy_state(model, cfg) -> dict:
     act_dim = int(np.prod(model.action_space.shape))
     policy = GaussianMLP(obs_dim, act_dim, cfg.hidden_sizes, cfg.init_log_std)
     return ppo_actor_state_dict(model.policy, policy)
+
+
+def save_actor(state: dict, path) -> None:
+    """Keep a PPO actor as our policy's state dict (about a seventh of SB3's .zip, which also holds the critic and
+    Adam's moments): all the baseline's adaptation and evaluation need, written atomically."""
+    import torch
+
+    from metarl.common.files import replaced_atomically
+
+    with replaced_atomically(Path(path)) as tmp:
+        torch.save({name: value.contiguous() for name, value in state.items()}, tmp)
+
+
+def load_actor(path) -> dict:
+    """The policy state dict written by save_actor."""
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 # -- adaptation on the held-out tasks -----------------------------------------------------------------------------

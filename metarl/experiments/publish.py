@@ -1,5 +1,5 @@
 """Publishing finished runs to a folder that can be committed, in their compact form (gzipped metrics,
-policy-only snapshots), and compacting a published folder in place."""
+policy-only snapshots, PPO baselines as their actor alone), and compacting a published folder in place."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Sequence
 
 from metarl import runs as run
+from metarl.common import files
 from metarl.common.files import write_text
 from metarl.experiments.records import PUBLISHED_FILES, PUBLISHED_SNAPSHOT_EVERY, RunRecord, collect_runs
 from metarl.experiments.sweep import (
@@ -18,6 +19,9 @@ from metarl.experiments.sweep import (
     COMMANDS_FILE,
     EVAL_STEPS,
     EVAL_TASKS,
+    PPO_ACTOR_SUFFIX,
+    PPO_FACTS_SUFFIX,
+    PPO_MODEL_SUFFIX,
     recorded_commands,
     with_command_last,
 )
@@ -59,8 +63,8 @@ def snapshot_iteration(path: Path) -> int:
 
 def compact_published(folder: str | os.PathLike, keep_every: int = PUBLISHED_SNAPSHOT_EVERY) -> list[Path]:
     """Bring every run directory under `folder` (at any depth) to the published form of publish_files, in place:
-    metrics gzipped, kept snapshots every `keep_every` iterations and policy-only, the others removed. Returns the
-    run directories it changed."""
+    metrics gzipped, kept snapshots every `keep_every` iterations and policy-only, the others removed; and every PPO
+    model in a baselines/ folder reduced to its actor (compact_ppo_model). Returns the directories it changed."""
     changed = []
     for config in sorted(Path(folder).rglob(run.CONFIG_FILE)):
         path = config.parent
@@ -75,6 +79,9 @@ def compact_published(folder: str | os.PathLike, keep_every: int = PUBLISHED_SNA
                 run.compact_snapshot(snapshot, snapshot)
         if sorted((p.name, p.stat().st_size) for p in path.rglob("*") if p.is_file()) != before:
             changed.append(path)
+    for model in sorted(Path(folder).rglob(f"{BASELINES_DIR}/*{PPO_MODEL_SUFFIX}")):
+        compact_ppo_model(model)
+        changed.append(model.parent)
     return changed
 
 
@@ -88,17 +95,38 @@ def publish_run(r: RunRecord, target: Path, keep_every: int = PUBLISHED_SNAPSHOT
 
 
 def publish_baselines(root: Path, dest: Path) -> int:
-    """Copy ROOT/baselines/ (results and PPO models) to DEST/baselines/; returns the number of files copied."""
+    """Copy ROOT/baselines/ to DEST/baselines/: the results, the PPO models' facts, and each PPO model's actor alone
+    (compact_ppo_model; the sweep re-evaluates a baseline from it); returns the number of files written."""
     source = root / BASELINES_DIR
     if not source.is_dir():
         return 0
+    for model in sorted(source.glob("*" + PPO_MODEL_SUFFIX)):
+        compact_ppo_model(model, remove=False)  # models trained before actors were kept beside them
     (dest / BASELINES_DIR).mkdir(exist_ok=True)
     copied = 0
     for path in sorted(source.iterdir()):
-        if path.suffix in (".json", ".zip") and not path.name.endswith(".tmp"):
+        if path.name.endswith((".json", PPO_ACTOR_SUFFIX)) and not path.name.endswith(".tmp"):
             shutil.copy2(path, dest / BASELINES_DIR / path.name)
             copied += 1
     return copied
+
+
+def compact_ppo_model(model: Path, remove: bool = True) -> Path:
+    """Write the actor of the PPO model at `model` (SB3's .zip) beside it as our policy's weights (.actor.pt, with the
+    architecture of the config in its .ppo.json), unless it is there; with `remove`, delete the .zip. Returns the
+    actor's path."""
+    from metarl.config import load_config
+    from metarl.experiments import baselines
+
+    stem = model.name[: -len(PPO_MODEL_SUFFIX)]
+    actor = model.with_name(stem + PPO_ACTOR_SUFFIX)
+    if not actor.is_file():
+        facts = files.read_json(model.with_name(stem + PPO_FACTS_SUFFIX))
+        cfg = load_config(None, facts["config"])
+        baselines.save_actor(baselines.ppo_policy_state(baselines.load_ppo(model), cfg), actor)
+    if remove:
+        model.unlink()
+    return actor
 
 
 def publish(root: str | os.PathLike, dest: str | os.PathLike, command: Sequence[str] | None = None,

@@ -27,9 +27,9 @@ report.json's top-level keys:
     plots       env -> {"adaptation", "curves", "held_out"}: the figure files (None where there was nothing to draw)
 
 publish copies each finished run's small files (no TensorBoard events; metrics gzipped), its kept snapshots every
-100 iterations as policy-only files, the baseline results and commands.txt to a folder that can be committed; the
-copies are ordinary run directories (`metarl eval` re-checks them) and a sweep root in their own right (`metarl
-report DEST` rebuilds the report).
+100 iterations as policy-only files, the baseline results (a PPO baseline as its actor alone) and commands.txt to a
+folder that can be committed; the copies are ordinary run directories (`metarl eval` re-checks them) and a sweep root
+in their own right (`metarl report DEST` rebuilds the report).
 """
 
 from __future__ import annotations

@@ -6,14 +6,15 @@ Each cell is an ordinary run directory, ROOT/<env>-<algo>-seed<N>, meta-trained 
 safe to repeat; stopping it (Ctrl-C, `kill PID`) saves a checkpoint. Besides the run directories, ROOT holds:
 
     commands.txt   each sweep/publish command that finished or was stopped cleanly, once, in order of last use
-    baselines/     <env>-<kind>-seed<N>.json per baseline (metarl.experiments.baselines), plus each PPO model (.zip, .ppo.json)
+    baselines/     <env>-<kind>-seed<N>.json per baseline (metarl.experiments.baselines), plus each PPO model
+                   (.zip, its actor .actor.pt, its facts .ppo.json; a published copy keeps the actor and facts)
     logs/          one log per run trained in a child process (jobs > 1)
     .locks/        one lock per cell, so that two sweeps sharing ROOT never train the same cell twice
 
 and each run directory a timing.json: wall-clock seconds of every sitting, killed ones included.
 
-jobs > 1 trains that many runs at a time in child processes (`python -m metarl.experiments.sweep cell ...`), each with one
-simulator and one update thread (PARALLEL_OVERRIDES, unless --set says otherwise), so they share the cores without
+jobs > 1 trains that many runs at a time in child processes (`python -m metarl.experiments.sweep cell ...`), each with
+one simulator and one update thread (PARALLEL_OVERRIDES, unless --set says otherwise), so they share the cores without
 oversubscribing them. BOOKKEEPING_KEYS change speed or disk use, not results, so a run may be resumed with other
 values; any other --set must stay as the run was started (a mismatch is refused, naming the keys).
 """
@@ -68,7 +69,8 @@ COMMANDS_FILE = "commands.txt"
 BASELINES_DIR = "baselines"
 LOGS_DIR = "logs"
 LOCKS_DIR = ".locks"
-PPO_MODEL_SUFFIX = ".zip"
+PPO_MODEL_SUFFIX = ".zip"  # the whole SB3 model, kept where it was trained
+PPO_ACTOR_SUFFIX = ".actor.pt"  # its actor as our policy's weights: what a baseline needs, and what is published
 PPO_FACTS_SUFFIX = ".ppo.json"
 EXIT_INTERRUPTED = 130
 
@@ -397,7 +399,7 @@ def run_sequential(root: Path, cells, overrides: dict, eval_tasks: int) -> int:
 
 def cell_command(root: Path, env: str, algo: str, seed: int, jobs: int, eval_tasks: int,
                  overrides: Sequence[str]) -> list[str]:
-    """The hidden `python -m metarl.experiments.sweep cell` command that trains one cell in a child process (jobs > 1)."""
+    """The hidden `python -m metarl.experiments.sweep cell` command: trains one cell in a child process (jobs > 1)."""
     cmd = [sys.executable, "-m", "metarl.experiments.sweep", "cell", "--root", str(Path(root).resolve()), "--env", env,
            "--algo", algo, "--seed", str(seed), "--jobs", str(jobs), "--eval-tasks", str(eval_tasks)]
     return cmd + (["--set", *overrides] if overrides else [])
@@ -492,18 +494,22 @@ def same_protocol(saved: dict | None, cfg) -> bool:
 def pretrained_state(cfg, root: Path, seed: int, steps: int, n_envs: int) -> tuple[dict, dict]:
     """PPO's actor as our policy's weights, and the PPO facts: from the model kept in ROOT/baselines/ if it was
     trained with this budget and protocol, else from a new one trained and kept there."""
-    path = root / BASELINES_DIR / f"{baseline_name(cfg.env, 'pretrained', seed)}{PPO_MODEL_SUFFIX}"
-    facts_path = path.with_suffix(PPO_FACTS_SUFFIX)
+    stem = root / BASELINES_DIR / baseline_name(cfg.env, "pretrained", seed)
+    path, actor = stem.with_name(stem.name + PPO_MODEL_SUFFIX), stem.with_name(stem.name + PPO_ACTOR_SUFFIX)
+    facts_path = stem.with_name(stem.name + PPO_FACTS_SUFFIX)
     facts = read_json(facts_path)
     same = facts and facts.get("steps") == steps and facts.get("n_envs") == n_envs \
         and same_protocol(facts.get("config"), cfg)
-    if path.is_file() and same:
-        model = baselines.load_ppo(path)
-    else:
-        model, facts = baselines.train_ppo(cfg, seed, steps, n_envs)
-        model.save(path)
-        write_json(facts_path, facts)
-    return baselines.ppo_policy_state(model, cfg), facts
+    if same and path.is_file():
+        return baselines.ppo_policy_state(baselines.load_ppo(path), cfg), facts
+    if same and actor.is_file():  # a published baseline keeps the actor alone (metarl.experiments.publish)
+        return baselines.load_actor(actor), facts
+    model, facts = baselines.train_ppo(cfg, seed, steps, n_envs)
+    model.save(path)
+    state = baselines.ppo_policy_state(model, cfg)
+    baselines.save_actor(state, actor)
+    write_json(facts_path, facts)
+    return state, facts
 
 
 def baseline_cell(root: Path, env: str, kind: str, seed: int, overrides: dict, ppo_steps: int, n_envs: int,
@@ -602,10 +608,11 @@ def sweep(root: str | os.PathLike, envs: Sequence[str] = ENVS, algos: Sequence[s
     return code
 
 
-# -- `python -m metarl.experiments.sweep cell`: one cell in a child process -----------------------------------------------------
+# -- `python -m metarl.experiments.sweep cell`: one cell in a child process ---------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
-    """The hidden worker of a parallel sweep: `python -m metarl.experiments.sweep cell --root ROOT --env E --algo A --seed N`."""
+    """The hidden worker of a parallel sweep:
+    `python -m metarl.experiments.sweep cell --root ROOT --env E --algo A --seed N`."""
     parser = argparse.ArgumentParser(prog="python -m metarl.experiments.sweep", description=main.__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("cell", help="train and evaluate one grid cell (spawned by `metarl sweep --jobs N`)")

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -97,6 +95,7 @@ def command(argv: list[str]) -> str:
 
 
 def markdown(result: dict) -> str:
+    from metarl.common.provenance import machine_line
     m = result["machine"]
     rows = ["| algorithm | device | meta-iteration (s) | sampling / inner loop / update (s) | update alone (s) | "
             "with bfloat16 Fisher products (s) | update vs. this machine's CPU | peak host memory (MB) | "
@@ -114,12 +113,13 @@ def markdown(result: dict) -> str:
     rows += ["", f"Measured by `{result['command']}` on {result['date']}: {result['protocol']}; median of "
              f"{result['iterations']} meta-iterations after a warm-up, and of {result['repeats']} updates alone on "
              f"one meta-batch (float32 and bfloat16 Fisher products interleaved); each row a fresh process. "
-             f"Machine: {', '.join(gpus) or 'no GPU'}, {m['cpu_count']} CPUs (the simulator on "
-             f"{result['sampler_threads']} of them{cpu_rows}), torch {m['torch']}, Python {m['python']}."]
+             f"Machine: {', '.join(gpus) or 'no GPU'}, {machine_line(m)} (the simulator on "
+             f"{result['sampler_threads']} CPUs{cpu_rows}), Python {m['python']}."]
     return "\n".join(rows) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
+    from metarl.common.provenance import machine
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--child", nargs=2, metavar=("ALGO", "DEVICE"), help=argparse.SUPPRESS)
     parser.add_argument("--algos", nargs="+", default=["anil", "maml"], choices=["anil", "maml"])
@@ -162,8 +162,7 @@ def main(argv: list[str] | None = None) -> int:
               "sampler_threads": preset.sampler_threads, "update_threads": preset.update_threads,
               "command": command(sys.argv[1:] if argv is None else argv),
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-              "machine": {"cpu_count": os.cpu_count(), "torch": torch.__version__,
-                          "python": platform.python_version(), "platform": platform.platform()}}
+              "machine": machine()}
     write_report(args.out, result, markdown(result))
     print(markdown(result))
     return 0

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import statistics
 import sys
 import time
@@ -30,6 +29,7 @@ import mujoco
 import numpy as np
 
 from metarl.common.files import write_json
+from metarl.common.provenance import machine
 
 if "torch" in sys.modules:  # not needed here; if something imported it, keep it from competing for cores
     sys.modules["torch"].set_num_threads(1)
@@ -96,13 +96,10 @@ def measure(fn, repeats: int) -> dict:
 
 
 def machine_info() -> dict:
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(),
-            "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-            "python": platform.python_version(), "numpy": np.__version__, "mujoco": mujoco.__version__,
-            "gymnasium": gymnasium.__version__,
-            # Other processes on the machine distort the rates; a load near or above usable_cpus says so.
-            "load_average_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None}
+    # Other processes on the machine distort the rates; a load near or above usable_cpus says so.
+    return machine(usable_cpus=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+                   gymnasium=gymnasium.__version__,
+                   load_average_at_start=os.getloadavg() if hasattr(os, "getloadavg") else None)
 
 
 def main(argv: list[str] | None = None) -> dict:

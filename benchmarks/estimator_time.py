@@ -13,8 +13,6 @@ benchmarks/results/speed/estimator_time.{json,md}.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import sys
 import time
@@ -60,6 +58,7 @@ def measure(algo: str, rounds: int, threads: int, quick: bool) -> dict:
 
 
 def markdown(result: dict) -> str:
+    from metarl.common.provenance import machine_line
     lines = ["| algorithm | estimator | outer loop | update (s) | iteration (s) | vs. reinforce + TRPO |",
              "| --- | --- | --- | --- | --- | --- |"]
     for algo, r in result["algos"].items():
@@ -73,12 +72,13 @@ def markdown(result: dict) -> str:
               f"{sampled}), each "
               f"variant's update from the same parameters, median of {result['rounds']} interleaved rounds, "
               f"{result['threads']} torch threads; iteration = sampling + update. ProMP: {result['promp_steps']} "
-              f"optimiser steps. {result['machine']['cpus']} CPUs, torch {result['machine']['torch']}, "
+              f"optimiser steps. {machine_line(result['machine'])}, "
               f"{result['date']}. Command: `{result['command']}`."]
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
+    from metarl.common.provenance import machine
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--algos", nargs="+", default=["anil", "maml"], choices=["anil", "maml"])
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median reported)")
@@ -88,7 +88,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.threads < 1:
         parser.error(f"--rounds and --threads must be >= 1, got {args.rounds} and {args.threads}")
-    import torch
 
     from metarl.common.files import write_report
     from metarl.config import Config
@@ -96,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                                else argv)]),
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rounds": args.rounds,
               "threads": args.threads, "quick": args.quick, "promp_steps": Config().promp_steps,
-              "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__},
+              "machine": machine(),
               "algos": {algo: measure(algo, args.rounds, args.threads, args.quick) for algo in args.algos}}
     text = markdown(result)
     write_report(args.out, result, text)

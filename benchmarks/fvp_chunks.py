@@ -15,8 +15,6 @@ Results: benchmarks/results/speed/fvp_chunks.{json,md}
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import sys
 import time
@@ -25,9 +23,15 @@ from pathlib import Path
 import torch
 from metarl.envs import get_family, make
 
-from metarl.algorithm.metalearner import Batch, MetaBatch, adapted_values, meta_gradient_and_fvp
+from metarl.algorithm.metalearner import (
+    Batch,
+    MetaBatch,
+    adapted_values,
+    meta_gradient_and_fvp,
+)
 from metarl.algorithm.policy import GaussianMLP, adapted_keys, forward, log_prob
 from metarl.common.files import write_report
+from metarl.common.provenance import machine, machine_line
 from metarl.config import load_config
 from metarl.sampling.sampler import Episodes
 from metarl.trainer import resolve_fvp_precision
@@ -125,12 +129,11 @@ def main(argv=None) -> None:
     result = {"command": command, "date": time.strftime("%Y-%m-%d %H:%M"), "env": cfg.env,
               "tasks_horizon_episodes": list(shape), "threads": threads, "fvp_precision": precision,
               "cg_products_per_update": cfg.cg_iters,
-              "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                          "python": platform.python_version(), "torch": torch.__version__},
+              "machine": machine(),
               "rows": rows}
     k, t, n = shape
-    lines = [f"Fisher-vector products by task chunk, `{command}`, {result['date']}, {os.cpu_count()} CPUs, "
-             f"{threads} torch threads, torch {torch.__version__}, Fisher products in {precision}. {args.config} sizes: "
+    lines = [f"Fisher-vector products by task chunk, `{command}`, {result['date']}, {machine_line(result['machine'])}, "
+             f"{threads} torch threads, Fisher products in {precision}. {args.config} sizes: "
              f"{k} tasks x {n} episodes x {t} steps, one inner step. Each TRPO update builds the graphs once (setup, "
              f"which includes the meta-gradient) and runs {cfg.cg_iters} products (the conjugate-gradient iterations; "
              "the step scale reuses them). Speed-up: against the first chunk size, on setup + that many products.", "",

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -63,7 +61,6 @@ def throughput(worlds: int, steps: int, repeats: int) -> dict:
     import jax
     import numpy as np
     import torch
-
     from metarl.envs import mjx as device_physics
 
     batch = device_physics.make_device_batched("cheetah-dir", worlds, frame_skip=1)
@@ -104,6 +101,7 @@ def _run(args: list[str]) -> dict:
 
 
 def markdown(result: dict) -> str:
+    from metarl.common.provenance import machine_line
     rows = ["| algorithm | physics | meta-iteration (s) | sampling / inner loop / update (s) | vs. the C simulator | "
             "first iteration, compiling (s) |", "|---|---|---|---|---|---|"]
     for r in result["runs"]:
@@ -119,12 +117,12 @@ def markdown(result: dict) -> str:
              f"({t['bare_over_metarl']:.2f}x).", "",
              f"Measured by `{result['command']}` on {result['date']}: {result['protocol']}; median of "
              f"{result['iterations']} meta-iterations after a warm-up; each row a fresh process. Machine: "
-             f"{', '.join(gpus) or 'no GPU'}, {result['machine']['cpu_count']} CPUs, torch {result['machine']['torch']}, "
-             f"jax {result['machine']['jax']}, Python {result['machine']['python']}."]
+             f"{', '.join(gpus) or 'no GPU'}, {machine_line(result['machine'])}, Python {result['machine']['python']}."]
     return "\n".join(rows) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
+    from metarl.common.provenance import machine
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--child", nargs=3, metavar=("ALGO", "PHYSICS", "DEVICE"), help=argparse.SUPPRESS)
     parser.add_argument("--throughput-child", action="store_true", help=argparse.SUPPRESS)
@@ -169,8 +167,7 @@ def main(argv: list[str] | None = None) -> int:
                            "steps, frame skip 1, float32") + f", policy on {args.device}, task_chunk = meta-batch",
               "command": " ".join(["python", "benchmarks/gpu_physics.py", *kept]),
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-              "machine": {"cpu_count": os.cpu_count(), "torch": torch.__version__, "jax": jax.__version__,
-                          "python": platform.python_version(), "platform": platform.platform()}}
+              "machine": machine(jax=jax.__version__)}
     write_report(args.out, result, markdown(result))
     print(markdown(result))
     return 0

@@ -14,8 +14,6 @@ Writes benchmarks/results/speed/inner_optimizer_time.{json,md}.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import sys
 import time
@@ -67,6 +65,7 @@ def measure(env: str, rounds: int, threads: int, quick: bool) -> dict:
 
 
 def markdown(result: dict) -> str:
+    from metarl.common.provenance import machine_line
     lines = ["| family | variant | iteration (s) | sampling and inner loop (s) | update (s) | "
              f"iteration vs. {BASELINE} sgd | update vs. {BASELINE} sgd |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
@@ -78,12 +77,13 @@ def markdown(result: dict) -> str:
     lines += ["", f"MAML at each family's preset with the depth study's variants (benchmarks/studies/depth.py; hidden "
               f"layers of 100 units), one meta-iteration per variant per round after a warm-up, median of "
               f"{result['rounds']} interleaved rounds, {result['threads']} torch threads. "
-              f"{result['machine']['cpus']} CPUs, torch {result['machine']['torch']}, {result['date']}. "
+              f"{machine_line(result['machine'])}, {result['date']}. "
               f"Command: `{result['command']}`."]
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
+    from metarl.common.provenance import machine
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--envs", nargs="+", default=["nav2d"], choices=["nav2d", "cheetah-vel", "cheetah-dir"])
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds after the warm-up (median)")
@@ -93,14 +93,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.threads < 1:
         parser.error(f"--rounds and --threads must be >= 1, got {args.rounds} and {args.threads}")
-    import torch
 
     from metarl.common.files import write_report
     result = {"command": " ".join(["python", "benchmarks/inner_optimizer_time.py",
                                    *(sys.argv[1:] if argv is None else argv)]),
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rounds": args.rounds,
               "threads": args.threads, "quick": args.quick,
-              "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__},
+              "machine": machine(),
               "envs": {env: measure(env, args.rounds, args.threads, args.quick) for env in args.envs}}
     text = markdown(result)
     write_report(args.out, result, text)

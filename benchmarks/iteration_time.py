@@ -10,15 +10,13 @@ Runs `--iterations` meta-iterations per (env, algo) at the reference batch sizes
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
-import torch
-
 from metarl.common.files import write_report
+from metarl.common.provenance import machine, machine_line
 from metarl.config import load_config
 from metarl.trainer import Trainer
 
@@ -59,12 +57,10 @@ def main(argv=None) -> None:
             print(f"{env:12s} {algo:5s} sampling {row['sampling_s']:7.2f}s  inner {row['adaptation_s']:6.2f}s  "
                   f"trpo {row['update_s']:7.2f}s  total {row['iteration_s']:7.2f}s", flush=True)
     result = {"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "date": time.strftime("%Y-%m-%d %H:%M"),
-              "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                          "cpus": __import__("os").cpu_count(), "python": platform.python_version(),
-                          "torch": torch.__version__},
+              "machine": machine(),
               "overrides": overrides, "rows": rows}
     lines = [f"Seconds per meta-iteration (median of {args.iterations}), `python benchmarks/{result['command']}`, "
-             f"{result['date']}, {result['machine']['cpus']} CPUs, torch {torch.__version__}.", "",
+             f"{result['date']}, {machine_line(result['machine'])}.", "",
              "| env | algo | tasks x episodes x horizon | sampling | inner loop | TRPO | total | sampler steps/s |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -86,7 +85,12 @@ def metarl_sampler(tasks: int, episodes: int, horizon: int, threads: int) -> flo
     """Env steps/s of metarl's Sampler with a 2x100 Gaussian MLP choosing actions, as in training."""
     import torch
 
-    from metarl.algorithm.policy import GaussianMLP, forward, meta_params, sample_actions
+    from metarl.algorithm.policy import (
+        GaussianMLP,
+        forward,
+        meta_params,
+        sample_actions,
+    )
     from metarl.sampling.sampler import Sampler
     torch.set_num_threads(1)
     sampler = Sampler("cheetah-dir", tasks, episodes, horizon, num_threads=threads,
@@ -252,27 +256,19 @@ ITERATION_GOALS = {"anil": 2.5, "maml": 3.5}
 MAML_RSS_GOAL_GB = 2.0
 
 
-# CPU features that change these timings (AVX-512 and bfloat16 units: about 2x on the matrix products)
-CPU_FEATURES = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 
 
 def _machine() -> dict:
-    import mujoco
-    import torch
-
-    from metarl.common.provenance import cpu_model, vector_features
-    return {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
-            "torch": torch.__version__, "mujoco": mujoco.__version__, "numpy": np.__version__, "cpu": cpu_model(),
-            "cpu_features": vector_features(CPU_FEATURES)}
+    from metarl.common.provenance import machine
+    return machine()
 
 
 def _markdown(r: dict) -> str:
     s, it = r["sampler"], r["iteration"]
     m_ = r["machine"]
-    features = (f" ({m_['cpu']}; of {', '.join(CPU_FEATURES)}: {', '.join(m_['cpu_features']) or 'none'})"
-                if "cpu_features" in m_ else "")
-    lines = [f"Measured by `{r['command']}` on {r['date']}, {m_['cpus']} CPUs{features}, torch {m_['torch']}, "
-             f"mujoco {m_['mujoco']} (load average at start {r['load_average_at_start']:.2f}).", "",
+    from metarl.common.provenance import machine_line
+    lines = [f"Measured by `{r['command']}` on {r['date']}, {machine_line(m_)} "
+             f"(load average at start {r['load_average_at_start']:.2f}).", "",
              "| measure | value | ratio |", "| --- | --- | --- |",
              f"| sampler, metarl (both cores; median of {s['repeats']} interleaved rounds) | "
              f"{s['metarl_steps_per_s']:.0f} steps/s | "

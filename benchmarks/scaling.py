@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -98,6 +97,7 @@ def model(work_s: float, collectives: float, mean_bytes: float, alpha: float, be
 
 
 def markdown(result: dict) -> str:
+    from metarl.common.provenance import machine_line
     p = result["probe"]
     lines = ["| algorithm | " + " | ".join(f"{m} (s)" for m in MODES) + " | 2 ranks over 1 process x 2 threads | "
              "collectives / iteration (one rank) | kB / iteration |",
@@ -119,11 +119,12 @@ def markdown(result: dict) -> str:
         lines.append(f"| {algo.upper()} | " + " | ".join(f"{row['model'][str(n)]:.2f}" for n in RANKS)
                      + f" | {row['model']['2']:.2f} / {row['iteration_s']['2 ranks x 1 thread']:.2f} |")
     lines += ["", f"Full cheetah-dir protocol{result['overrides_text']}; median of {result['iterations']} iterations "
-              f"after a warm-up; {result['machine']}. Command: `{result['command']}`, {result['date']}."]
+              f"after a warm-up; {machine_line(result['machine'])}. Command: `{result['command']}`, {result['date']}."]
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
+    from metarl.common.provenance import machine
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--algos", nargs="+", default=["anil", "maml"], choices=["anil", "maml"])
     parser.add_argument("--iterations", type=int, default=2, help="timed iterations per case (after a warm-up)")
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"command": " ".join(["python", "benchmarks/scaling.py", *(sys.argv[1:] if argv is None else argv)]),
               "iterations": args.iterations, "algos": {},
               "overrides_text": f" with {', '.join(args.set)}" if args.set else "",
-              "machine": f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}"}
+              "machine": machine()}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         params = None

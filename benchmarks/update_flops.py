@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -176,6 +175,7 @@ def summarise(algo: str, counted: dict, tuned: list[dict], plain: list[dict]) ->
 
 
 def markdown(result: dict) -> str:
+    from metarl.common.provenance import machine_line
     rows = ["| algorithm | update (s) | with glibc's default allocator (s) | with bfloat16 Fisher products (s) | "
             "with autograd's inner-step Jacobian (s) | matrix-product work (GFLOP) | achieved (GFLOP/s) | machine, float32 at these "
             "shapes (GFLOP/s) | fraction of it | machine, bfloat16 (GFLOP/s) | peak memory (GB) |",
@@ -190,12 +190,13 @@ def markdown(result: dict) -> str:
              f"{result['repeats']} updates per setting (after one untimed warm-up update; interleaved: "
              "the float32, bfloat16-Fisher and autograd-Jacobian updates alternate in one process, processes "
              "with the tuned and the default allocator alternate), "
-             f"{result['threads']} torch threads, each algorithm in a fresh process; {m['cpu_count']} CPUs, "
-             f"torch {m['torch']}, Python {m['python']}. Command: `{result['command']}`."]
+             f"{result['threads']} torch threads, each algorithm in a fresh process; {machine_line(m)}, "
+             f"Python {m['python']}. Command: `{result['command']}`."]
     return "\n".join(rows) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
+    from metarl.common.provenance import machine
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--algos", nargs="+", default=["anil", "maml"])
@@ -210,9 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         child(args.child, args.repeats, args.quick, args.threads, not args.plain_allocator, args.count)
         return 0
-    import os
 
-    import torch
 
     sys.path.insert(0, str(REPO))
     from metarl.common.files import write_report
@@ -229,8 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     protocol = "tiny (--quick)" if args.quick else "40 tasks x 20 episodes x 200 steps, frame skip 1"
     command = "python benchmarks/update_flops.py" + (" --quick" if args.quick else "")
     result = {"runs": runs, "repeats": args.repeats, "rounds": args.rounds, "threads": args.threads, "protocol": protocol,
-              "command": command, "machine": {"cpu_count": os.cpu_count(), "torch": torch.__version__,
-                                              "python": platform.python_version()}}
+              "command": command, "machine": machine()}
     write_report(args.out, result, markdown(result))
     print(markdown(result))
     return 0

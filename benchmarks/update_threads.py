@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -77,6 +76,7 @@ def measure(policy: str, setting: str, load: str, updates: int, quick: bool) -> 
 
 
 def main(argv: list[str] | None = None) -> None:
+    from metarl.common.provenance import machine, machine_line
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--updates", type=int, default=3, help="timed updates per case (after one warm-up)")
     parser.add_argument("--rounds", type=int, default=2, help="rounds over all cases, interleaved")
@@ -105,15 +105,13 @@ def main(argv: list[str] | None = None) -> None:
                                                          if ld == load),
              "threads_used": sorted(set(used[f"{p}/{t}/{load}"])), "all_update_s": times[f"{p}/{t}/{load}"]}
             for p, t, load in cases]
-    import torch
     result = {"command": " ".join(["python", "benchmarks/update_threads.py", *(argv if argv is not None
                                                                                else sys.argv[1:])]),
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-              "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
-                          "load_average_at_start": load_at_start},
+              "machine": machine(load_average_at_start=load_at_start),
               "quick": args.quick, "rows": rows}
-    lines = [f"Measured by `{result['command']}` on {result['date']}, {result['machine']['cpus']} CPUs, torch "
-             f"{result['machine']['torch']} (load average at start {load_at_start:.2f}); nav2d protocol, median of "
+    lines = [f"Measured by `{result['command']}` on {result['date']}, {machine_line(result['machine'])} "
+             f"(load average at start {load_at_start:.2f}); nav2d protocol, median of "
              f"{args.rounds * args.updates} updates per case; busy = one other process spinning on a core.", "",
              "| machine | OMP_WAIT_POLICY | update threads | threads used | TRPO update | vs. the best on this machine |",
              "| --- | --- | --- | --- | --- | --- |"]

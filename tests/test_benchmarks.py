@@ -28,7 +28,7 @@ def test_env_throughput_quick_run_writes_positive_rates(tmp_path):
     assert done.returncode == 0, done.stderr
     report = json.loads(out.read_text())
     assert {"date", "command", "machine", "config", "statistic", "results", "ratios"} <= set(report)
-    assert {"platform", "cpu_count", "python", "numpy", "mujoco", "gymnasium",
+    assert {"platform", "cpu", "cpus", "cpu_features", "python", "numpy", "mujoco", "gymnasium",
             "load_average_at_start"} <= set(report["machine"])
     assert "--quick" in report["command"] and report["config"]["quick"] is True
     measured = {"batched_T1", "batched_T2", "raw_mj_step", "naive_sync_vector"}
@@ -51,7 +51,7 @@ def test_family_throughput_quick_run_measures_each_family_against_its_floor(tmp_
         assert r["metarl_steps_per_s"] > 0 and r["floor_steps_per_s"] > 0
         assert r["over_floor"] == pytest.approx(r["floor_steps_per_s"] / r["metarl_steps_per_s"])
     table = (tmp_path / "f.md").read_text()
-    assert "| `ant-vel` | 1 |" in table and "| `hopper-params` | 4 |" in table and "vector units:" in table
+    assert "| `ant-vel` | 1 |" in table and "| `hopper-params` | 4 |" in table and "vector units " in table
 
 
 def test_performance_benchmark_quick_run_writes_its_table(tmp_path):
@@ -104,6 +104,22 @@ def test_estimator_time_quick_run_times_every_variant_of_both_algorithms(tmp_pat
                                                                     ("dice", "trpo"), ("lvc", "promp")]
         assert all(v["update_s"] > 0 for v in variants)
     assert out.with_suffix(".md").read_text().count("| MAML |") == 4
+    # the table names the machine as every benchmark does: processor, cores and the vector units timings depend on
+    from metarl.common import provenance
+
+    machine = result["machine"]
+    assert machine["cpus"] >= 1 and machine["cpu_features"] == provenance.vector_features()
+    assert provenance.machine_line(machine) in out.with_suffix(".md").read_text()
+
+
+def test_machine_line_names_the_vector_units_and_reads_older_records():
+    from metarl.common.provenance import machine_line
+
+    line = machine_line({"cpu": "AMD EPYC", "cpus": 2, "cpu_features": ["avx", "avx2", "fma"], "torch": "2.13.0",
+                         "mujoco": "4.0.1"})
+    assert line == "AMD EPYC, 2 CPUs, vector units avx+avx2+fma (no AVX-512), torch 2.13.0, MuJoCo 4.0.1"
+    assert "no AVX-512" not in machine_line({"cpu": "x", "cpus": 4, "cpu_features": ["avx2", "avx512f"]})
+    assert machine_line({"cpu_count": 2, "torch": "2.4"}) == "a CPU, 2 CPUs, torch 2.4"  # an older result's keys
 
 
 def test_inner_optimizer_time_quick_run_times_every_depth_study_variant_against_shallow_sgd(tmp_path):
@@ -124,7 +140,7 @@ def test_scaling_model_is_the_stated_ring_all_reduce_cost_and_its_table_reads_th
     assert scaling.model(10.0, 30, 400.0, 1e-4, 1e-9, 4) == pytest.approx(expected)
     times = {"1 process x 2 threads": 6.0, "1 process x 1 thread": 10.0, "2 ranks x 1 thread": 5.5}
     result = {"command": "python benchmarks/scaling.py", "date": "today", "iterations": 2, "overrides_text": "",
-              "machine": "2 CPUs", "probe": {"small_s": 2e-4, "large_s": 3e-4, "large_bytes": 51200},
+              "machine": {"cpu": "AMD EPYC", "cpus": 2}, "probe": {"small_s": 2e-4, "large_s": 3e-4, "large_bytes": 51200},
               "alpha_s": 1e-4, "beta_s_per_byte": 2e-9,
               "algos": {"anil": {"iteration_s": times, "collectives": 30, "bytes": 12000.0,
                                  "model": {str(n): scaling.model(10.0, 30, 400.0, 1e-4, 2e-9, n)

@@ -11,6 +11,7 @@ differ.
 from __future__ import annotations
 
 import functools
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -77,3 +78,29 @@ def differences(recorded: dict | None, current: dict) -> list[str]:
 
     return [f"{key} {text(recorded.get(key))} -> {text(current.get(key))}" for key in COMPARED
             if key in recorded and recorded.get(key) != current.get(key)]
+
+
+def machine(**extra) -> dict:
+    """The machine a benchmark measured on, as its results record it: processor, its vector features (AVX-512 and
+    bfloat16 units change timings by about 2x), core count and the versions that compute; `extra` adds to it."""
+    import mujoco
+    import numpy
+    import torch
+
+    return {"platform": platform.platform(), "cpu": cpu_model(), "cpus": os.cpu_count(),
+            "cpu_features": vector_features(), "python": platform.python_version(), "torch": torch.__version__,
+            "numpy": numpy.__version__, "mujoco": mujoco.__version__, **extra}
+
+
+def machine_line(m: dict) -> str:
+    """One line naming a recorded machine ('AMD EPYC 7B13, 2 CPUs, vector units sse4_2+avx+avx2+fma (no AVX-512),
+    torch 2.13.0+cpu, MuJoCo 4.0.1'), from machine() or the fewer keys of older results."""
+    cpus = m.get("cpus", m.get("cpu_count"))
+    parts = [m.get("cpu") or m.get("processor") or "a CPU", f"{cpus} CPUs"]
+    if "cpu_features" in m:
+        features = m["cpu_features"]
+        avx512 = "" if "avx512f" in features else " (no AVX-512)"
+        parts.append(f"vector units {'+'.join(features) or 'none'}{avx512}")
+    parts += [f"{name} {m[key]}" for key, name in (("torch", "torch"), ("mujoco", "MuJoCo"), ("jax", "jax"))
+              if key in m]
+    return ", ".join(parts)

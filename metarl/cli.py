@@ -78,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sweep(commands)
     _add_report(commands)
     _add_publish(commands)
+    _add_branch(commands)
     _add_analyze(commands)
     commands.add_parser("envs", help="list the registered task families",
                         description="List the registered task families with a one-line description each. "
@@ -250,6 +251,25 @@ def _add_publish(commands) -> None:
                    help="bring the run directories already published under ROOT to the compact form in place "
                         "(metrics gzipped, kept snapshots every N iterations and policy-only, PPO baselines as "
                         "their actor); no DEST")
+
+
+def _add_branch(commands) -> None:
+    p = commands.add_parser(
+        "branch", help="start a new run from another run's kept checkpoint with some settings changed",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Write a new run directory that continues SOURCE from its checkpoint of iteration N with the "
+        "--set changes:\nthe config with them, that checkpoint, the kept snapshots, metrics and set-up up to N, and "
+        "branch.json\n(where it came from). Continue it with `metarl train --resume OUT`; a sweep resumes it where it "
+        "is one of its cells.\nWithout a change the branch continues exactly as SOURCE did.",
+        epilog="example:\n  metarl branch runs/grid/cheetah-dir-anil-seed2 --at 200 --out "
+        "runs/grid/cheetah-dir-anil-kl0.5-seed2 --set promp_max_kl=0.5")
+    p.add_argument("source", metavar="SOURCE", help="the run directory to branch from")
+    p.add_argument("--at", type=int, required=True, metavar="N",
+                   help="the iteration to start from: one of SOURCE's kept checkpoints (checkpoints/iteration-N.pt) "
+                   "or its latest")
+    p.add_argument("--out", required=True, metavar="DIR", help="the new run directory (must not exist or be empty)")
+    p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="the settings to change (default: none, a branch that repeats SOURCE)")
 
 
 def _add_analyze(commands) -> None:
@@ -559,8 +579,18 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_branch(args: argparse.Namespace) -> int:
+    from metarl.experiments.branch import branch_run
+
+    made = branch_run(args.source, args.at, args.out, parse_overrides(args.overrides))
+    changes = ", ".join(f"{key} {a!r} -> {b!r}" for key, (a, b) in made.changed.items()) or "no setting changed"
+    print(f"branched {made.source} at iteration {made.iteration} into {made.path} ({changes})\n"
+          f"continue with: metarl train --resume {made.path}")
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "envs": cmd_envs, "sweep": cmd_sweep, "report": cmd_report,
-            "publish": cmd_publish, "analyze": cmd_analyze}
+            "publish": cmd_publish, "branch": cmd_branch, "analyze": cmd_analyze}
 
 
 def _one_line(message: str) -> str:

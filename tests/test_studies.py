@@ -455,6 +455,45 @@ def test_cheetah_dir_candidates_continues_a_copy_of_the_published_run_and_report
     assert again["returns"] == row["returns"]
 
 
+def test_cheetah_dir_candidates_judges_a_three_seed_row_against_issue_52s_targets(tmp_path, monkeypatch):
+    study = _import_benchmark("cheetah_dir_candidates")
+    from metarl.config import load_config, save_config
+    from metarl.runs import preset_path
+
+    grid = tmp_path / "grid"
+    for name, overrides in (("cheetah-dir-anil-seed{}", {}), ("cheetah-dir-anil-paper-seed{}", {}),
+                            ("cheetah-dir-anil-meta-sgd-kl0.5-seed{}",
+                             {"inner_optimizer": "meta-sgd", "promp_max_kl": 0.5})):
+        for seed in (0, 1, 2):
+            (grid / name.format(seed)).mkdir(parents=True)
+            save_config(load_config(preset_path("cheetah-dir"), {"seed": seed, **overrides}),
+                        grid / name.format(seed) / "config.yaml")
+    variants = study.grid_variants("anil", grid)
+    assert list(variants) == ["", "meta-sgd-kl0.5"] and sorted(variants[""]) == [0, 1, 2]  # the papers' left out
+
+    def row(one, two, three, end_over_peak=1.0, finished=True):
+        return {"returns": [-50.0, one, two, three], "end_over_peak": end_over_peak, "finished": finished,
+                "iterations": 500 if finished else 300, "of": 500, "peak": one, "peak_iteration": 500}
+
+    seeds = {0: row(400.0, 420.0, 430.0), 1: row(380.0, 400.0, 410.0), 2: row(370.0, 390.0, 400.0, 0.95)}
+    monkeypatch.setattr(study, "summary", lambda path: seeds[int(path.name[-1])])
+    judged = study.three_seed_row("anil", variants["meta-sgd-kl0.5"])
+    assert judged["command"] == ("metarl sweep --envs cheetah-dir --algos anil --seeds 0 1 2 "
+                                 "--set inner_optimizer=meta-sgd promp_max_kl=0.5")
+    assert judged["mean"][1] == pytest.approx(383.33333) and judged["std"][1] == pytest.approx(12.47219, rel=1e-5)
+    assert judged["lowest_end_over_peak"] == 0.95 and judged["targets_met"] is True
+    seeds[2] = row(370.0, 390.0, 400.0, 0.89)  # one seed falls below 90% of its peak
+    assert study.three_seed_row("anil", variants["meta-sgd-kl0.5"])["targets_met"] is False
+    seeds[2] = row(250.0, 390.0, 400.0)  # the mean after one step below 363.2
+    assert study.three_seed_row("anil", variants["meta-sgd-kl0.5"])["targets_met"] is False
+    seeds[2] = row(370.0, 390.0, 400.0, finished=False)  # judged only once every seed has finished
+    unfinished = study.three_seed_row("anil", variants["meta-sgd-kl0.5"])
+    assert unfinished["targets_met"] is None and unfinished["finished_seeds"] == 2
+    text = study.three_seed_markdown({"three_seeds": {"anil": {"meta-sgd-kl0.5": unfinished}}, "command": "c",
+                                      "date": "d"})
+    assert "| iteration 300 of 500 |" in text and "| 2 of 3 seeds finished |" in text
+
+
 def test_fisher_precision_trains_one_bfloat16_change_and_compares_it_with_the_grids_float32_seeds(tmp_path,
                                                                                                  monkeypatch):
     study = _import_benchmark("fisher_precision")

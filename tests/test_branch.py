@@ -78,6 +78,9 @@ def test_a_branch_with_a_change_starts_from_the_checkpoint_and_records_where_it_
     assert (first["from_iteration"], first["to_iteration"], first["branched_from"]) == (0, 2, str(source))
     assert first["train_s"] == pytest.approx(sum(m["time/iteration_s"] for m in kept if "time/iteration_s" in m))
 
+    report.publish_files(out, tmp_path / "published")  # where it came from goes with a published run
+    assert json.loads((tmp_path / "published" / BRANCH_FILE).read_text()) == record
+
     train(*run.prepare_resume(out), bar=False)
     theirs = {m["iteration"]: m for m in run.read_metrics(source) if "returns/post_adaptation" in m}
     ours = {m["iteration"]: m for m in run.read_metrics(out) if "returns/post_adaptation" in m}

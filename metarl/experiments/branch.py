@@ -24,9 +24,7 @@ from pathlib import Path
 from metarl import runs as run
 from metarl.common.files import write_json, write_text
 from metarl.config import load_config, save_config
-from metarl.experiments.sweep import TIMING_FILE
-
-BRANCH_FILE = "branch.json"
+from metarl.experiments.sweep import BRANCH_FILE, TIMING_FILE
 
 
 @dataclasses.dataclass
@@ -43,7 +41,7 @@ def branch_run(source, iteration: int, dest, overrides: dict) -> Branch:
     """Write DEST, a run that continues SOURCE from its checkpoint of `iteration` with `overrides` applied to its
     config; RunError (one line) for a snapshot that is missing or holds the policy alone, a DEST that exists, or a
     change the checkpoint cannot take (another architecture)."""
-    src = run.require_run_dir(source)
+    src = run.require_run_dir(source).resolve()
     dest = Path(dest)
     if dest.exists() and any(dest.iterdir()):
         raise run.RunError(f"{str(dest)!r} already exists and is not empty; name a new folder with --out")

@@ -13,15 +13,27 @@ import numpy as np
 from metarl import runs as run
 from metarl.common.files import number
 from metarl.config import config_to_dict, load_config
-from metarl.experiments.sweep import (BASELINES_DIR, EVAL_STEPS, EVAL_TASKS, PPO_FACTS_SUFFIX, TIMING_FILE,
-                                      baseline_name, read_json, run_name, setting_names, variant)
+from metarl.experiments.sweep import (
+    BASELINES_DIR,
+    BRANCH_FILE,
+    EVAL_STEPS,
+    EVAL_TASKS,
+    PPO_FACTS_SUFFIX,
+    TIMING_FILE,
+    baseline_name,
+    read_json,
+    run_name,
+    setting_names,
+    variant,
+)
 
 REPORT_MD = "report.md"
 REPORT_JSON = "report.json"
 # What a published run keeps as it is; its metrics go gzipped and its kept snapshots policy-only (publish_files)
 # eval-train.json: a run evaluated on its family's training tasks too (metarl eval --split train; Meta-World)
 EVAL_TRAIN_FILE = run.default_eval_path(Path("."), split="train").name
-PUBLISHED_FILES = (run.CHECKPOINT_FILE, run.CONFIG_FILE, run.EVAL_FILE, EVAL_TRAIN_FILE, TIMING_FILE, run.SETUP_FILE)
+PUBLISHED_FILES = (run.CHECKPOINT_FILE, run.CONFIG_FILE, run.EVAL_FILE, EVAL_TRAIN_FILE, TIMING_FILE, run.SETUP_FILE,
+                   BRANCH_FILE)
 PUBLISHED_SNAPSHOT_EVERY = 100  # the kept snapshots a published run keeps: every 100 iterations (the studies' use)
 
 # -- the papers' numbers (cited, never computed) ----------------------------------------------------------------

@@ -65,6 +65,7 @@ META_UPDATE_KEYS = ("max_kl", "cg_iters", "cg_damping", "ls_max_steps", "ls_back
 
 # The sweep's own files (the run directories' are metarl.runs').
 TIMING_FILE = "timing.json"
+BRANCH_FILE = "branch.json"  # a run started from another's checkpoint (metarl.experiments.branch)
 COMMANDS_FILE = "commands.txt"
 BASELINES_DIR = "baselines"
 LOGS_DIR = "logs"

@@ -24,7 +24,13 @@ from pathlib import Path
 from typing import NoReturn
 
 from metarl import __version__
-from metarl.config import ALGOS, BOOKKEEPING_KEYS, ConfigError, config_help, parse_overrides
+from metarl.config import (
+    ALGOS,
+    BOOKKEEPING_KEYS,
+    ConfigError,
+    config_help,
+    parse_overrides,
+)
 
 # Exit codes: 0 done; 1 an operating-system error (a full disk); 2 a usage, config or run problem; 3 training
 # diverged (metarl.runs.divergence); 4 another rank of a torchrun launch failed (metarl.distributed); 130 interrupted
@@ -482,7 +488,12 @@ def cmd_envs(args: argparse.Namespace) -> int:
     from metarl import runs as run
     from metarl.config import load_config
     from metarl.envs import families, families_on_first_use
-    from metarl.experiments.report import VARIANT_LABELS, part_label, setup_of, variant_parts
+    from metarl.experiments.report import (
+        VARIANT_LABELS,
+        part_label,
+        setup_of,
+        variant_parts,
+    )
 
     rows = {**families(), **families_on_first_use()}
     width = max(len(name) for name in rows)
@@ -581,8 +592,12 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 def cmd_branch(args: argparse.Namespace) -> int:
     from metarl.experiments.branch import branch_run
+    from metarl.experiments.sweep import COMMANDS_FILE, record_command
 
     made = branch_run(args.source, args.at, args.out, parse_overrides(args.overrides))
+    if (made.path.parent / COMMANDS_FILE).is_file():  # a branch into a sweep's root: part of its provenance
+        record_command(made.path.parent, ["branch", args.source, "--at", str(args.at), "--out", args.out,
+                                          *(["--set", *args.overrides] if args.overrides else [])])
     changes = ", ".join(f"{key} {a!r} -> {b!r}" for key, (a, b) in made.changed.items()) or "no setting changed"
     print(f"branched {made.source} at iteration {made.iteration} into {made.path} ({changes})\n"
           f"continue with: metarl train --resume {made.path}")

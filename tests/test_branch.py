@@ -60,8 +60,12 @@ def test_a_branch_without_a_change_continues_exactly_as_its_source(source, tmp_p
 
 def test_a_branch_with_a_change_starts_from_the_checkpoint_and_records_where_it_came_from(source, tmp_path, capsys):
     out = tmp_path / "kl"
+    (tmp_path / "commands.txt").write_text("metarl sweep --root ROOT\n")  # branched into a sweep's root
     assert metarl_main(["branch", str(source), "--at", "2", "--out", str(out), "--set", "promp_max_kl=1e-6",
                         "iterations=5"]) == 0
+    assert (tmp_path / "commands.txt").read_text().splitlines() == [
+        "metarl sweep --root ROOT",
+        f"metarl branch {source} --at 2 --out {out} --set promp_max_kl=1e-6 iterations=5"]
     printed = capsys.readouterr().out
     assert f"branched {source} at iteration 2 into {out} (promp_max_kl None -> 1e-06, iterations 4 -> 5)" in printed
     cfg = load_config(out / run.CONFIG_FILE)

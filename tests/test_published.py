@@ -89,12 +89,15 @@ def test_a_published_ppo_baseline_is_its_actor_alone_and_is_reused_as_the_model_
     with pytest.raises(pytest.fail.Exception):  # another budget is another baseline: trained anew
         sweep.pretrained_state(cfg, dest, 0, 128, 1)
 
-    actor.unlink()  # a model published before actors were kept: compacted in place to its actor
+    actor.unlink()  # models published before actors were kept: compacted in place to their actors
     old = tmp_path / "old" / sweep.BASELINES_DIR
     shutil.copytree(root / sweep.BASELINES_DIR, old)
-    assert report.compact_published(tmp_path / "old") == [old]
+    shutil.copyfile(model, old / "nav2d-pretrained-seed1.zip")
+    shutil.copyfile(kept.with_name(kept.name + sweep.PPO_FACTS_SUFFIX), old / "nav2d-pretrained-seed1.ppo.json")
+    assert report.compact_published(tmp_path / "old") == [old]  # the folder, once
     assert sorted(p.name for p in old.iterdir() if "ppo" in p.name or "actor" in p.name) == [
-        "nav2d-pretrained-seed0.actor.pt", "nav2d-pretrained-seed0.ppo.json"]
+        "nav2d-pretrained-seed0.actor.pt", "nav2d-pretrained-seed0.ppo.json",
+        "nav2d-pretrained-seed1.actor.pt", "nav2d-pretrained-seed1.ppo.json"]
     compacted = baselines.load_actor(old / "nav2d-pretrained-seed0.actor.pt")
     assert all(torch.equal(compacted[k], state[k]) for k in state)
 

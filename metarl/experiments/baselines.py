@@ -190,7 +190,7 @@ def ppo_policy_state(model, cfg) -> dict:
 
 
 def save_actor(state: dict, path) -> None:
-    """Keep a PPO actor as our policy's state dict (about a seventh of SB3's .zip, which also holds the critic and
+    """Keep a PPO actor as our policy's state dict (about a sixth of SB3's .zip, which also holds the critic and
     Adam's moments): all the baseline's adaptation and evaluation need, written atomically."""
     import torch
 

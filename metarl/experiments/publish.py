@@ -81,7 +81,8 @@ def compact_published(folder: str | os.PathLike, keep_every: int = PUBLISHED_SNA
             changed.append(path)
     for model in sorted(Path(folder).rglob(f"{BASELINES_DIR}/*{PPO_MODEL_SUFFIX}")):
         compact_ppo_model(model)
-        changed.append(model.parent)
+        if model.parent not in changed:
+            changed.append(model.parent)
     return changed
 
 

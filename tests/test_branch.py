@@ -91,6 +91,11 @@ def test_a_branch_with_a_change_starts_from_the_checkpoint_and_records_where_it_
     assert sorted(ours) == [1, 2, 3, 4, 5]
     assert ours[3]["returns/pre_adaptation"] == theirs[3]["returns/pre_adaptation"]  # sampled before any update
     assert ours[4]["returns/pre_adaptation"] != theirs[4]["returns/pre_adaptation"]  # the tiny region acted at 3
+    from metarl.experiments.records import collect_runs
+    from metarl.experiments.tables import timing_table
+
+    row = next(line for line in timing_table(collect_runs(tmp_path)) if line.startswith("| kl |"))
+    assert row.startswith("| kl | 5/5 |") and row.endswith("| 1 (branched) |")  # its first sitting: the source's
 
 
 def test_a_branch_is_refused_in_one_line_where_it_cannot_be_made(source, tmp_path, capsys):

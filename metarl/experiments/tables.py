@@ -154,7 +154,8 @@ def timing_table(runs: list[RunRecord]) -> list[str]:
     for r in runs:
         if r.timing:
             sittings = r.timing.get("sittings", [])
-            jobs = ", ".join(str(s.get("jobs", "?")) for s in sittings)
+            # a branched run's first sitting is its source's iterations (metarl branch), timed from their metrics
+            jobs = ", ".join("branched" if "branched_from" in s else str(s.get("jobs", "?")) for s in sittings)
             wall, evals = format_duration(r.timing["wall_s"]), format_duration(r.timing["eval_s"])
             count = f"{len(sittings)} ({jobs})"
         else:

@@ -24,6 +24,7 @@ from pathlib import Path
 from metarl import runs as run
 from metarl.common.files import write_json, write_text
 from metarl.config import load_config, save_config
+from metarl.experiments.publish import snapshot_iteration
 from metarl.experiments.sweep import BRANCH_FILE, TIMING_FILE
 
 
@@ -64,13 +65,13 @@ def branch_run(source, iteration: int, dest, overrides: dict) -> Branch:
     save_config(cfg, dest / run.CONFIG_FILE)
     shutil.copyfile(snapshot, dest / run.CHECKPOINT_FILE)
     for kept in run.kept_checkpoints(src):
-        if int(kept.stem.split("-")[-1]) <= iteration:
+        if snapshot_iteration(kept) <= iteration:
             (dest / run.KEPT_CHECKPOINTS_DIR).mkdir(exist_ok=True)
             shutil.copyfile(kept, dest / run.KEPT_CHECKPOINTS_DIR / kept.name)
-    last_eval = int(ckpt["last_eval_iteration"])
-    metrics = [m for m in run.read_metrics(src) if int(m["iteration"]) <= iteration
-               and (int(m["iteration"]) <= last_eval or not any(k.startswith("eval/") for k in m))]
-    write_text(dest / run.METRICS_FILE, "".join(json.dumps(m) + "\n" for m in metrics))
+    # the source's metrics, cut where its checkpoint of `iteration` ends, as a resume cuts them after a crash
+    write_text(dest / run.METRICS_FILE, "".join(json.dumps(m) + "\n" for m in run.read_metrics(src)))
+    run.truncate_metrics(dest / run.METRICS_FILE, iteration, int(ckpt["last_eval_iteration"]))
+    metrics = run.read_metrics(dest)
     if (src / run.SETUP_FILE).is_file():
         shutil.copyfile(src / run.SETUP_FILE, dest / run.SETUP_FILE)
     train_s = sum(m.get("time/iteration_s", 0.0) for m in metrics)

@@ -1,13 +1,17 @@
-"""Published runs in their compact form (metarl.experiments.report.publish_files): gzipped metrics and policy-only
-snapshots that evaluation, analysis and the report read as they read a live run, PPO baselines kept as their actor, and
-a tracked tree that stays within its budget."""
+"""Published runs in their compact form (metarl.experiments.report.publish_files): gzipped metrics at float32's
+precision and policy-only snapshots that evaluation, analysis and the report read as they read a live run, PPO
+baselines kept as their actor, and a tracked tree that stays within its budget."""
 
 from __future__ import annotations
 
+import gzip
+import json
+import math
 import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -15,6 +19,7 @@ from metarl import runs as run
 from metarl.config import load_config
 from metarl.experiments import analysis, report
 from metarl.runs import create_run, evaluate_run, preset_path, train
+from metarl.runs.metrics import PACKED_DIGITS
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -36,7 +41,7 @@ def test_a_compacted_run_evaluates_and_analyses_as_the_original_and_refuses_to_r
     assert report.compact_published(tmp_path / "published", keep_every=2) == [copy]
     assert report.compact_published(tmp_path / "published", keep_every=2) == []  # already compact: unchanged
     assert not (copy / run.METRICS_FILE).exists() and (copy / run.METRICS_ARCHIVE).is_file()
-    assert run.read_metrics(copy) == run.read_metrics(original)
+    assert_packed_metrics(run.read_metrics(copy), run.read_metrics(original))
     assert [p.name for p in run.kept_checkpoints(copy)] == ["iteration-000002.pt", "iteration-000004.pt"]
     assert (copy / "checkpoints" / "iteration-000002.pt").stat().st_size < \
         (original / "checkpoints" / "iteration-000002.pt").stat().st_size
@@ -49,6 +54,39 @@ def test_a_compacted_run_evaluates_and_analyses_as_the_original_and_refuses_to_r
     shutil.copyfile(copy / "checkpoints" / "iteration-000002.pt", copy / run.CHECKPOINT_FILE)
     with pytest.raises(run.RunError, match="holds the policy alone .* resume from a run's own checkpoint.pt"):
         run.prepare_resume(copy, 6)
+
+
+def assert_packed_metrics(packed: list[dict], original: list[dict]) -> None:
+    """Packed metrics hold every record and key of the original, each number within PACKED_DIGITS significant digits
+    of it, and every value that was a float32 (the losses and returns) the same float32."""
+    assert [sorted(r) for r in packed] == [sorted(r) for r in original]
+    for ours, theirs in zip(packed, original):
+        for key, value in theirs.items():
+            if isinstance(value, float) and math.isfinite(value):
+                assert math.isclose(ours[key], value, rel_tol=10 ** (1 - PACKED_DIGITS)), key
+                if float(np.float32(value)) == value:
+                    assert np.float32(ours[key]) == np.float32(value), key
+            else:
+                assert ours[key] == value or (value != value and ours[key] != ours[key]), key
+
+
+def test_packed_metrics_keep_float32_values_and_shrink_the_archive(tmp_path):
+    values = np.random.default_rng(0).standard_normal(2000).astype(np.float32)
+    original = [{"iteration": i + 1, "loss": float(v), "time/s": 1.0 / (i + 3), "kl": [float(v), 2.5],
+                 "missing": None} for i, v in enumerate(values)]
+    (tmp_path / run.METRICS_FILE).write_text("".join(json.dumps(r) + "\n" for r in original) + '{"iteration": 9')
+    plain = len(gzip.compress((tmp_path / run.METRICS_FILE).read_bytes(), compresslevel=9, mtime=0))
+    archive = run.pack_metrics(tmp_path)
+    (tmp_path / run.METRICS_FILE).unlink()
+    packed = run.read_metrics(tmp_path)  # the line cut short is kept in the archive and skipped here, as before
+    assert [np.float32(r["loss"]) for r in packed] == list(values)
+    assert [np.float32(r["kl"][0]) for r in packed] == list(values) and all(r["kl"][1] == 2.5 for r in packed)
+    assert all(math.isnan(r["missing"]) for r in packed)
+    assert all(math.isclose(r["time/s"], 1.0 / (r["iteration"] + 2), rel_tol=1e-8) for r in packed)
+    assert archive.stat().st_size < 0.8 * plain
+    before = archive.read_bytes()
+    run.pack_metrics(tmp_path)  # packing a packed archive again changes nothing
+    assert archive.read_bytes() == before
 
 
 def test_a_published_copy_continues_training_with_its_gzipped_metrics(tmp_path):

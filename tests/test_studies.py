@@ -417,6 +417,7 @@ def test_cheetah_dir_candidates_continues_a_copy_of_the_published_run_and_report
     study = _import_benchmark("cheetah_dir_candidates")
     from metarl.config import load_config
     from metarl.runs import create_run, evaluate_run, preset_path, train
+    from metarl.runs.metrics import packed_record
     # a tiny stand-in for the grid's published ProMP + LVC seed 0 (one iteration, two tasks, two episodes)
     grid = tmp_path / "grid"
     tiny = {"algo": "anil", "seed": 0, "estimator": "lvc", "outer": "promp", "iterations": 1, "meta_batch_size": 2,
@@ -437,8 +438,8 @@ def test_cheetah_dir_candidates_continues_a_copy_of_the_published_run_and_report
     assert evaluation["iteration"] == 3 and evaluation["steps"] == 3
     row = json.loads((tmp_path / "cand.json").read_text())["algos"]["anil"]["800-iterations"]
     assert row["iterations"] == 3 and row["returns"] == [evaluation["returns"][f"return_step_{k}"] for k in range(4)]
-    held_out = {m["iteration"]: m["eval/return_step_1"] for m in map(json.loads, (run_dir / "metrics.jsonl")
-                                                                      .read_text().splitlines())
+    held_out = {m["iteration"]: packed_record(m["eval/return_step_1"])  # read from the published copy
+                for m in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
                 if "eval/return_step_1" in m}
     curve = {**held_out, 3: evaluation["returns"]["return_step_1"]}
     assert row["curve"] == {str(k): v for k, v in curve.items()} and row["peak"] == max(curve.values())

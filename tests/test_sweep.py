@@ -32,6 +32,7 @@ from metarl.runs import (
     presets_dir,
     read_metrics,
 )
+from metarl.runs.metrics import packed_record
 
 CONFIGS = presets_dir()
 # One thread each: two torch threads on a busy 2-core machine make tiny updates seconds slower.
@@ -266,7 +267,7 @@ def test_sweep_is_resumable_and_publishable(tmp_path, capsys):
     assert sorted(p.name for p in copy.iterdir()) == sorted([CHECKPOINT_FILE, KEPT_CHECKPOINTS_DIR, CONFIG_FILE,
                                                              EVAL_FILE, METRICS_ARCHIVE, sweep.TIMING_FILE,
                                                              SETUP_FILE])
-    assert read_metrics(copy) == read_metrics(run_dir)  # gzipped, read the same
+    assert read_metrics(copy) == [packed_record(m) for m in read_metrics(run_dir)]  # gzipped at float32's precision
     # the kept snapshots of every --keep-every iterations travel with the run, policy-only
     assert [p.name for p in kept_checkpoints(copy)] == ["iteration-000002.pt"]
     snapshot = load_checkpoint(copy, copy / KEPT_CHECKPOINTS_DIR / "iteration-000002.pt")

@@ -240,7 +240,7 @@ def three_seed_markdown(result: dict) -> str:
                        "finished"}[row["targets_met"]]
             lowest = f"{row['lowest_end_over_peak']:.2f} (lowest)" if row["lowest_end_over_peak"] is not None else "-"
             lines.append(f"| {algo.upper()} | **{label}** | `{row['command']}` | mean ± std of the finished | "
-                         f"{row['finished_seeds']} seeds | "
+                         f"{row['finished_seeds']} seed{'s' * (row['finished_seeds'] != 1)} | "
                          + " | ".join(f"{m:.1f} ± {d:.1f}" for m, d in zip(row["mean"], row["std"]))
                          + f" | | {lowest} | {verdict} |")
     targets = ", ".join(f"{algo.upper()} >= {TARGETS[algo]} with a std <= {SPREAD_TARGETS[algo]}" for algo in TARGETS)

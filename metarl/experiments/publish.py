@@ -40,9 +40,9 @@ class Published:
 
 def publish_files(source: Path, target: Path, keep_every: int = PUBLISHED_SNAPSHOT_EVERY) -> None:
     """A run's published form in `target`: config, final checkpoint, evaluation and timing as they are, the metrics
-    gzipped (run.pack_metrics: read_metrics reads them the same) and the kept snapshots whose iteration is a multiple
-    of `keep_every` as policy-only (run.compact_snapshot: `metarl analyze` reads them), which keeps a published
-    cheetah run near half a megabyte."""
+    gzipped at float32's precision (run.pack_metrics: read_metrics reads them back) and the kept snapshots whose
+    iteration is a multiple of `keep_every` as policy-only (run.compact_snapshot: `metarl analyze` reads them),
+    which keeps a published cheetah run near half a megabyte."""
     target.mkdir(parents=True, exist_ok=True)
     for name in PUBLISHED_FILES:
         if (source / name).is_file():
@@ -63,15 +63,16 @@ def snapshot_iteration(path: Path) -> int:
 
 def compact_published(folder: str | os.PathLike, keep_every: int = PUBLISHED_SNAPSHOT_EVERY) -> list[Path]:
     """Bring every run directory under `folder` (at any depth) to the published form of publish_files, in place:
-    metrics gzipped, kept snapshots every `keep_every` iterations and policy-only, the others removed; and every PPO
-    model in a baselines/ folder reduced to its actor (compact_ppo_model). Returns the directories it changed."""
+    metrics gzipped (an older archive packed again), kept snapshots every `keep_every` iterations and policy-only, the
+    others removed; and every PPO model in a baselines/ folder reduced to its actor (compact_ppo_model). Returns the
+    directories it changed."""
     changed = []
     for config in sorted(Path(folder).rglob(run.CONFIG_FILE)):
         path = config.parent
         before = sorted((p.name, p.stat().st_size) for p in path.rglob("*") if p.is_file())
-        if (path / run.METRICS_FILE).is_file():
-            run.pack_metrics(path)
-            (path / run.METRICS_FILE).unlink()
+        if (path / run.METRICS_FILE).is_file() or (path / run.METRICS_ARCHIVE).is_file():
+            run.pack_metrics(path)  # an archive of an older form is packed again (PACKED_DIGITS)
+            (path / run.METRICS_FILE).unlink(missing_ok=True)
         for snapshot in run.kept_checkpoints(path):
             if snapshot_iteration(snapshot) % keep_every:
                 snapshot.unlink()

@@ -213,8 +213,8 @@ def end_over_peak(r: RunRecord) -> float | None:
     """The final held-out return after one step over the best of the run's evaluations (training's every
     eval_every, and the final one): 1.0 for a run that ends at its best, below for one that fell from a peak
     (issue 34's "no fall" asks >= 0.9). None where the peak is not positive (the ratio says nothing there)."""
-    final = number(r.eval["returns"]["return_step_1"])
-    peak = max([final, *(number(v) for v in r.held_out.values())])
+    final = number(r.eval["returns"]["return_step_1"])  # the last iteration's, from eval.json (metrics round it)
+    peak = max([final, *(number(v) for i, v in r.held_out.items() if int(i) != r.iterations_done)])
     return final / peak if peak > 0 else None
 
 

@@ -135,6 +135,14 @@ def test_the_headline_puts_a_variants_row_under_its_algorithm_and_the_status_nam
     (tmp_path / pages.GRID_REPORT).write_text(json.dumps(report))
     vel = [line.split(" | ") for line in pages.headline(tmp_path).splitlines() if line.startswith("| HalfCheetah-Vel")]
     assert vel[0][1] == "ANIL" and vel[1][1] == "ANIL, promp-lvc" and vel[1][4] == "yes, one seed: a no-regression check"
+    # a default above the paper on one seed of three (a new default, its seeds training) is in progress: neither
+    # reached nor short, and the cells still count six
+    report["cells"]["cheetah-dir"]["maml"] = cell([0], 1000.0, "promp-lvc-meta-sgd-kl0.5")
+    (tmp_path / pages.GRID_REPORT).write_text(json.dumps(report))
+    status = pages.status(tmp_path)
+    assert "of 6 cells" in status and "in progress: HalfCheetah-Direction MAML (1 of 3 seeds)" in status
+    assert "not reached: HalfCheetah-Direction ANIL;" in status
+    assert int(status.split("**Status:** ")[1].split(" ")[0]) == 4  # cheetah-vel's and nav2d's; neither cheetah-dir
 
 
 def test_every_relative_link_and_figure_of_a_page_points_at_a_file():
@@ -186,4 +194,11 @@ def test_ant_cells_are_held_to_the_maml_files_for_both_algorithms_and_counted_ap
     status = pages.status(tmp_path)
     before = pages.status(pages.REPO)
     assert status.startswith(before.split(";")[0])  # the ANIL table's count is unchanged by the Ant cells
-    assert "1 of 2 cells held to the MAML paper's result files reached; not reached: Ant-Velocity MAML" in status
+    # ANIL above the files' number on one seed of three is in progress, not reached; MAML below it is not reached
+    assert "0 of 2 cells held to the MAML paper's result files reached; not reached: Ant-Velocity MAML" in status
+    assert "in progress: " in status and "Ant-Velocity ANIL (1 of 3 seeds)" in status.split("in progress: ")[1]
+    for algo in ("anil", "maml"):
+        report["cells"]["ant-vel"][algo]["seeds"] = [0, 1, 2]
+    (tmp_path / pages.GRID_REPORT).write_text(json.dumps(report))
+    assert "1 of 2 cells held to the MAML paper's result files reached; not reached: Ant-Velocity MAML" in \
+        pages.status(tmp_path)

@@ -420,11 +420,11 @@ def test_cheetah_dir_candidates_continues_a_copy_of_the_published_run_and_report
     from metarl.runs.metrics import packed_record
     # a tiny stand-in for the grid's published ProMP + LVC seed 0 (one iteration, two tasks, two episodes)
     grid = tmp_path / "grid"
-    tiny = {"algo": "anil", "seed": 0, "estimator": "lvc", "outer": "promp", "iterations": 1, "meta_batch_size": 2,
+    tiny = {"algo": "anil", "seed": 0, **study.CHOSEN, "iterations": 1, "meta_batch_size": 2,
             "episodes_per_task": 2, "eval_tasks": 2, "eval_episodes_per_task": 2, "horizon": 20, "eval_every": 1,
             "promp_steps": 1}
     cfg = load_config(preset_path("cheetah-dir"), tiny)
-    chosen = grid / "cheetah-dir-anil-seed0"  # the grid's default row
+    chosen = grid / "cheetah-dir-anil-sgd-nokl-seed0"  # the grid's ProMP + LVC row, the candidates' base
     train(create_run(cfg, chosen), cfg)
     evaluate_run(chosen, steps=3)
     monkeypatch.setattr(study, "GRID", grid)
@@ -463,14 +463,13 @@ def test_cheetah_dir_candidates_judges_a_three_seed_row_against_issue_52s_target
 
     grid = tmp_path / "grid"
     for name, overrides in (("cheetah-dir-anil-seed{}", {}), ("cheetah-dir-anil-paper-seed{}", {}),
-                            ("cheetah-dir-anil-meta-sgd-kl0.5-seed{}",
-                             {"inner_optimizer": "meta-sgd", "promp_max_kl": 0.5})):
+                            ("cheetah-dir-anil-sgd-nokl-seed{}", {"inner_optimizer": "sgd", "promp_max_kl": None})):
         for seed in (0, 1, 2):
             (grid / name.format(seed)).mkdir(parents=True)
             save_config(load_config(preset_path("cheetah-dir"), {"seed": seed, **overrides}),
                         grid / name.format(seed) / "config.yaml")
     variants = study.grid_variants("anil", grid)
-    assert list(variants) == ["", "meta-sgd-kl0.5"] and sorted(variants[""]) == [0, 1, 2]  # the papers' left out
+    assert list(variants) == ["", "sgd-nokl"] and sorted(variants[""]) == [0, 1, 2]  # the papers' left out
 
     def row(one, two, three, end_over_peak=1.0, finished=True):
         return {"returns": [-50.0, one, two, three], "end_over_peak": end_over_peak, "finished": finished,
@@ -478,19 +477,19 @@ def test_cheetah_dir_candidates_judges_a_three_seed_row_against_issue_52s_target
 
     seeds = {0: row(400.0, 420.0, 430.0), 1: row(380.0, 400.0, 410.0), 2: row(370.0, 390.0, 400.0, 0.95)}
     monkeypatch.setattr(study, "summary", lambda path: seeds[int(path.name[-1])])
-    judged = study.three_seed_row("anil", variants["meta-sgd-kl0.5"])
+    judged = study.three_seed_row("anil", variants["sgd-nokl"])
     assert judged["command"] == ("metarl sweep --envs cheetah-dir --algos anil --seeds 0 1 2 "
-                                 "--set inner_optimizer=meta-sgd promp_max_kl=0.5")
+                                 "--set inner_optimizer=sgd promp_max_kl=null")
     assert judged["mean"][1] == pytest.approx(383.33333) and judged["std"][1] == pytest.approx(12.47219, rel=1e-5)
     assert judged["lowest_end_over_peak"] == 0.95 and judged["targets_met"] is True
     seeds[2] = row(370.0, 390.0, 400.0, 0.89)  # one seed falls below 90% of its peak
-    assert study.three_seed_row("anil", variants["meta-sgd-kl0.5"])["targets_met"] is False
+    assert study.three_seed_row("anil", variants["sgd-nokl"])["targets_met"] is False
     seeds[2] = row(250.0, 390.0, 400.0)  # the mean after one step below 363.2
-    assert study.three_seed_row("anil", variants["meta-sgd-kl0.5"])["targets_met"] is False
+    assert study.three_seed_row("anil", variants["sgd-nokl"])["targets_met"] is False
     seeds[2] = row(370.0, 390.0, 400.0, finished=False)  # judged only once every seed has finished
-    unfinished = study.three_seed_row("anil", variants["meta-sgd-kl0.5"])
+    unfinished = study.three_seed_row("anil", variants["sgd-nokl"])
     assert unfinished["targets_met"] is None and unfinished["finished_seeds"] == 2
-    text = study.three_seed_markdown({"three_seeds": {"anil": {"meta-sgd-kl0.5": unfinished}}, "command": "c",
+    text = study.three_seed_markdown({"three_seeds": {"anil": {"sgd-nokl": unfinished}}, "command": "c",
                                       "date": "d"})
     assert "| iteration 300 of 500 |" in text and "| 2 of 3 seeds finished |" in text
 
@@ -553,7 +552,7 @@ def test_cheetah_dir_candidates_publishes_an_unfinished_run_and_resumes_it_from_
     assert row["returns"] == [last[f"eval/return_step_{k}"] for k in range(4)]  # its latest evaluation
     text = (tmp_path / "cand.md").read_text()
     assert "| iteration 2 of 4 |" in text and "| not yet |" in text
-    assert "`metarl train --env cheetah-dir --algo anil --seed 0 --set inner_optimizer=meta-sgd`" in text
+    assert "`metarl train --env cheetah-dir --algo anil --seed 0 --set promp_max_kl=null`" in text  # today's preset
     shutil.rmtree(tmp_path / "runs")  # the next sitting: a fresh machine with git only
     study.main(args)
     row = json.loads((tmp_path / "cand.json").read_text())["algos"]["anil"]["meta-sgd"]

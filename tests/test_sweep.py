@@ -148,22 +148,25 @@ def test_a_variants_runs_get_their_own_directories_and_rows_beside_the_algorithm
     assert sweep.cell_name("cheetah-vel", "anil", 0, com) == "cheetah-vel-anil-promp-lvc-com-seed0"
     assert report_variant_label("anil+promp-lvc-com") == ("ANIL (ours), ProMP outer loop + LVC estimator + "
                                                            "centre-of-mass velocity reward")
-    # cheetah-dir's default is ProMP + LVC: its name is the plain one, the papers' loop is 'paper', and a variant is
-    # named by what departs from the default
+    # cheetah-dir's default is ProMP + LVC with Meta-SGD and a trust region of 0.5: its name is the plain one, the
+    # papers' loop is 'paper', and a variant is named by what departs from the default
     assert sweep.cell_name("cheetah-dir", "anil", 0, {}) == "cheetah-dir-anil-seed0"
     assert sweep.cell_name("cheetah-dir", "anil", 0, promp) == "cheetah-dir-anil-seed0"
-    paper = {"outer": "trpo", "estimator": "reinforce"}
+    assert sweep.cell_name("cheetah-dir", "anil", 0, {"inner_optimizer": "meta-sgd", "promp_max_kl": 0.5}) == \
+        "cheetah-dir-anil-seed0"
+    paper = {"outer": "trpo", "estimator": "reinforce", "inner_optimizer": "sgd", "promp_max_kl": None}
     assert sweep.cell_name("cheetah-dir", "maml", 2, paper) == "cheetah-dir-maml-paper-seed2"
     assert sweep.paper_run_name("cheetah-dir", "maml", 2) == "cheetah-dir-maml-paper-seed2"
     assert sweep.paper_run_name("nav2d", "maml", 2) == "nav2d-maml-seed2"  # nav2d's default is the papers'
     assert sweep.cell_name("cheetah-dir", "anil", 0, {"forward_velocity": "com"}) == "cheetah-dir-anil-com-seed0"
-    assert sweep.cell_name("cheetah-dir", "anil", 0, {"inner_optimizer": "meta-sgd"}) == \
-        "cheetah-dir-anil-meta-sgd-seed0"
+    assert sweep.cell_name("cheetah-dir", "anil", 0, {"inner_optimizer": "sgd", "promp_max_kl": None}) == \
+        "cheetah-dir-anil-sgd-nokl-seed0"  # ProMP + LVC alone, the default before
     assert sweep.cell_name("cheetah-dir", "anil", 0, {"outer": "trpo"}) == "cheetah-dir-anil-trpo-seed0"
     assert report_variant_label("anil+promp-meta-sgd") == "ANIL (ours), ProMP outer loop + Meta-SGD inner rule"
+    assert report_variant_label("anil+sgd-nokl") == "ANIL (ours), SGD inner rule + no ProMP trust region"
     # ProMP's trust region changes what a run learns: a run with one never shares a directory with one without
     trust = {"inner_optimizer": "meta-sgd", "promp_max_kl": 0.03}
-    assert sweep.cell_name("cheetah-dir", "anil", 2, trust) == "cheetah-dir-anil-meta-sgd-kl0.03-seed2"
+    assert sweep.cell_name("cheetah-dir", "anil", 2, trust) == "cheetah-dir-anil-kl0.03-seed2"
     assert report_variant_label("anil+meta-sgd-kl0.03") == ("ANIL (ours), Meta-SGD inner rule + ProMP trust region "
                                                              "(max KL 0.03)")
     assert report_variant_label("maml+paper") == "MAML (ours), the papers' protocol (reinforce + TRPO)"

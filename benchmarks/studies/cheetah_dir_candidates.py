@@ -1,8 +1,9 @@
 """HalfCheetah-Direction: the candidates for closing the ANIL gap, each checked at the full protocol with one seed.
 
-Issues 34 and 52 name them for the cell that cheetah-dir's default (ProMP's outer loop with the LVC estimator,
-configs/cheetah-dir.yaml) leaves below the ANIL paper's 363.2. Each candidate is one change to the default's seed-0
-run (published in the grid as cheetah-dir-ALGO-seed0, 500 iterations):
+Issues 34 and 52 name them for the cell that ProMP's outer loop with the LVC estimator (cheetah-dir's default then,
+the "chosen" variant here) leaves below the ANIL paper's 363.2. Each candidate is one change to that variant's seed-0
+run (published in the grid as cheetah-dir-ALGO-sgd-nokl-seed0, 500 iterations). The winner, meta-sgd with a trust
+region of 0.5 on ProMP's outer steps, taken to three seeds in the grid, became cheetah-dir's default. The candidates:
   800-iterations   that run continued to 800 iterations (a copy of the published run, resumed);
   com              the MAML code's forward reward, the centre-of-mass velocity (forward_velocity: com);
   meta-sgd         a learned step size per adapted parameter entry (Li et al. 2017; for ANIL: the head's);
@@ -45,8 +46,9 @@ from pathlib import Path
 from study_runs import EVAL_STEPS, publish, run_variant
 
 from metarl.common.files import write_report
+from metarl.experiments.records import part_label, variant_parts
 from metarl.experiments.report import pyplot, read_run
-from metarl.experiments.sweep import VARIANT_KEYS, run_name
+from metarl.experiments.sweep import VARIANT_KEYS, cell_name
 from metarl.runs import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
@@ -57,7 +59,8 @@ from metarl.runs import (
 
 REPO = Path(__file__).resolve().parents[2]
 GRID = REPO / "benchmarks" / "results" / "grid" / "runs"
-CHOSEN = {"estimator": "lvc", "outer": "promp"}  # the default's outer loop and estimator (configs/cheetah-dir.yaml)
+# the variant the candidates change: ProMP's outer loop and LVC, the papers' inner rule, no trust region
+CHOSEN = {"estimator": "lvc", "outer": "promp", "inner_optimizer": "sgd", "promp_max_kl": None}
 CANDIDATES = {"800-iterations": {"iterations": 800}, "com": {**CHOSEN, "forward_velocity": "com"},
               "meta-sgd": {**CHOSEN, "inner_optimizer": "meta-sgd"}, "kfo": {**CHOSEN, "inner_optimizer": "kfo"},
               "two-steps": {**CHOSEN, "inner_steps": 2}, "dice": {**CHOSEN, "estimator": "dice"},
@@ -66,16 +69,19 @@ CANDIDATES = {"800-iterations": {"iterations": 800}, "com": {**CHOSEN, "forward_
               "meta-sgd-lr-linear": {**CHOSEN, "inner_optimizer": "meta-sgd", "promp_lr_schedule": "linear"},
               "inner-lr-0.2": {**CHOSEN, "inner_lr": 0.2, "eval_first_lr": 0.2, "eval_later_lr": 0.1},
               "max-kl-0.02": {**CHOSEN, "promp_max_kl": 0.02}}
-# what each row is, as a metarl command (RUN: a copy of the published seed's run directory)
-COMMANDS = {"chosen": "metarl sweep --root runs/promp --envs cheetah-dir --algos {algo} --seeds {seed} "
-                      "--set estimator=lvc outer=promp",
+# what each row is, as a metarl command with today's preset (RUN: a copy of the published seed's run directory)
+
+
+def _set(overrides: dict) -> str:
+    """`overrides`' settings that differ from today's cheetah-dir preset, as --set arguments."""
+    default = family_default("cheetah-dir")
+    return " ".join(f"{k}={'null' if v is None else v}" for k, v in overrides.items() if v != getattr(default, k))
+
+
+COMMANDS = {"chosen": "metarl sweep --envs cheetah-dir --algos {algo} --seeds {seed} --set " + _set(CHOSEN),
             "800-iterations": "metarl train --resume RUN --iterations 800",
-            "com": "metarl sweep --root runs/cand --envs cheetah-dir --algos {algo} --seeds {seed} "
-                   "--set estimator=lvc outer=promp forward_velocity=com",
-            **{name: "metarl train --env cheetah-dir --algo {algo} --seed {seed} --set "
-               + " ".join(f"{k}={v}" for k, v in CANDIDATES[name].items() if k not in CHOSEN or v != CHOSEN[k])
-               for name in ("meta-sgd", "kfo", "two-steps", "dice", "clip-0.2", "lr-linear", "meta-sgd-lr-linear",
-                            "inner-lr-0.2", "max-kl-0.02")}}
+            **{name: "metarl train --env cheetah-dir --algo {algo} --seed {seed} --set " + _set(CANDIDATES[name])
+               for name in CANDIDATES if name != "800-iterations"}}
 # the numbers each algorithm's cell is held to (issue 34): ANIL paper Table 2 (Raghu et al. 2020) for ANIL, the MAML
 # paper's result files (Finn et al. 2017) for MAML; after one adaptation step
 TARGETS = {"anil": 363.2, "maml": 293.2}
@@ -89,8 +95,8 @@ SEEDS = (0, 1, 2)
 
 
 def reference(algo: str, seed: int) -> Path:
-    """The grid's published run of the chosen variant (since issue 52 the default: ENV-ALGO-seedN)."""
-    return GRID / run_name("cheetah-dir", algo, seed)
+    """The grid's published run of the chosen variant (ENV-ALGO-sgd-nokl-seedN, its name against today's preset)."""
+    return GRID / cell_name("cheetah-dir", algo, seed, CHOSEN)
 
 
 def train_candidate(name: str, algo: str, seed: int, run_dir: Path, continue_to: int = 800) -> None:
@@ -149,8 +155,9 @@ def markdown(result: dict) -> str:
                          + f" | {row['peak']:.1f} ({row['peak_iteration']}) | {ratio} | {target:.1f} | "
                          + (("yes" if row["returns"][1] >= target else "**no**") if row.get("finished", True)
                             else "not yet") + f" | {speed} |")
-    lines += ["", f"configs/cheetah-dir.yaml (ProMP's outer loop and the LVC estimator: the chosen variant, since "
-              f"issue 52 the default), seed {result['seed']}, one change per row; held-out return on the "
+    lines += ["", f"configs/cheetah-dir.yaml with ProMP's outer loop and the LVC estimator, the papers' inner rule and "
+              f"no trust region (the chosen variant, the default when the candidates ran), seed {result['seed']}, one "
+              "change per row; held-out return on the "
               "evaluation's 40 tasks after k adaptation steps at the run's last iteration (the com row's under its "
               "own reward, the centre-of-mass velocity's, as it trained; the inner-lr-0.2 row's with its own steps, "
               "0.2 then 0.1; a row still training, 'iteration N of M', shows its latest evaluation during training "
@@ -184,7 +191,8 @@ def figure(result: dict, path: Path) -> None:
 
 def grid_variants(algo: str, grid: Path) -> dict:
     """The grid's cheetah-dir rows of `algo` that take a candidate to three seeds: {variant: {seed: run dir}}, the
-    default's ('', ProMP + LVC) first; the papers' protocol left out (the results page has it)."""
+    default's ('': Meta-SGD, trust region 0.5, since issue 52) first; the papers' protocol left out (the results
+    page has it)."""
     variants: dict = {}
     for path in sorted(grid.glob(f"cheetah-dir-{algo}-*seed*")):
         name, _, seed = path.name[len(f"cheetah-dir-{algo}-"):].rpartition("seed")
@@ -198,10 +206,9 @@ def sweep_command(algo: str, runs: dict) -> str:
     from metarl.config import load_config
 
     cfg = load_config(next(iter(runs.values())) / CONFIG_FILE)
-    default = family_default("cheetah-dir")
-    changed = [f"{key}={getattr(cfg, key)}" for key in VARIANT_KEYS if getattr(cfg, key) != getattr(default, key)]
+    changed = _set({key: getattr(cfg, key) for key in VARIANT_KEYS})
     return (f"metarl sweep --envs cheetah-dir --algos {algo} --seeds {' '.join(map(str, sorted(runs)))}"
-            + (f" --set {' '.join(changed)}" if changed else ""))
+            + (f" --set {changed}" if changed else ""))
 
 
 def three_seed_row(algo: str, runs: dict) -> dict:
@@ -227,7 +234,7 @@ def three_seed_markdown(result: dict) -> str:
              "| --- | --- | --- | --- | --- | " + "--- | " * (EVAL_STEPS + 1) + "--- | --- | --- |"]
     for algo, variants in result["three_seeds"].items():
         for name, row in variants.items():
-            label = name or "default (ProMP + LVC)"
+            label = name or "default (Meta-SGD + ProMP trust region 0.5)"
             for seed, one in row["seeds"].items():
                 its = one["iterations"] if one["finished"] else f"iteration {one['iterations']} of {one['of']}"
                 ratio = f"{one['end_over_peak']:.2f}" if one["end_over_peak"] is not None else "-"
@@ -244,8 +251,12 @@ def three_seed_markdown(result: dict) -> str:
                          + " | ".join(f"{m:.1f} ± {d:.1f}" for m, d in zip(row["mean"], row["std"]))
                          + f" | | {lowest} | {verdict} |")
     targets = ", ".join(f"{algo.upper()} >= {TARGETS[algo]} with a std <= {SPREAD_TARGETS[algo]}" for algo in TARGETS)
+    names = sorted({name for variants in result["three_seeds"].values() for name in variants if name})
+    legend = "; ".join(f"{name}: {' + '.join(part_label(part) for part in variant_parts(name))}" for name in names)
     lines += ["", "The candidates taken to three seeds, as the grid's rows (`benchmarks/results/grid/runs/`, trained "
-              "by the command shown; a row still training shows its latest evaluation during training). Issue 52's "
+              "by the command shown; a row still training shows its latest evaluation during training), each variant "
+              f"named by its settings that differ from the default ({legend}; sgd-nokl is ProMP + LVC alone, the "
+              "default before Meta-SGD with the trust region took its place). Issue 52's "
               f"targets after one step: {targets}; after two and three steps >= {LATER_STEP_TARGETS[0]} and "
               f"{LATER_STEP_TARGETS[1]} (the MAML result files); every seed's end / peak >= {NO_FALL:.2f}; judged "
               "once all three seeds finished. Std: population (ddof 0), as in the results' tables. "

@@ -77,7 +77,7 @@ def method_label(method: str, cell: dict) -> str:
         return f"PPO pre-trained on the task mixture ({budget} env steps) + adaptation"
     if "+" in method:
         return variant_label(method)
-    if cell.get("setup"):  # the default departs from the papers' protocol (cheetah-dir: ProMP + LVC)
+    if cell.get("setup"):  # the default departs from the papers' protocol (cheetah-dir: ProMP + LVC + Meta-SGD)
         return variant_label(method_of(method, cell["setup"])) + " (the default)"
     return METHOD_LABELS.get(method, method)
 

@@ -6,10 +6,10 @@ One run measures, in this order and on this machine:
      one core stepping the same number of fresh HalfCheetah trajectories; a naive sampler (gymnasium
      SyncVectorEnv of 40 HalfCheetah-v5 at the same frame skip, one torch policy call per step, one process);
   2. a full-protocol cheetah-dir meta-iteration (40 x 20 x 200, one inner step) for MAML and ANIL, each in its own
-     process (which also reports its peak memory), with the default's outer loop (configs/cheetah-dir.yaml: ProMP,
-     5 Adam steps) and, beside it, the papers' (configs/cheetah-dir-paper.yaml: TRPO with 10 CG iterations), against
-     the time raw mj_step (called from Python) and `mujoco.rollout` (its C loop, one thread) need for the same
-     320,000 env steps;
+     process (which also reports its peak memory), with the default's outer loop and inner rule
+     (configs/cheetah-dir.yaml: ProMP, 5 Adam steps, Meta-SGD) and, beside it, the papers'
+     (configs/cheetah-dir-paper.yaml: TRPO with 10 CG iterations), against the time raw mj_step (called from
+     Python) and `mujoco.rollout` (its C loop, one thread) need for the same 320,000 env steps;
   3. scaling of the iteration time with the meta-batch size (10, 20, 40, 80 tasks) and the horizon (50..400).
 Results go to benchmarks/results/speed/performance.{json,md}.
 
@@ -154,7 +154,8 @@ def iterations_in_subprocess(jobs: list[tuple[str, list[str]]], iterations: int)
             " out['peak_rss_mb'] = int(open('/proc/self/status').read().split('VmHWM:')[1].split()[0]) / 1024;"
             " out['env_steps'] = runs[0]['env_steps'] // 2;"
             " out['fvp_precision'] = resolve_fvp_precision(cfg.fvp_precision, resolve_device(cfg.device));"
-            " out['outer'] = cfg.outer;"
+            " out['outer'] = cfg.outer; out['inner_optimizer'] = cfg.inner_optimizer;"
+            " out['promp_max_kl'] = cfg.promp_max_kl;"
             " print('RESULT', json.dumps(out), flush=True)")
     proc = subprocess.run([sys.executable, "-c", code, json.dumps(jobs)], capture_output=True, text=True)
     if proc.returncode != 0:
@@ -287,8 +288,10 @@ def _markdown(r: dict) -> str:
             rollout = f", {m['over_rollout']:.2f}x rollout ({m['rollout_physics_s']:.1f}s{beside})" \
                 if "over_rollout" in m else ""
             outer = m.get("outer", "trpo")
+            rule = m.get("inner_optimizer", "sgd")
             how = (f"TRPO, {m.get('fvp_precision', 'float32')} Fisher products" if outer == "trpo"
-                   else "ProMP, 5 Adam steps")
+                   else "ProMP, 5 Adam steps" + (f", max KL {m['promp_max_kl']:g}" if m.get("promp_max_kl") else ""))
+            how += f", {rule} inner rule" if rule != "sgd" else ""
             label = (f"{algo.upper()} meta-iteration, {name if paper else 'the preset'} ({how}; sampling / inner / "
                      "update)")
             lines.append(f"| {label} | {m['time/iteration_s']:.1f}s "

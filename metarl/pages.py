@@ -262,7 +262,9 @@ def speed(root: Path) -> str:
                 f"{m['time/update_s']:.1f}")
 
     paper = r.get("iteration_paper")
-    default = "meta-iteration, the default (ProMP)" if paper else "meta-iteration"
+    rule = it[ALGOS[0]].get("inner_optimizer", "sgd")  # recorded since the default learns its inner step sizes
+    how = "ProMP" + {"meta-sgd": " + Meta-SGD", "kfo": " + KFO"}.get(rule, "")
+    default = f"meta-iteration, the default ({how})" if paper else "meta-iteration"
     rows.append(f"| {default}: sampling / inner loop / update (s) | " + " | ".join(split(it[a]) for a in ALGOS) + " |")
     if paper:  # the papers' TRPO beside the default, measured in the same run (issue 52)
         rows.append("| meta-iteration, the papers' TRPO (`--config cheetah-dir-paper`) | "

@@ -69,15 +69,15 @@ CANDIDATES = {"800-iterations": {"iterations": 800}, "com": {**CHOSEN, "forward_
               "meta-sgd-lr-linear": {**CHOSEN, "inner_optimizer": "meta-sgd", "promp_lr_schedule": "linear"},
               "inner-lr-0.2": {**CHOSEN, "inner_lr": 0.2, "eval_first_lr": 0.2, "eval_later_lr": 0.1},
               "max-kl-0.02": {**CHOSEN, "promp_max_kl": 0.02}}
-# what each row is, as a metarl command with today's preset (RUN: a copy of the published seed's run directory)
 
 
-def _set(overrides: dict) -> str:
-    """`overrides`' settings that differ from today's cheetah-dir preset, as --set arguments."""
-    default = family_default("cheetah-dir")
+def _set(overrides: dict, default=family_default("cheetah-dir")) -> str:
+    """`overrides`' settings that differ from today's cheetah-dir preset (read once, at import), as --set
+    arguments."""
     return " ".join(f"{k}={'null' if v is None else v}" for k, v in overrides.items() if v != getattr(default, k))
 
 
+# what each row is, as a metarl command with today's preset (RUN: a copy of the published seed's run directory)
 COMMANDS = {"chosen": "metarl sweep --envs cheetah-dir --algos {algo} --seeds {seed} --set " + _set(CHOSEN),
             "800-iterations": "metarl train --resume RUN --iterations 800",
             **{name: "metarl train --env cheetah-dir --algo {algo} --seed {seed} --set " + _set(CANDIDATES[name])

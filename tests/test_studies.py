@@ -1,4 +1,4 @@
-"""Tests of the studies in benchmarks/studies/: each measures what its docstring says, on committed runs or tiny ones."""
+"""Tests of the studies in benchmarks/studies/: each measures what its docstring says, on committed or tiny runs."""
 
 from __future__ import annotations
 
@@ -448,6 +448,9 @@ def test_cheetah_dir_candidates_continues_a_copy_of_the_published_run_and_report
     text = (tmp_path / "cand.md").read_text()
     assert "| ANIL | chosen: ProMP + LVC (published) |" in text
     assert "`metarl train --resume RUN --iterations 800`" in text
+    waiting = next(line for line in text.splitlines() if line.startswith("Not screened yet"))
+    assert "kfo (`metarl train --env cheetah-dir --algo anil --seed 0 --set inner_optimizer=kfo" in waiting
+    assert "800-iterations" not in waiting  # the one published is a row, not a name still waiting
     import shutil
     shutil.rmtree(tmp_path / "runs")  # a later sitting that kept only git reports the published copy, trains nothing
     study.main(args)

@@ -155,6 +155,11 @@ def markdown(result: dict) -> str:
                          + f" | {row['peak']:.1f} ({row['peak_iteration']}) | {ratio} | {target:.1f} | "
                          + (("yes" if row["returns"][1] >= target else "**no**") if row.get("finished", True)
                             else "not yet") + f" | {speed} |")
+    waiting = {algo: names for algo, names in result.get("not_screened", {}).items() if names}
+    if waiting:  # named by the issues, no published run yet: said, not left out
+        lines += ["", "Not screened yet (no published run): " + "; ".join(
+            f"{algo.upper()}: " + ", ".join(f"{name} (`{COMMANDS[name].format(algo=algo, seed=result['seed'])}`)"
+                                            for name in names) for algo, names in waiting.items()) + "."]
     lines += ["", f"configs/cheetah-dir.yaml with ProMP's outer loop and the LVC estimator, the papers' inner rule and "
               f"no trust region (the chosen variant, the default when the candidates ran), seed {result['seed']}, one "
               "change per row; held-out return on the "
@@ -310,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         for row in rows.values():
             row["command"] = row["command"].format(algo=algo, seed=args.seed)
         result["algos"][algo] = rows
+        result.setdefault("not_screened", {})[algo] = [name for name in CANDIDATES if name not in rows]
     result["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     result["three_seeds"] = {algo: {name: three_seed_row(algo, runs)
                                     for name, runs in grid_variants(algo, GRID).items()} for algo in TARGETS}

@@ -17,7 +17,7 @@ import torch
 
 from metarl import runs as run
 from metarl.config import load_config
-from metarl.experiments import analysis, report
+from metarl.experiments import analysis, publish, report
 from metarl.runs import create_run, evaluate_run, preset_path, train
 from metarl.runs.metrics import PACKED_DIGITS
 
@@ -42,7 +42,9 @@ def test_a_compacted_run_evaluates_and_analyses_as_the_original_and_refuses_to_r
     assert report.compact_published(tmp_path / "published", keep_every=2) == []  # already compact: unchanged
     assert not (copy / run.METRICS_FILE).exists() and (copy / run.METRICS_ARCHIVE).is_file()
     assert_packed_metrics(run.read_metrics(copy), run.read_metrics(original))
-    assert [p.name for p in run.kept_checkpoints(copy)] == ["iteration-000002.pt", "iteration-000004.pt"]
+    # the last snapshot (iteration 4) is checkpoint.pt's own policy: kept once, as checkpoint.pt
+    assert [p.name for p in run.kept_checkpoints(original)] == [f"iteration-00000{i}.pt" for i in (1, 2, 3, 4)]
+    assert [p.name for p in run.kept_checkpoints(copy)] == ["iteration-000002.pt"]
     assert (copy / "checkpoints" / "iteration-000002.pt").stat().st_size < \
         (original / "checkpoints" / "iteration-000002.pt").stat().st_size
     assert evaluate_run(copy, out=tmp_path / "again.json").data["returns"] == evaluation.data["returns"]
@@ -50,6 +52,14 @@ def test_a_compacted_run_evaluates_and_analyses_as_the_original_and_refuses_to_r
     ours = analysis.analyze_run(copy, out=tmp_path / "a", **quiet)["training"]
     theirs = analysis.analyze_run(original, out=tmp_path / "b", **quiet)["training"]
     assert ours == theirs and [row["iteration"] for row in ours] == [2, 4]
+    # continued, the copy keeps the snapshot it starts from again, the full checkpoint of iteration 4
+    more = tmp_path / "continued"
+    shutil.copytree(copy, more)
+    path, longer, ckpt = run.prepare_resume(more, 5)
+    train(path, longer, ckpt, bar=False)
+    assert [p.name for p in run.kept_checkpoints(more)] == [f"iteration-00000{i}.pt" for i in (2, 4, 5)]
+    assert (more / "checkpoints" / "iteration-000004.pt").read_bytes() == \
+        (original / "checkpoints" / "iteration-000004.pt").read_bytes()
     # a policy-only snapshot holds no optimiser or generator state: training cannot continue from it
     shutil.copyfile(copy / "checkpoints" / "iteration-000002.pt", copy / run.CHECKPOINT_FILE)
     with pytest.raises(run.RunError, match="holds the policy alone .* resume from a run's own checkpoint.pt"):
@@ -147,6 +157,7 @@ def test_every_published_run_in_the_repository_is_in_the_compact_form():
         assert report.snapshot_iteration(snapshot) % report.PUBLISHED_SNAPSHOT_EVERY == 0, snapshot
         ckpt = torch.load(snapshot, map_location="cpu", weights_only=True)
         assert run.is_policy_snapshot(ckpt), snapshot
+        assert not publish.repeats_checkpoint(snapshot.parent.parent, snapshot), snapshot  # kept as checkpoint.pt
 
 
 def test_the_tracked_tree_stays_within_its_budget():

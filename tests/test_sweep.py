@@ -231,7 +231,7 @@ def test_a_sitting_killed_without_warning_has_recorded_how_far_it_got(tmp_path):
 def test_sweep_is_resumable_and_publishable(tmp_path, capsys):
     root = tmp_path / "grid"
     args = ["sweep", "--root", str(root), "--envs", "nav2d", "--algos", "anil", "--seeds", "0", "--set", *TINY,
-            "keep_checkpoint_every=2"]
+            "keep_checkpoint_every=1"]
     assert metarl_main(args) == 0
     run_dir = root / "nav2d-anil-seed0"
     evaluation = json.loads((run_dir / EVAL_FILE).read_text())
@@ -255,7 +255,7 @@ def test_sweep_is_resumable_and_publishable(tmp_path, capsys):
     dest = tmp_path / "published"
     dest.mkdir()
     (dest / sweep.COMMANDS_FILE).write_text("metarl sweep --root elsewhere\n")
-    publish = ["publish", str(root), str(dest), "--keep-every", "2"]
+    publish = ["publish", str(root), str(dest), "--keep-every", "1"]
     assert metarl_main(publish) == 0
     # a run made after a publish is listed before the next publish, which must come after it to copy it
     later = ["sweep", "--root", str(root), "--envs", "nav2d", "--algos", "maml", "--seeds", "0"]
@@ -271,11 +271,13 @@ def test_sweep_is_resumable_and_publishable(tmp_path, capsys):
                                                              EVAL_FILE, METRICS_ARCHIVE, sweep.TIMING_FILE,
                                                              SETUP_FILE])
     assert read_metrics(copy) == [packed_record(m) for m in read_metrics(run_dir)]  # gzipped at float32's precision
-    # the kept snapshots of every --keep-every iterations travel with the run, policy-only
-    assert [p.name for p in kept_checkpoints(copy)] == ["iteration-000002.pt"]
-    snapshot = load_checkpoint(copy, copy / KEPT_CHECKPOINTS_DIR / "iteration-000002.pt")
-    full = load_checkpoint(run_dir, run_dir / KEPT_CHECKPOINTS_DIR / "iteration-000002.pt")
-    assert set(snapshot["trainer"]) == {"policy", "iteration", "env_steps"} and snapshot["trainer"]["iteration"] == 2
+    # the kept snapshots of every --keep-every iterations travel with the run, policy-only, but for the last one,
+    # which checkpoint.pt holds
+    assert [p.name for p in kept_checkpoints(run_dir)] == ["iteration-000001.pt", "iteration-000002.pt"]
+    assert [p.name for p in kept_checkpoints(copy)] == ["iteration-000001.pt"]
+    snapshot = load_checkpoint(copy, copy / KEPT_CHECKPOINTS_DIR / "iteration-000001.pt")
+    full = load_checkpoint(run_dir, run_dir / KEPT_CHECKPOINTS_DIR / "iteration-000001.pt")
+    assert set(snapshot["trainer"]) == {"policy", "iteration", "env_steps"} and snapshot["trainer"]["iteration"] == 1
     for name, value in full["trainer"]["policy"].items():
         assert torch.equal(snapshot["trainer"]["policy"][name], value)
     assert metarl_main(["eval", str(copy), "--tasks", "40", "--steps", "3", "--episodes", "2"]) == 0

@@ -42,7 +42,8 @@ def publish_files(source: Path, target: Path, keep_every: int = PUBLISHED_SNAPSH
     """A run's published form in `target`: config, final checkpoint, evaluation and timing as they are, the metrics
     gzipped at float32's precision (run.pack_metrics: read_metrics reads them back) and the kept snapshots whose
     iteration is a multiple of `keep_every` as policy-only (run.compact_snapshot: `metarl analyze` reads them),
-    which keeps a published cheetah run near half a megabyte."""
+    but not the one of checkpoint.pt's own iteration (repeats_checkpoint), which keeps a published cheetah run near
+    half a megabyte."""
     target.mkdir(parents=True, exist_ok=True)
     for name in PUBLISHED_FILES:
         if (source / name).is_file():
@@ -52,8 +53,22 @@ def publish_files(source: Path, target: Path, keep_every: int = PUBLISHED_SNAPSH
         if target != source:
             (target / run.METRICS_FILE).unlink(missing_ok=True)  # an older, plain copy
     for path in run.kept_checkpoints(source):
-        if snapshot_iteration(path) % keep_every == 0:
+        if snapshot_iteration(path) % keep_every == 0 and not repeats_checkpoint(source, path):
             run.compact_snapshot(path, target / run.KEPT_CHECKPOINTS_DIR / path.name)
+
+
+def repeats_checkpoint(run_dir: Path, snapshot: Path) -> bool:
+    """Whether a kept snapshot holds the policy of checkpoint.pt's own iteration, which checkpoint.pt holds too (a
+    finished run's last snapshot): where both are there, `metarl analyze` reads that iteration once, from
+    checkpoint.pt, and `metarl branch --at` falls back to it, so a published run keeps it once."""
+    latest = run_dir / run.CHECKPOINT_FILE
+    if not latest.is_file() or snapshot.resolve() == latest.resolve():
+        return False
+    ckpt, snap = run.load_checkpoint(run_dir), run.load_checkpoint(run_dir, snapshot)
+    if run.is_policy_snapshot(ckpt) or run.checkpoint_iteration(ckpt) != run.checkpoint_iteration(snap):
+        return False
+    ours, theirs = ckpt["trainer"]["policy"], snap["trainer"]["policy"]
+    return ours.keys() == theirs.keys() and all(ours[k].equal(theirs[k]) for k in ours)
 
 
 def snapshot_iteration(path: Path) -> int:
@@ -64,8 +79,8 @@ def snapshot_iteration(path: Path) -> int:
 def compact_published(folder: str | os.PathLike, keep_every: int = PUBLISHED_SNAPSHOT_EVERY) -> list[Path]:
     """Bring every run directory under `folder` (at any depth) to the published form of publish_files, in place:
     metrics gzipped (an older archive packed again), kept snapshots every `keep_every` iterations and policy-only, the
-    others removed; and every PPO model in a baselines/ folder reduced to its actor (compact_ppo_model). Returns the
-    directories it changed."""
+    others and the one checkpoint.pt repeats removed; and every PPO model in a baselines/ folder reduced to its actor
+    (compact_ppo_model). Returns the directories it changed."""
     changed = []
     for config in sorted(Path(folder).rglob(run.CONFIG_FILE)):
         path = config.parent
@@ -74,7 +89,7 @@ def compact_published(folder: str | os.PathLike, keep_every: int = PUBLISHED_SNA
             run.pack_metrics(path)  # an archive of an older form is packed again (PACKED_DIGITS)
             (path / run.METRICS_FILE).unlink(missing_ok=True)
         for snapshot in run.kept_checkpoints(path):
-            if snapshot_iteration(snapshot) % keep_every:
+            if snapshot_iteration(snapshot) % keep_every or repeats_checkpoint(path, snapshot):
                 snapshot.unlink()
             else:
                 run.compact_snapshot(snapshot, snapshot)

@@ -23,11 +23,29 @@ from metarl.runs.checkpoints import (
 )
 from metarl.runs.directory import run_lock, writable_dir
 from metarl.runs.divergence import Diverged, DivergenceWatch
-from metarl.runs.layout import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, SETUP_FILE, Interrupted, RunDiverged
+from metarl.runs.layout import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    KEPT_CHECKPOINTS_DIR,
+    METRICS_FILE,
+    SETUP_FILE,
+    Interrupted,
+    RunDiverged,
+)
 from metarl.runs.metrics import RunLog, truncate_metrics, unpack_metrics
 from metarl.runs.progress import Progress, eval_line, signals_deferred, sigterm_as_interrupt
 
 # -- training -------------------------------------------------------------------------------------------------
+
+def _keep_resumed_snapshot(run_dir: Path, cfg: Config, iteration: int) -> None:
+    """The kept snapshot of the iteration a resume starts from, where the schedule asks for one and the run has none:
+    a published run keeps its last snapshot only as checkpoint.pt (publish.repeats_checkpoint), which training is
+    about to move on from."""
+    every = cfg.keep_checkpoint_every
+    if every > 0 and iteration > 0 and iteration % every == 0:
+        if not (run_dir / KEPT_CHECKPOINTS_DIR / f"iteration-{iteration:06d}.pt").is_file():
+            keep_checkpoint(run_dir, iteration)
+
 
 def train(run_dir: Path, cfg: Config, ckpt: dict | None = None, bar: bool | None = None,
           world: World | None = None) -> dict:
@@ -64,6 +82,7 @@ def _train(run_dir: Path, cfg: Config, ckpt: dict | None, trainer, bar: bool, lo
             _save_iterations(run_dir, cfg)  # the resume is accepted: now config.yaml may change
             unpack_metrics(run_dir)  # a published copy, continued
             truncate_metrics(run_dir / METRICS_FILE, trainer.iteration, last_eval)
+            _keep_resumed_snapshot(run_dir, cfg, trainer.iteration)
     if trainer.world.main:
         record_setup(run_dir, trainer.iteration)
     state = copy.deepcopy(trainer.state_dict())  # the last completed iteration: what an interrupt saves

@@ -46,6 +46,7 @@ from pathlib import Path
 from study_runs import EVAL_STEPS, publish, run_variant
 
 from metarl.common.files import write_report
+from metarl.experiments.figures import save_figure
 from metarl.experiments.records import part_label, variant_parts
 from metarl.experiments.report import pyplot, read_run
 from metarl.experiments.sweep import VARIANT_KEYS, cell_name
@@ -190,8 +191,7 @@ def figure(result: dict, path: Path) -> None:
         ax.set_ylabel("held-out return after 1 step")
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def grid_variants(algo: str, grid: Path) -> dict:

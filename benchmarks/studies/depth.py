@@ -30,6 +30,7 @@ from pathlib import Path
 from study_runs import EVAL_STEPS, publish, run_variant
 
 from metarl.common.files import read_json, write_report
+from metarl.experiments.figures import save_figure
 from metarl.runs import EVAL_FILE, read_metrics
 
 REPO = Path(__file__).resolve().parents[2]
@@ -140,8 +141,7 @@ def figure(result: dict, path: Path) -> None:
         ax.set_xticks(range(EVAL_STEPS + 1))
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from metarl.common.files import write_report
 from metarl.config import load_config
+from metarl.experiments.figures import save_figure
 from metarl.experiments.sweep import paper_run_name
 from metarl.runs import CHECKPOINT_FILE, create_run, is_complete, prepare_resume, preset_path, read_metrics, train
 
@@ -74,8 +75,7 @@ def figure(result: dict, path: Path) -> None:
         ax.set_ylabel("held-out return after 1 step")
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def markdown(result: dict) -> str:

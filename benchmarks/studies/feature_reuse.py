@@ -25,6 +25,7 @@ from pathlib import Path
 
 from metarl.common.files import read_json, write_json, write_report
 from metarl.experiments import analysis
+from metarl.experiments.figures import save_figure
 from metarl.experiments.sweep import paper_run_name
 
 REPO = Path(__file__).resolve().parents[2]
@@ -195,8 +196,7 @@ def figures(result: dict, out_dir: Path) -> None:
     axes[0][0].set_ylabel("linear CKA to the meta-policy")
     axes[0][-1].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out_dir / FIGURES["similarity"], dpi=110)
-    plt.close(fig)
+    save_figure(fig, out_dir / FIGURES["similarity"], dpi=110)
 
     along = [env for env in envs if "maml" in cells[env] and len(cells[env]["maml"]["training"]) > 1]
     fig, axes = plt.subplots(1, max(len(along), 1), figsize=(4.6 * max(len(along), 1), 3.4), squeeze=False)
@@ -210,8 +210,7 @@ def figures(result: dict, out_dir: Path) -> None:
         ax.set_ylabel("linear CKA after one step")
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out_dir / FIGURES["training"], dpi=110)
-    plt.close(fig)
+    save_figure(fig, out_dir / FIGURES["training"], dpi=110)
 
     fig, axes = plt.subplots(1, len(envs), figsize=(4.2 * len(envs), 3.4), squeeze=False)
     for ax, env in zip(axes[0], envs):
@@ -228,8 +227,7 @@ def figures(result: dict, out_dir: Path) -> None:
         ax.set_ylabel("held-out return after one step")
     axes[0][-1].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out_dir / FIGURES["freezing"], dpi=110)
-    plt.close(fig)
+    save_figure(fig, out_dir / FIGURES["freezing"], dpi=110)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from metarl.common.files import write_report
 from metarl.config import load_config
+from metarl.experiments.figures import save_figure
 from metarl.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -90,7 +91,7 @@ def plot(runs: dict, args, path: Path) -> None:
     axes[0].set_ylabel("post-adaptation return")
     axes[0].legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
 
 
 if __name__ == "__main__":

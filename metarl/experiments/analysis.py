@@ -28,6 +28,7 @@ import torch
 from metarl import runs as run
 from metarl.algorithm.policy import layer_outputs, layers
 from metarl.common.files import write_json, write_text
+from metarl.experiments.figures import save_figure
 from metarl.experiments.similarity import linear_cka, svcca
 
 ANALYSIS_FILE = "analysis.json"
@@ -266,7 +267,7 @@ def draw_figures(data: dict, out: Path) -> list[Path]:
     axes[0].set_ylabel("similarity to the meta-policy")
     axes[1].legend(fontsize=8)
     fig.suptitle(f"{title}, iteration {data['iteration']}")
-    paths.append(_save(fig, out / FIGURES["similarity"], plt))
+    paths.append(_save(fig, out / FIGURES["similarity"]))
 
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     iterations = [r["iteration"] for r in data["training"]]
@@ -276,7 +277,7 @@ def draw_figures(data: dict, out: Path) -> list[Path]:
     ax.set_ylabel("linear CKA after one step")
     ax.set_title(title)
     ax.legend(fontsize=8)
-    paths.append(_save(fig, out / FIGURES["training"], plt))
+    paths.append(_save(fig, out / FIGURES["training"]))
 
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for name, r in data["freezing"].items():
@@ -286,12 +287,10 @@ def draw_figures(data: dict, out: Path) -> list[Path]:
     ax.set_xticks(range(data["steps"] + 1))
     ax.set_title(f"{title}: adapting only")
     ax.legend(fontsize=8)
-    paths.append(_save(fig, out / FIGURES["freezing"], plt))
+    paths.append(_save(fig, out / FIGURES["freezing"]))
     return paths
 
 
-def _save(fig, path: Path, plt) -> Path:
+def _save(fig, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)

@@ -413,6 +413,19 @@ def test_depth_study_trains_each_variant_evaluates_it_once_and_resumes(tmp_path)
     assert json.loads((tmp_path / "depth.json").read_text())["envs"] == result["envs"]
 
 
+@pytest.mark.parametrize("env", ["nav2d", "cheetah-vel", "cheetah-dir"])
+def test_depth_variants_train_the_inner_rule_and_depth_they_name_on_every_family(env):
+    from metarl.config import load_config
+    from metarl.runs import preset_path
+
+    study = _import_benchmark("depth")
+    for name, overrides in study.VARIANTS.items():
+        cfg = load_config(preset_path(env), overrides)  # cheetah-dir's preset learns its step sizes (Meta-SGD)
+        rule = name.partition("-")[2] or "sgd"
+        assert cfg.inner_optimizer == rule, (env, name)
+        assert len(cfg.hidden_sizes) == int(name[len("depth")]) and set(cfg.hidden_sizes) == {100}, (env, name)
+
+
 def test_cheetah_dir_candidates_continues_a_copy_of_the_published_run_and_reports_it(tmp_path, monkeypatch):
     study = _import_benchmark("cheetah_dir_candidates")
     from metarl.config import load_config

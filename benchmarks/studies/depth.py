@@ -2,7 +2,8 @@
 The depth study of Arnold, Iqbal, Sha, "When MAML Can Adapt Fast and How to Assist When It Cannot" (AISTATS 2021),
 on policies.
 
-MAML at each family's protocol preset (configs/<env>.yaml, 500 iterations) with one change per variant:
+MAML at each family's preset (configs/<env>.yaml, 500 iterations; on cheetah-dir ProMP's outer loop with LVC and
+its trust region, issue 52's default) with one change per variant:
   depth1, depth2, depth4   hidden_sizes [100], [100, 100] (the protocol's), [100, 100, 100, 100], inner_optimizer sgd;
   depth1-meta-sgd          [100] with Meta-SGD's learned step sizes;
   depth1-kfo               [100] with the Kronecker-factored meta-optimiser (KFO).
@@ -35,8 +36,10 @@ from metarl.runs import EVAL_FILE, read_metrics
 
 REPO = Path(__file__).resolve().parents[2]
 ENVS = ["nav2d", "cheetah-vel", "cheetah-dir"]
-VARIANTS = {"depth1": {"hidden_sizes": [100]}, "depth2": {"hidden_sizes": [100, 100]},
-            "depth4": {"hidden_sizes": [100, 100, 100, 100]},
+# the sgd variants name their rule: cheetah-dir's preset learns its step sizes (Meta-SGD) since issue 52
+VARIANTS = {"depth1": {"hidden_sizes": [100], "inner_optimizer": "sgd"},
+            "depth2": {"hidden_sizes": [100, 100], "inner_optimizer": "sgd"},
+            "depth4": {"hidden_sizes": [100, 100, 100, 100], "inner_optimizer": "sgd"},
             "depth1-meta-sgd": {"hidden_sizes": [100], "inner_optimizer": "meta-sgd"},
             "depth1-kfo": {"hidden_sizes": [100], "inner_optimizer": "kfo"}}
 

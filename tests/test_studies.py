@@ -498,10 +498,16 @@ def test_cheetah_dir_candidates_judges_a_three_seed_row_against_issue_52s_target
                                  "--set inner_optimizer=sgd promp_max_kl=null")
     assert judged["mean"][1] == pytest.approx(383.33333) and judged["std"][1] == pytest.approx(12.47219, rel=1e-5)
     assert judged["lowest_end_over_peak"] == 0.95 and judged["targets_met"] is True
+    assert judged["missed"] == []
     seeds[2] = row(370.0, 390.0, 400.0, 0.89)  # one seed falls below 90% of its peak
-    assert study.three_seed_row("anil", variants["sgd-nokl"])["targets_met"] is False
-    seeds[2] = row(250.0, 390.0, 400.0)  # the mean after one step below 363.2
-    assert study.three_seed_row("anil", variants["sgd-nokl"])["targets_met"] is False
+    fell = study.three_seed_row("anil", variants["sgd-nokl"])
+    assert fell["targets_met"] is False and fell["missed"] == ["a seed ends below 0.90 of its peak (0.89)"]
+    seeds[2] = row(250.0, 390.0, 400.0)  # the mean after one step below 363.2, and a wide spread
+    low = study.three_seed_row("anil", variants["sgd-nokl"])
+    assert low["targets_met"] is False
+    assert low["missed"] == ["mean after 1 step 343.3 < 363.2", "std after 1 step 66.50 > 52.0"]
+    text = study.three_seed_markdown({"three_seeds": {"anil": {"sgd-nokl": low}}, "command": "c", "date": "d"})
+    assert "| **not met**: mean after 1 step 343.3 < 363.2; std after 1 step 66.50 > 52.0 |" in text
     seeds[2] = row(370.0, 390.0, 400.0, finished=False)  # judged only once every seed has finished
     unfinished = study.three_seed_row("anil", variants["sgd-nokl"])
     assert unfinished["targets_met"] is None and unfinished["finished_seeds"] == 2

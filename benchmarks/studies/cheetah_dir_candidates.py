@@ -226,10 +226,21 @@ def three_seed_row(algo: str, runs: dict) -> dict:
     ratios = [row["end_over_peak"] for row in done if row["end_over_peak"] is not None]
     lowest = min(ratios) if ratios else None
     complete = len(done) == len(SEEDS)
-    met = complete and mean[1] >= TARGETS[algo] and std[1] <= SPREAD_TARGETS[algo] \
-        and all(m >= t for m, t in zip(mean[2:], LATER_STEP_TARGETS)) and lowest is not None and lowest >= NO_FALL
+    missed = []  # each target the finished seeds miss, said with its figure
+    if done:
+        if mean[1] < TARGETS[algo]:
+            missed.append(f"mean after 1 step {mean[1]:.1f} < {TARGETS[algo]}")
+        if std[1] > SPREAD_TARGETS[algo]:
+            missed.append(f"std after 1 step {std[1]:.2f} > {SPREAD_TARGETS[algo]}")
+        for k, target in enumerate(LATER_STEP_TARGETS, start=2):
+            if mean[k] < target:
+                missed.append(f"mean after {k} steps {mean[k]:.1f} < {target}")
+        if lowest is None or lowest < NO_FALL:
+            missed.append("a seed ends below " + (f"{NO_FALL:.2f} of its peak ({lowest:.2f})" if lowest is not None
+                                                  else "its peak's fraction (no positive peak)"))
     return {"command": sweep_command(algo, runs), "seeds": seeds, "finished_seeds": len(done), "mean": mean,
-            "std": std, "lowest_end_over_peak": lowest, "targets_met": met if complete else None}
+            "std": std, "lowest_end_over_peak": lowest, "targets_met": (not missed) if complete else None,
+            "missed": missed}
 
 
 def three_seed_markdown(result: dict) -> str:
@@ -248,8 +259,8 @@ def three_seed_markdown(result: dict) -> str:
                              + f" | {one['peak']:.1f} ({one['peak_iteration']}) | {ratio} | |")
             if row["mean"] is None:
                 continue
-            verdict = {True: "met", False: "**not met**", None: f"{row['finished_seeds']} of {len(SEEDS)} seeds "
-                       "finished"}[row["targets_met"]]
+            verdict = {True: "met", False: "**not met**: " + "; ".join(row.get("missed", [])),
+                       None: f"{row['finished_seeds']} of {len(SEEDS)} seeds finished"}[row["targets_met"]]
             lowest = f"{row['lowest_end_over_peak']:.2f} (lowest)" if row["lowest_end_over_peak"] is not None else "-"
             lines.append(f"| {algo.upper()} | **{label}** | `{row['command']}` | mean ± std of the finished | "
                          f"{row['finished_seeds']} seed{'s' * (row['finished_seeds'] != 1)} | "

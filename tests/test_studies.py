@@ -514,6 +514,18 @@ def test_cheetah_dir_candidates_judges_a_three_seed_row_against_issue_52s_target
     text = study.three_seed_markdown({"three_seeds": {"anil": {"sgd-nokl": unfinished}}, "command": "c",
                                       "date": "d"})
     assert "| iteration 300 of 500 |" in text and "| 2 of 3 seeds finished |" in text
+    # two finished seeds further apart than any third seed can bring within the spread target: said before the end
+    seeds[1] = row(280.0, 400.0, 410.0)
+    apart = study.three_seed_row("anil", variants["sgd-nokl"])
+    assert apart["std_floor"] == pytest.approx(60.0 * (2 / 3) ** 0.5)  # a third seed at their mean, 340
+    text = study.three_seed_markdown({"three_seeds": {"anil": {"sgd-nokl": apart}}, "command": "c", "date": "d"})
+    assert "| 2 of 3 seeds finished |" in text and "out of reach" not in text  # 48.99 is within 52.0: not said
+    seeds[1] = row(300.0, 400.0, 410.0)
+    seeds[0] = row(440.0, 420.0, 430.0)
+    text = study.three_seed_markdown({"three_seeds": {"anil": {"sgd-nokl": study.three_seed_row(
+        "anil", variants["sgd-nokl"])}}, "command": "c", "date": "d"})
+    assert "| 2 of 3 seeds finished; std after 1 step out of reach: at least 57.15 whatever the others end at " \
+        "(> 52.0) |" in text
 
 
 def test_fisher_precision_trains_one_bfloat16_change_and_compares_it_with_the_grids_float32_seeds(tmp_path,

@@ -238,9 +238,11 @@ def three_seed_row(algo: str, runs: dict) -> dict:
         if lowest is None or lowest < NO_FALL:
             missed.append("a seed ends below " + (f"{NO_FALL:.2f} of its peak ({lowest:.2f})" if lowest is not None
                                                   else "its peak's fraction (no positive peak)"))
+    # the narrowest spread the row can still end with: the seeds still training level with the finished ones' mean
+    floor = math.sqrt(sum((row["returns"][1] - mean[1]) ** 2 for row in done) / len(SEEDS)) if done else None
     return {"command": sweep_command(algo, runs), "seeds": seeds, "finished_seeds": len(done), "mean": mean,
             "std": std, "lowest_end_over_peak": lowest, "targets_met": (not missed) if complete else None,
-            "missed": missed}
+            "missed": missed, "std_floor": floor}
 
 
 def three_seed_markdown(result: dict) -> str:
@@ -261,6 +263,9 @@ def three_seed_markdown(result: dict) -> str:
                 continue
             verdict = {True: "met", False: "**not met**: " + "; ".join(row.get("missed", [])),
                        None: f"{row['finished_seeds']} of {len(SEEDS)} seeds finished"}[row["targets_met"]]
+            if row["targets_met"] is None and (row.get("std_floor") or 0) > SPREAD_TARGETS[algo]:
+                verdict += (f"; std after 1 step out of reach: at least {row['std_floor']:.2f} whatever the others "
+                            f"end at (> {SPREAD_TARGETS[algo]})")
             lowest = f"{row['lowest_end_over_peak']:.2f} (lowest)" if row["lowest_end_over_peak"] is not None else "-"
             lines.append(f"| {algo.upper()} | **{label}** | `{row['command']}` | mean ± std of the finished | "
                          f"{row['finished_seeds']} seed{'s' * (row['finished_seeds'] != 1)} | "

@@ -47,6 +47,7 @@ def compact_png(source, target: Path | None = None) -> None:
     with replaced_atomically(target) as tmp:
         palette.save(tmp, format="PNG", optimize=True)
 
+
 def pyplot():
     """matplotlib.pyplot on the file-only Agg backend, or a one-line ReportError saying how to install it."""
     try:
@@ -87,7 +88,7 @@ def held_out_series(group: list[RunRecord]):
 
 def plot_methods(env: str, runs: list[RunRecord], out: Path, name: str, series, has_data, labels: tuple) -> str | None:
     """One line per method (mean over seeds) with a min-max band, from `series(group) -> (x, mean, low, high)` over
-    the env's runs that `has_data`; `labels`: x label, y label, title. Returns the file name, None if nothing to draw."""
+    the env's runs that `has_data`; `labels`: x label, y label, title. Returns the file name (None: nothing drawn)."""
     plt = pyplot()
     by_method: dict[str, list[RunRecord]] = {}
     for r in runs:

@@ -85,7 +85,7 @@ def branch_run(source, iteration: int, dest, overrides: dict) -> Branch:
 
 def _snapshot(src: Path, iteration: int) -> Path:
     """The checkpoint file of `iteration`: a kept snapshot, or checkpoint.pt where it holds that iteration."""
-    kept = src / run.KEPT_CHECKPOINTS_DIR / f"iteration-{iteration:06d}.pt"
+    kept = run.kept_checkpoint_path(src, iteration)
     if kept.is_file():
         return kept
     latest = src / run.CHECKPOINT_FILE

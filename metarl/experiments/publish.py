@@ -42,7 +42,7 @@ def publish_files(source: Path, target: Path, keep_every: int = PUBLISHED_SNAPSH
     """A run's published form in `target`: config, final checkpoint, evaluation and timing as they are, the metrics
     gzipped at float32's precision (run.pack_metrics: read_metrics reads them back) and the kept snapshots whose
     iteration is a multiple of `keep_every` as policy-only (run.compact_snapshot: `metarl analyze` reads them),
-    but not the one of checkpoint.pt's own iteration (repeats_checkpoint), which keeps a published cheetah run near
+    but not the one of checkpoint.pt's own iteration (repeated_snapshot), which keeps a published cheetah run near
     half a megabyte."""
     target.mkdir(parents=True, exist_ok=True)
     for name in PUBLISHED_FILES:
@@ -52,23 +52,24 @@ def publish_files(source: Path, target: Path, keep_every: int = PUBLISHED_SNAPSH
         run.pack_metrics(source, target / run.METRICS_ARCHIVE)
         if target != source:
             (target / run.METRICS_FILE).unlink(missing_ok=True)  # an older, plain copy
+    repeated = repeated_snapshot(source)
     for path in run.kept_checkpoints(source):
-        if snapshot_iteration(path) % keep_every == 0 and not repeats_checkpoint(source, path):
+        if snapshot_iteration(path) % keep_every == 0 and path != repeated:
             run.compact_snapshot(path, target / run.KEPT_CHECKPOINTS_DIR / path.name)
 
 
-def repeats_checkpoint(run_dir: Path, snapshot: Path) -> bool:
-    """Whether a kept snapshot holds the policy of checkpoint.pt's own iteration, which checkpoint.pt holds too (a
-    finished run's last snapshot): where both are there, `metarl analyze` reads that iteration once, from
-    checkpoint.pt, and `metarl branch --at` falls back to it, so a published run keeps it once."""
-    latest = run_dir / run.CHECKPOINT_FILE
-    if not latest.is_file() or snapshot.resolve() == latest.resolve():
-        return False
-    ckpt, snap = run.load_checkpoint(run_dir), run.load_checkpoint(run_dir, snapshot)
-    if run.is_policy_snapshot(ckpt) or run.checkpoint_iteration(ckpt) != run.checkpoint_iteration(snap):
-        return False
-    ours, theirs = ckpt["trainer"]["policy"], snap["trainer"]["policy"]
-    return ours.keys() == theirs.keys() and all(ours[k].equal(theirs[k]) for k in ours)
+def repeated_snapshot(run_dir: Path) -> Path | None:
+    """The kept snapshot of checkpoint.pt's own iteration holding the same policy (a finished run's last snapshot),
+    or None: `metarl analyze` reads that iteration once, from checkpoint.pt, and `metarl branch --at` falls back to
+    it, so a published run keeps it once, as checkpoint.pt."""
+    if not (run_dir / run.CHECKPOINT_FILE).is_file():
+        return None
+    ckpt = run.load_checkpoint(run_dir)
+    snapshot = run.kept_checkpoint_path(run_dir, run.checkpoint_iteration(ckpt))
+    if run.is_policy_snapshot(ckpt) or not snapshot.is_file():
+        return None
+    ours, theirs = ckpt["trainer"]["policy"], run.load_checkpoint(run_dir, snapshot)["trainer"]["policy"]
+    return snapshot if ours.keys() == theirs.keys() and all(ours[k].equal(theirs[k]) for k in ours) else None
 
 
 def snapshot_iteration(path: Path) -> int:
@@ -88,8 +89,9 @@ def compact_published(folder: str | os.PathLike, keep_every: int = PUBLISHED_SNA
         if (path / run.METRICS_FILE).is_file() or (path / run.METRICS_ARCHIVE).is_file():
             run.pack_metrics(path)  # an archive of an older form is packed again (PACKED_DIGITS)
             (path / run.METRICS_FILE).unlink(missing_ok=True)
+        repeated = repeated_snapshot(path)
         for snapshot in run.kept_checkpoints(path):
-            if snapshot_iteration(snapshot) % keep_every or repeats_checkpoint(path, snapshot):
+            if snapshot_iteration(snapshot) % keep_every or snapshot == repeated:
                 snapshot.unlink()
             else:
                 run.compact_snapshot(snapshot, snapshot)

@@ -29,9 +29,9 @@ metarl.distributed; never the experiments or the command line (which only parses
 from __future__ import annotations
 
 from metarl.runs.checkpoints import (checkpoint_iteration, compact_snapshot, eval_due, is_complete,
-                                     is_policy_snapshot, keep_checkpoint, kept_checkpoints, load_checkpoint,
-                                     load_run, load_trainer, prepare_resume, restore, save_checkpoint,
-                                     speed_settings)  # noqa: F401
+                                     is_policy_snapshot, keep_checkpoint, kept_checkpoint_path, kept_checkpoints,
+                                     load_checkpoint, load_run, load_trainer, prepare_resume, restore,
+                                     save_checkpoint, speed_settings)  # noqa: F401
 from metarl.runs.directory import (create_run, default_run_dir, file_safe, new_run_path, require_run_dir, run_lock,
                                    writable_dir)  # noqa: F401
 from metarl.runs.divergence import (MAX_SANE_LOG_STD, WATCHED, Diverged, DivergenceWatch,

@@ -81,12 +81,16 @@ def keep_checkpoint(run_dir: Path, iteration: int) -> Path:
 
     A kept snapshot is a complete checkpoint: copy it over checkpoint.pt to resume from that iteration.
     """
-    folder = run_dir / KEPT_CHECKPOINTS_DIR
-    folder.mkdir(exist_ok=True)
-    path = folder / f"iteration-{iteration:06d}.pt"
+    path = kept_checkpoint_path(run_dir, iteration)
+    path.parent.mkdir(exist_ok=True)
     with replaced_atomically(path) as tmp:
         shutil.copyfile(run_dir / CHECKPOINT_FILE, tmp)
     return path
+
+
+def kept_checkpoint_path(run_dir: str | os.PathLike, iteration: int) -> Path:
+    """Where a run keeps its snapshot of `iteration` (checkpoints/iteration-NNNNNN.pt), whether or not it did."""
+    return Path(run_dir) / KEPT_CHECKPOINTS_DIR / f"iteration-{iteration:06d}.pt"
 
 
 def compact_snapshot(source: Path, target: Path) -> None:

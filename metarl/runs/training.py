@@ -18,20 +18,13 @@ from metarl.runs.checkpoints import (
     checkpoint_iteration,
     eval_due,
     keep_checkpoint,
+    kept_checkpoint_path,
     restore,
     save_checkpoint,
 )
 from metarl.runs.directory import run_lock, writable_dir
 from metarl.runs.divergence import Diverged, DivergenceWatch
-from metarl.runs.layout import (
-    CHECKPOINT_FILE,
-    CONFIG_FILE,
-    KEPT_CHECKPOINTS_DIR,
-    METRICS_FILE,
-    SETUP_FILE,
-    Interrupted,
-    RunDiverged,
-)
+from metarl.runs.layout import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, SETUP_FILE, Interrupted, RunDiverged
 from metarl.runs.metrics import RunLog, truncate_metrics, unpack_metrics
 from metarl.runs.progress import Progress, eval_line, signals_deferred, sigterm_as_interrupt
 
@@ -39,11 +32,11 @@ from metarl.runs.progress import Progress, eval_line, signals_deferred, sigterm_
 
 def _keep_resumed_snapshot(run_dir: Path, cfg: Config, iteration: int) -> None:
     """The kept snapshot of the iteration a resume starts from, where the schedule asks for one and the run has none:
-    a published run keeps its last snapshot only as checkpoint.pt (publish.repeats_checkpoint), which training is
+    a published run keeps its last snapshot only as checkpoint.pt (publish.repeated_snapshot), which training is
     about to move on from."""
     every = cfg.keep_checkpoint_every
     if every > 0 and iteration > 0 and iteration % every == 0:
-        if not (run_dir / KEPT_CHECKPOINTS_DIR / f"iteration-{iteration:06d}.pt").is_file():
+        if not kept_checkpoint_path(run_dir, iteration).is_file():
             keep_checkpoint(run_dir, iteration)
 
 

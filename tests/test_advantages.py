@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -255,3 +258,47 @@ def test_float32_fit_is_the_float64_normal_equations_bit_for_bit_with_nan_paddin
     A = X.transpose(-1, -2) @ X + 1e-5 * torch.eye(F, dtype=torch.float64)
     expected = torch.linalg.solve(A, X.transpose(-1, -2) @ y).squeeze(-1).to(torch.float32)
     assert torch.equal(fit_linear_baseline(feats, ret, mask, reg=1e-5), expected)
+
+
+_LARGE_FIT = """
+import torch
+from metarl.algorithm.advantages import fit_linear_baseline
+torch.manual_seed(0)
+torch.set_num_threads(2)
+B, T, N, F = 20, 100, 10, 700  # the Humanoid's 700 baseline features, a meta-batch of 20 tasks
+X = torch.randn(B, T, N, F, dtype=torch.float64)
+y = torch.randn(B, T, N, dtype=torch.float64)
+w = fit_linear_baseline(X, y, torch.ones(B, T, N, dtype=torch.float64), reg=1e-5)
+flat = X.reshape(B, T * N, F)
+A = flat.transpose(1, 2) @ flat + 1e-5 * torch.eye(F, dtype=torch.float64)
+residual = (A @ w.unsqueeze(-1)).squeeze(-1) - (flat.transpose(1, 2) @ y.reshape(B, T * N, 1)).squeeze(-1)
+print(float(residual.abs().max()), torch.get_num_threads())
+"""
+
+
+def test_fit_with_many_features_on_two_threads_returns_and_solves():
+    """torch 2.13's batched LU nests MKL's threads inside its own and with two threads never returned on the
+    Humanoid's 700 features (a training hung in its second iteration); the fit solves on one thread and hands the
+    caller's thread count back. Run in a child process so that a hang fails the test instead of the suite."""
+    out = subprocess.run([sys.executable, "-c", _LARGE_FIT], capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr[-2000:]
+    residual, threads = out.stdout.split()
+    assert float(residual) < 1e-6 and threads == "2"
+
+
+def test_fit_weights_do_not_depend_on_the_thread_count():
+    """The Ant's 254 features gave other last bits on two threads than on one; the fit is now the same on both, so
+    a run's numbers do not follow the machine's load (the update's thread count adapts to it)."""
+    gen = torch.Generator().manual_seed(7)
+    X = torch.randn(20, 200, 10, 254, generator=gen, dtype=torch.float64)
+    y = torch.randn(20, 200, 10, generator=gen, dtype=torch.float64)
+    mask = torch.ones(20, 200, 10, dtype=torch.float64)
+    before = torch.get_num_threads()
+    try:
+        weights = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            weights.append(fit_linear_baseline(X, y, mask))
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(weights[0], weights[1])

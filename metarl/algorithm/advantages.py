@@ -81,16 +81,23 @@ def fit_linear_baseline(
 def _solve_normal_equations(A: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
     """(solution, info) of the batched systems A w = b, info 0 where one solved.
 
-    LU (torch.linalg.solve_ex) first. torch 2.13's batched LU on MKL with two or more threads fails outright on some
-    well-posed systems ("Intel oneMKL ERROR: Parameter 6 was incorrect on entry to DLASWP", then a RuntimeError; met
-    with the Ant's 254 baseline features); those batches are solved by Cholesky, valid here since ridge normal
-    equations are symmetric positive definite (a factorisation that fails reports info > 0, so the caller retries
-    with a larger ridge, as for a failed LU)."""
+    LU (torch.linalg.solve_ex) on one intra-op thread. With two or more, torch 2.13 runs MKL's LU of each system
+    inside its own parallel loop over the batch, and that nesting fails: on the Ant's 254 baseline features with
+    "Intel oneMKL ERROR: Parameter 6 was incorrect on entry to DLASWP" and a RuntimeError, on the Humanoid's 700 by
+    never returning. One thread also makes the weights the same whatever thread count the update runs with (they
+    differed in the last bits at 254 features), so a run's numbers do not depend on the machine's load; at the
+    cheetahs' and nav2d's sizes both counts give the same bits. Should LU still raise, the systems are solved by
+    Cholesky, valid since ridge normal equations are symmetric positive definite (a factorisation that fails reports
+    info > 0, so the caller retries with a larger ridge, as for a failed LU)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     try:
         return torch.linalg.solve_ex(A, b)
     except RuntimeError:
         factor, info = torch.linalg.cholesky_ex(A)
         return torch.cholesky_solve(b, factor), info
+    finally:
+        torch.set_num_threads(threads)
 
 
 def linear_baseline_values(features: Tensor, weights: Tensor) -> Tensor:

@@ -288,7 +288,7 @@ def test_fit_with_many_features_on_two_threads_returns_and_solves():
 
 def test_fit_weights_do_not_depend_on_the_thread_count():
     """The Ant's 254 features gave other last bits on two threads than on one; the fit is now the same on both, so
-    a run's numbers do not follow the machine's load (the update's thread count adapts to it)."""
+    the baseline does not follow the machine's load (the update's thread count adapts to it)."""
     gen = torch.Generator().manual_seed(7)
     X = torch.randn(20, 200, 10, 254, generator=gen, dtype=torch.float64)
     y = torch.randn(20, 200, 10, generator=gen, dtype=torch.float64)

@@ -85,7 +85,7 @@ def _solve_normal_equations(A: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
     inside its own parallel loop over the batch, and that nesting fails: on the Ant's 254 baseline features with
     "Intel oneMKL ERROR: Parameter 6 was incorrect on entry to DLASWP" and a RuntimeError, on the Humanoid's 700 by
     never returning. One thread also makes the weights the same whatever thread count the update runs with (they
-    differed in the last bits at 254 features), so a run's numbers do not depend on the machine's load; at the
+    differed in the last bits at 254 features), so the baseline does not depend on the machine's load; at the
     cheetahs' and nav2d's sizes both counts give the same bits. Should LU still raise, the systems are solved by
     Cholesky, valid since ridge normal equations are symmetric positive definite (a factorisation that fails reports
     info > 0, so the caller retries with a larger ridge, as for a failed LU)."""

@@ -80,7 +80,8 @@ def markdown(result: dict) -> str:
         lines.append(f"| `{family}` | {its} | {row['start']:.1f} | {row['end_pre']:.1f} | {row['end_post']:.1f} | "
                      f"{verdict} | " + " | ".join(f"{v:.1f}" for v in row["held_out"]) + f" | {speed} |")
     scale = ", ".join(f"{k}={v}" for k, v in result["scale"].items())
-    lines += ["", f"ANIL, seed 0, each family's preset at a reduced scale ({scale}; the rest as configs/<family>.yaml). "
+    lines += ["", f"ANIL, seed 0, each family's preset at a reduced scale ({scale}; the rest as "
+              "configs/<family>.yaml). "
               f"start: mean post-adaptation training return of the first {START_ITERATIONS} iterations; end: means of "
               f"the last {END_ITERATIONS}; learns: end post above end pre and above start. Held-out: the final "
               "policy's return on the evaluation's tasks after k adaptation steps (0.1, then 0.05). Each row's "

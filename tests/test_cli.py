@@ -77,7 +77,11 @@ def without_timing(lines: list[dict]) -> list[dict]:
 def scalar_steps(run_dir: Path, tag: str) -> list[int]:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    return [event.step for event in EventAccumulator(str(run_dir)).Reload().Scalars(tag)]
+    # In the order they were written: the accumulator reads a directory's event files in name order, and a resume
+    # in the same second as the interrupt is told apart by the pid alone (here the resume runs in the test's process,
+    # whose pid is lower than the interrupted child's), so the file order can be the reverse of the sittings'.
+    events = EventAccumulator(str(run_dir)).Reload().Scalars(tag)
+    return [event.step for event in sorted(events, key=lambda event: event.wall_time)]
 
 
 @pytest.fixture(scope="module")
